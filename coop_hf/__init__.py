@@ -1,0 +1,13 @@
+"""coop-hf: CoOp prompt learning for CLIP, native to transformers, datasets and the Hugging Face Hub."""
+
+from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
+
+from .configuration_coop import CoOpConfig
+from .modeling_coop import CoOpModel, CoOpOutput, PromptLearner
+
+AutoConfig.register(CoOpConfig.model_type, CoOpConfig, exist_ok=True)
+AutoModel.register(CoOpConfig, CoOpModel, exist_ok=True)
+AutoModelForImageClassification.register(CoOpConfig, CoOpModel, exist_ok=True)
+
+__all__ = ["CoOpConfig", "CoOpModel", "CoOpOutput", "PromptLearner"]
+__version__ = "0.1.0"

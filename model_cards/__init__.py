@@ -1,0 +1,1 @@
+"""Model card templates, installed as the package data `coop_hf.model_cards`."""

@@ -1,0 +1,59 @@
+"""Shared fixtures: the offline environment, the real CLIP tokenizer and small random CLIP models."""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from transformers import AutoTokenizer, CLIPConfig, CLIPModel  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+CLIP_CONFIGS = SHARED / "clip-configs"
+VIT_B32 = CLIP_CONFIGS / "clip-vit-base-patch32"
+TINYCLIP = CLIP_CONFIGS / "tinyclip-vit-8m-16-text-3m"
+DATA = SHARED / "data"
+
+
+def tiny_clip_config(eos_token_id: int = 2, **text_overrides) -> CLIPConfig:
+    """A two-layer CLIP with the real 49,408-token vocabulary, so the real BPE tokenizer fits it."""
+    text_config = dict(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, eos_token_id=eos_token_id
+    )
+    text_config.update(text_overrides)
+    vision_config = dict(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=224, patch_size=32
+    )
+    return CLIPConfig(text_config=text_config, vision_config=vision_config, projection_dim=16)
+
+
+def random_clip(config: CLIPConfig, seed: int = 0) -> CLIPModel:
+    torch.manual_seed(seed)
+    return CLIPModel(config).eval()
+
+
+@pytest.fixture(scope="session")
+def clip_tokenizer():
+    return AutoTokenizer.from_pretrained(VIT_B32)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory, clip_tokenizer) -> Path:
+    """A from_pretrained-able checkpoint folder of a tiny random CLIP with the real tokenizer and processor."""
+    from transformers import CLIPImageProcessor
+
+    folder = tmp_path_factory.mktemp("tiny-clip")
+    random_clip(tiny_clip_config()).save_pretrained(folder)
+    clip_tokenizer.save_pretrained(folder)
+    CLIPImageProcessor.from_pretrained(VIT_B32).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def vit_b32_clip() -> CLIPModel:
+    """The real ViT-B/32 architecture (151M parameters) with random weights."""
+    return random_clip(CLIPConfig.from_pretrained(VIT_B32))
