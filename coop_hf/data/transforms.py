@@ -1,0 +1,125 @@
+"""CoOp's image transforms: the geometry in PIL, rescaling and normalisation by the base model's processor.
+
+Train: RandomResizedCrop (scale 0.08-1, ratio 3/4-4/3, torchvision's sampling) + horizontal flip (p=0.5).
+Test: resize the shorter side + centre crop, exactly as the image processor itself does.
+Randomness comes from torch's global RNG, so ``torch.manual_seed`` and DataLoader worker seeding apply.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import datasets
+import torch
+from PIL import Image
+from transformers.image_processing_utils import BaseImageProcessor
+
+from .images import load_rgb
+
+RRC_SCALE = (0.08, 1.0)
+RRC_RATIO = (3.0 / 4.0, 4.0 / 3.0)
+FLIP_PROBABILITY = 0.5
+
+
+def random_resized_crop_box(
+    width: int, height: int, scale: tuple[float, float] = RRC_SCALE, ratio: tuple[float, float] = RRC_RATIO
+) -> tuple[int, int, int, int]:
+    """Sample a crop as torchvision's ``RandomResizedCrop.get_params``: (top, left, crop_height, crop_width).
+
+    Ten attempts at a random area and log-uniform aspect ratio, then a centre crop clamped to ``ratio``.
+    """
+    area = height * width
+    log_ratio = torch.log(torch.tensor(ratio))
+    for _ in range(10):
+        target_area = area * torch.empty(1).uniform_(scale[0], scale[1]).item()
+        aspect_ratio = torch.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1])).item()
+        crop_width = int(round(math.sqrt(target_area * aspect_ratio)))
+        crop_height = int(round(math.sqrt(target_area / aspect_ratio)))
+        if 0 < crop_width <= width and 0 < crop_height <= height:
+            top = int(torch.randint(0, height - crop_height + 1, size=(1,)).item())
+            left = int(torch.randint(0, width - crop_width + 1, size=(1,)).item())
+            return top, left, crop_height, crop_width
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        crop_width, crop_height = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        crop_width, crop_height = int(round(height * max(ratio))), height
+    else:
+        crop_width, crop_height = width, height
+    return (height - crop_height) // 2, (width - crop_width) // 2, crop_height, crop_width
+
+
+def _size_entry(size: Any, key: str) -> int | None:
+    return size.get(key) if size is not None else None
+
+
+class CoOpTransform:
+    """Batch transform for ``Dataset.set_transform`` / ``with_transform``.
+
+    Maps ``{"image": [...], "label": [...]}`` to ``{"pixel_values": FloatTensor[B, 3, H, W],
+    "labels": LongTensor[B]}``. Output size, resampling filter, mean and std come from ``image_processor``
+    (its ``crop_size``, its ``size`` for the test-time resize). Every image goes through ``load_rgb``.
+    """
+
+    def __init__(self, image_processor: BaseImageProcessor, train: bool) -> None:
+        self.image_processor = image_processor
+        self.train = train
+        self.resample = Image.Resampling(int(image_processor.resample))
+        size, crop = image_processor.size, image_processor.crop_size
+        self.shortest_edge = _size_entry(size, "shortest_edge")
+        self.resize_to = (_size_entry(size, "height"), _size_entry(size, "width"))
+        if image_processor.do_center_crop:
+            self.output_size = (_size_entry(crop, "height"), _size_entry(crop, "width"))
+        else:
+            self.output_size = self.resize_to
+        if None in self.output_size or (self.shortest_edge is None and None in self.resize_to):
+            raise ValueError(
+                f"{type(image_processor).__name__} must resize to a shortest edge or a fixed height and "
+                f"width, and centre-crop or resize to a fixed size; got size={size}, crop_size={crop}"
+            )
+
+    def train_geometry(self, image: Image.Image) -> Image.Image:
+        """Random resized crop to the output size, then a random horizontal flip."""
+        top, left, crop_height, crop_width = random_resized_crop_box(image.width, image.height)
+        out_height, out_width = self.output_size
+        image = image.crop((left, top, left + crop_width, top + crop_height))
+        image = image.resize((out_width, out_height), self.resample)
+        if torch.rand(1).item() < FLIP_PROBABILITY:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        return image
+
+    def test_geometry(self, image: Image.Image) -> Image.Image:
+        """Resize as the image processor does (shorter side or fixed size), then centre-crop as it does."""
+        if self.shortest_edge is not None:
+            short, long = sorted((image.width, image.height))
+            new_short, new_long = self.shortest_edge, int(self.shortest_edge * long / short)
+            new_width, new_height = (
+                (new_short, new_long) if image.width <= image.height else (new_long, new_short)
+            )
+        else:
+            new_height, new_width = self.resize_to
+        image = image.resize((new_width, new_height), self.resample)
+        out_height, out_width = self.output_size
+        top, left = (image.height - out_height) // 2, (image.width - out_width) // 2
+        return image.crop((left, top, left + out_width, top + out_height))
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, torch.Tensor]:
+        geometry = self.train_geometry if self.train else self.test_geometry
+        images = [geometry(load_rgb(image)) for image in batch["image"]]
+        pixel_values = self.image_processor(
+            images=images, do_resize=False, do_center_crop=False, return_tensors="pt"
+        )["pixel_values"]
+        return {"pixel_values": pixel_values, "labels": torch.as_tensor(batch["label"], dtype=torch.long)}
+
+
+def with_coop_transform(
+    dataset: datasets.Dataset, image_processor: BaseImageProcessor, *, train: bool
+) -> datasets.Dataset:
+    """Return ``dataset`` yielding ``pixel_values``/``labels`` through ``CoOpTransform`` on access.
+
+    The image column is cast to ``Image(decode=False)`` so that ``load_rgb`` does the decoding and an
+    unreadable file is reported by name.
+    """
+    undecoded = dataset.cast_column("image", datasets.Image(decode=False))
+    return undecoded.with_transform(CoOpTransform(image_processor, train=train), columns=["image", "label"])
