@@ -1,0 +1,124 @@
+"""The CoOp training recipe on `transformers.Trainer`: SGD on the context only, one constant warm-up epoch, then
+cosine decay by epoch, exactly as the reference schedule steps it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from transformers import Trainer, TrainingArguments
+
+from .hub import render_model_card
+from .metrics import ClassificationAccuracy
+
+
+@dataclass
+class CoOpTrainingArguments(TrainingArguments):
+    """`TrainingArguments` whose defaults are the CoOp recipe (SGD lr 0.002, momentum 0.9, weight decay 5e-4,
+    batch 32, one warm-up epoch at constant lr 1e-5 then cosine decay by epoch).
+
+    `num_train_epochs` left at None means the reference schedule for the shot count (see `reference_epochs`);
+    the recipe resolves it before training.
+    """
+
+    learning_rate: float = field(default=0.002, metadata={"help": "Peak SGD learning rate (CoOp: 0.002)."})
+    weight_decay: float = field(default=5e-4, metadata={"help": "SGD weight decay (CoOp: 5e-4)."})
+    momentum: float = field(default=0.9, metadata={"help": "SGD momentum (CoOp: 0.9)."})
+    warmup_epochs: int = field(default=1, metadata={"help": "Epochs at the constant warm-up learning rate."})
+    warmup_lr: float = field(default=1e-5, metadata={"help": "Constant learning rate of the warm-up epochs."})
+    per_device_train_batch_size: int = field(default=32, metadata={"help": "Training batch size per device."})
+    per_device_eval_batch_size: int = field(
+        default=100, metadata={"help": "Evaluation batch size per device."}
+    )
+    num_train_epochs: float | None = field(
+        default=None,
+        metadata={
+            "help": "Epochs; default: the reference schedule by shots (1: 50, 2-4: 100, 8-16: 200, ImageNet: 50)."
+        },
+    )
+    remove_unused_columns: bool = field(
+        default=False,
+        metadata={"help": "Keep dataset columns: images are transformed lazily into pixel_values."},
+    )
+    save_strategy: str = field(default="epoch", metadata={"help": "Checkpoint every epoch (a few KB each)."})
+    save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept on disk."})
+    logging_steps: float = field(default=10, metadata={"help": "Log every N optimizer steps."})
+
+
+def reference_epochs(shots: int, dataset: str | None = None) -> int:
+    """CoOp's epochs by shot count: 1 shot 50, 2-4 shots 100, 8-16 shots 200; ImageNet 50 at every shot count."""
+    if dataset is not None and dataset.startswith("imagenet"):
+        return 50
+    if shots <= 1:
+        return 50
+    return 100 if shots <= 4 else 200
+
+
+def warmup_cosine_factor(epoch: int, *, total_epochs: int, warmup_epochs: int, warmup_ratio: float) -> float:
+    """Learning-rate factor of an epoch: `warmup_ratio` (warm-up lr / lr) during warm-up, then cosine from 1.
+
+    The reference wraps a cosine schedule over all epochs and starts stepping it only after the warm-up, so the
+    first epoch after warm-up runs at the full learning rate and epoch e at 0.5 (1 + cos(pi (e - w) / E)).
+    """
+    if epoch < warmup_epochs:
+        return warmup_ratio
+    return 0.5 * (1.0 + math.cos(math.pi * (epoch - warmup_epochs) / total_epochs))
+
+
+class CoOpTrainer(Trainer):
+    """`Trainer` with the CoOp optimizer (SGD over the prompt parameters only) and schedule, and checkpoints and
+    Hub pushes that hold the prompt and its model card, never CLIP's weights."""
+
+    args: CoOpTrainingArguments
+
+    def create_optimizer(self, model=None) -> torch.optim.Optimizer:
+        if self.optimizer is None:
+            model = self.model if model is None else model
+            prompt_parameters = [param for param in model.parameters() if param.requires_grad]
+            self.optimizer = torch.optim.SGD(
+                prompt_parameters,
+                lr=self.args.learning_rate,
+                momentum=self.args.momentum,
+                weight_decay=self.args.weight_decay,
+            )
+        return self.optimizer
+
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
+        if self.lr_scheduler is None:
+            optimizer = optimizer if optimizer is not None else self.optimizer
+            steps_per_epoch = max(
+                len(self.get_train_dataloader()) // self.args.gradient_accumulation_steps, 1
+            )
+            total_epochs = max(math.ceil(num_training_steps / steps_per_epoch), 1)
+
+            def factor(step: int) -> float:
+                return warmup_cosine_factor(
+                    step // steps_per_epoch,
+                    total_epochs=total_epochs,
+                    warmup_epochs=self.args.warmup_epochs,
+                    warmup_ratio=self.args.warmup_lr / self.args.learning_rate,
+                )
+
+            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return self.lr_scheduler
+
+    def create_model_card(self, *args, **kwargs) -> None:
+        """Write the CoOp model card (Trainer's generic card would overwrite it before a Hub push)."""
+        if self.is_world_process_zero():
+            from pathlib import Path
+
+            from .atomic import atomic_write_text
+
+            model = self.accelerator.unwrap_model(self.model)
+            path = Path(self.args.output_dir) / "README.md"
+            atomic_write_text(path, render_model_card(model, repo_id=self.args.hub_model_id))
+
+
+def compute_accuracy_metrics(eval_prediction) -> dict[str, float]:
+    """`compute_metrics` for Trainer: accuracy and macro (per-class mean) accuracy, in percent."""
+    logits = eval_prediction.predictions
+    logits = logits[0] if isinstance(logits, tuple) else logits
+    metric = ClassificationAccuracy()
+    scores = metric.compute(predictions=logits.argmax(-1), references=eval_prediction.label_ids)
+    return {name: 100.0 * value for name, value in scores.items()}
