@@ -18,12 +18,12 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoTokenizer, CLIPModel, PreTrainedModel, PreTrainedTokenizerBase
-from transformers.masking_utils import create_causal_mask
 from transformers.utils import ModelOutput, cached_file
 
 from .atomic import atomic_directory
 from .configuration_coop import CoOpConfig, check_classnames
 from .prompts import PromptTokens, context_init_ids, tokenize_prompts
+from .text_encoding import encode_prompts
 
 PROMPT_WEIGHTS_NAME = "model.safetensors"
 CONTEXT_KEY = "prompt_learner.ctx"
@@ -126,6 +126,9 @@ class CoOpModel(CoOpPreTrainedModel):
         self.prompt_learner = PromptLearner(ctx.float(), self._tokenize(config.classnames))
         self._text_features_cache: tuple[tuple, torch.Tensor] | None = None
         self.post_init()
+        # CLIP's weights come from its own checkpoint: never saved with the prompt, and not "missing" when a
+        # Trainer checkpoint (prompt only) is loaded back.
+        self._keys_to_ignore_on_save = {f"clip.{key}" for key in clip.state_dict()}
 
     @classmethod
     def from_clip(
@@ -191,19 +194,14 @@ class CoOpModel(CoOpPreTrainedModel):
         self.config.label2id = {name: index for index, name in self.config.id2label.items()}
         self._text_features_cache = None
 
-    def get_text_features(self) -> torch.Tensor:
+    def get_text_features(self, *, chunk_size: int | None = None, checkpoint: bool = False) -> torch.Tensor:
         """[classes, projection_dim] unnormalised text features of the current prompts, exactly as
-        `CLIPModel.get_text_features` returns them for the equivalent text."""
-        text_model = self.clip.text_model
-        prompt_embeds = self.prompt_learner(text_model.embeddings.token_embedding)
-        hidden = text_model.embeddings(inputs_embeds=prompt_embeds)
-        causal_mask = create_causal_mask(
-            config=text_model.config, inputs_embeds=hidden, attention_mask=None, past_key_values=None
-        )
-        hidden = text_model.encoder(inputs_embeds=hidden, attention_mask=causal_mask, is_causal=True).last_hidden_state
-        rows = torch.arange(hidden.shape[0], device=hidden.device)
-        pooled = text_model.final_layer_norm(hidden[rows, self.prompt_learner.eot_positions])
-        return self.clip.text_projection(pooled)
+        `CLIPModel.get_text_features` returns them for the equivalent text.
+
+        The shared [SOS] + context prefix is encoded once where the layout allows (`text_encoding.encode_prompts`);
+        `chunk_size` (classes per pass) and `checkpoint` (recompute activations in backward) only save memory.
+        """
+        return encode_prompts(self.clip, self.prompt_learner, chunk_size=chunk_size, checkpoint=checkpoint)
 
     def _text_features_for_logits(self) -> torch.Tensor:
         """Text features, computed once and reused while the context is unchanged and no gradient is needed."""
@@ -265,7 +263,7 @@ class CoOpModel(CoOpPreTrainedModel):
         """Write config.json, a prompt-only model.safetensors and a model card (README.md).
 
         The files are written to a temporary folder and moved into place one by one, so an interrupted save
-        never leaves a half-written prompt. `state_dict` (as passed by `Trainer`) is filtered to the prompt.
+        never leaves a half-written prompt. A full `state_dict` (as `Trainer` passes it) is saved without CLIP's weights.
         """
         from .hub import render_model_card
 
@@ -273,13 +271,14 @@ class CoOpModel(CoOpPreTrainedModel):
             return
         if state_dict is None:
             state_dict = self.prompt_state_dict()
-        state_dict = {key: value for key, value in state_dict.items() if key.startswith("prompt_learner.")}
         repo_id = kwargs.pop("repo_id", None)
         with atomic_directory(save_directory) as staging:
             super().save_pretrained(staging, state_dict=state_dict, **kwargs)
             (staging / "README.md").write_text(render_model_card(self), encoding="utf-8")
         if push_to_hub:
-            self.push_to_hub(repo_id or os.path.basename(os.path.abspath(save_directory)), token=kwargs.get("token"))
+            self.push_to_hub(
+                repo_id or os.path.basename(os.path.abspath(save_directory)), token=kwargs.get("token")
+            )
 
     def push_to_hub(
         self,
@@ -328,7 +327,9 @@ class CoOpModel(CoOpPreTrainedModel):
         `CLIPModel.from_pretrained` (e.g. `dtype`).
         """
         if model_args:
-            raise TypeError(f"CoOpModel.from_pretrained takes no extra positional arguments, got {model_args}.")
+            raise TypeError(
+                f"CoOpModel.from_pretrained takes no extra positional arguments, got {model_args}."
+            )
         for key in AUTO_CLASS_KWARGS:
             kwargs.pop(key, None)
         shared = {key: kwargs[key] for key in SHARED_HUB_KWARGS if key in kwargs}
@@ -377,7 +378,9 @@ def load_clip_and_tokenizer(
     """Resolve a CLIP given as a model or an id/path, and its tokenizer (loaded from the same place if absent)."""
     if not isinstance(clip, CLIPModel):
         if not isinstance(clip, (str, os.PathLike)):
-            raise TypeError(f"clip must be a transformers CLIPModel or a Hub id / local path, got {type(clip)}.")
+            raise TypeError(
+                f"clip must be a transformers CLIPModel or a Hub id / local path, got {type(clip)}."
+            )
         try:
             clip = CLIPModel.from_pretrained(clip, **from_pretrained_kwargs)
         except OSError as error:
