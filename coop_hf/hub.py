@@ -36,7 +36,7 @@ class CardResults:
     hyperparameters: dict[str, object] = field(default_factory=dict)
 
 
-def _format_size(num_bytes: int) -> str:
+def format_size(num_bytes: int) -> str:
     return f"{num_bytes / 1024:.1f} KB" if num_bytes < 1024**2 else f"{num_bytes / 1024**2:.1f} MB"
 
 
@@ -84,7 +84,7 @@ def render_model_card(model: CoOpModel, repo_id: str | None = None) -> str:
         class_specific_context=config.class_specific_context,
         num_classes=len(names),
         classnames_preview=preview,
-        prompt_size=_format_size(ctx.numel() * 4),
+        prompt_size=format_size(ctx.numel() * 4),
         dataset=results.dataset_name if results else None,
         results=[{"method": m, "accuracy": a} for m, a in results.rows] if results else None,
         results_description=results.description if results else "",

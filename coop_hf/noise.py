@@ -15,7 +15,7 @@ import torch
 from transformers import CLIPModel, PreTrainedTokenizerBase
 
 from .baselines import zero_shot_weights
-from .data.few_shot import _row_keys
+from .data.few_shot import row_keys
 
 NOISE_TYPES = ("none", "symmetric", "replace", "confusion")
 CLEAN_LABEL = "clean_label"
@@ -205,8 +205,8 @@ def _replace(
     if missing:
         raise ValueError(f"The pool lacks the dataset's columns {missing}: pass the full train split.")
     pool = pool.select_columns(dataset.column_names)
-    taken = set(_row_keys(dataset))
-    pool_keys = _row_keys(pool)
+    taken = set(row_keys(dataset))
+    pool_keys = row_keys(pool)
     # Candidates in key order, so the draw does not depend on the pool's row order.
     order = np.array(sorted(range(len(pool)), key=lambda row: (pool_keys[row], row)), dtype=np.int64)
     order_labels = np.asarray(pool["label"], dtype=np.int64)[order]

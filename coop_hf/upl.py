@@ -20,7 +20,7 @@ from transformers.utils import cached_file
 
 from .atomic import atomic_directory
 from .configuration_coop import CoOpConfig
-from .hub import TAGS, _format_size
+from .hub import TAGS, format_size
 from .modeling_coop import (
     AUTO_CLASS_KWARGS,
     CONTEXT_KEY,
@@ -403,7 +403,7 @@ def render_ensemble_card(model: CoOpEnsemble, repo_id: str | None = None) -> str
         class_specific_context=config.class_specific_context,
         num_classes=len(names),
         classnames_preview=", ".join(names[:5]) + (", ..." if len(names) > 5 else ""),
-        prompt_size=_format_size(num_bytes),
+        prompt_size=format_size(num_bytes),
     )
     return str(card)
 

@@ -1,5 +1,6 @@
 """The few-shot protocol end to end on the real mini Flowers102 with a tiny random CLIP."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -8,63 +9,81 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import TrainerCallback
+from transformers import HfArgumentParser, TrainerCallback
 
 from coop_hf import CoOpModel
 from coop_hf.data import load_benchmark
-from coop_hf.experiments import Backbone, Task, run_coop_seed
+from coop_hf.experiments import Backbone
 from coop_hf.training import CoOpTrainingArguments
 from tests.conftest import DATA
 
 REPO = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("train_example", REPO / "examples" / "train.py")
+train_example = sys.modules["train_example"] = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(train_example)
 
 
-def run_script(*args: str, processes: int = 1, cwd: Path = REPO) -> None:
-    launcher = (
-        [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", str(processes)]
-        if processes > 1
-        else [sys.executable]
-    )
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    completed = subprocess.run(
-        [*launcher, str(REPO / "examples" / "train.py"), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-5000:]
-
-
-def common_flags(tiny_clip_dir, output_dir, cache_dir) -> list[str]:
+def flags(tiny_clip_dir, output_dir, *extra: str) -> list[str]:
     return [
         "--model_name_or_path", str(tiny_clip_dir), "--dataset", "oxford_flowers", "--data_dir", str(DATA),
         "--shots", "1", "--n_ctx", "4", "--num_train_epochs", "2", "--output_dir", str(output_dir),
-        "--feature_cache_dir", str(cache_dir), "--disable_tqdm", "true", "--learning_rate", "0.05",
+        "--disable_tqdm", "true", "--learning_rate", "0.05", *extra,
     ]  # fmt: skip
 
 
-@pytest.mark.slow
-def test_one_shot_run_writes_results_prompt_and_card_and_reloads_exactly(tiny_clip_dir, tmp_path):
-    output_dir, cache_dir = tmp_path / "run", tmp_path / "cache"
-    run_script(*common_flags(tiny_clip_dir, output_dir, cache_dir), "--seeds", "1", "2")
-    results = json.loads((output_dir / "results.json").read_text())
-    assert results["method"] == "coop" and results["dataset"] == "oxford_flowers" and results["shots"] == 1
-    assert results["seeds"] == [1, 2] and [run["seed"] for run in results["per_seed"]] == [1, 2]
-    accuracies = [run["accuracy"] for run in results["per_seed"]]
-    assert results["accuracy"] == pytest.approx(sum(accuracies) / 2)
-    assert results["accuracy_std"] == pytest.approx(abs(accuracies[0] - accuracies[1]) / 2)
+def run_in_process(arguments: list[str], callbacks=None) -> dict:
+    parser = HfArgumentParser((train_example.ExperimentArguments, CoOpTrainingArguments))
+    return train_example.run(*parser.parse_args_into_dataclasses(args=arguments), callbacks=callbacks)
 
-    prompt_dir = output_dir / "seed1"
+
+def run_script(arguments: list[str], processes: int = 1) -> subprocess.CompletedProcess:
+    # `accelerate launch --cpu` always starts one process; several CPU processes go through its torchrun
+    # launcher (--multi_gpu) with Trainer on the CPU (--use_cpu true), gloo backend.
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes)]
+    launcher += ["--multi_gpu"] if processes > 1 else ["--cpu"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    completed = subprocess.run(
+        [*launcher, str(REPO / "examples" / "train.py"), *arguments], env=env, capture_output=True, text=True
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-5000:]
+    return completed
+
+
+@pytest.mark.slow
+def test_accelerate_launch_one_and_two_processes(tiny_clip_dir, tmp_path):
+    """`accelerate launch` runs the script; two CPU processes give the same protocol as one."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    run_script(flags(tiny_clip_dir, one, "--seeds", "1", "2"))
+    two_flags = flags(tiny_clip_dir, two, "--seeds", "1", "2", "--per_device_train_batch_size", "16", "--use_cpu", "true")
+    run_script(two_flags, processes=2)
+    results_one = json.loads((one / "results.json").read_text())
+    results_two = json.loads((two / "results.json").read_text())
+    assert results_one["method"] == "coop" and results_one["dataset"] == "oxford_flowers" and results_one["shots"] == 1
+    assert results_one["seeds"] == [1, 2] and [run["seed"] for run in results_one["per_seed"]] == [1, 2]
+    accuracies = [run["accuracy"] for run in results_one["per_seed"]]
+    assert results_one["accuracy"] == pytest.approx(sum(accuracies) / 2)
+    assert results_one["accuracy_std"] == pytest.approx(abs(accuracies[0] - accuracies[1]) / 2)
+    # Same test split, same zero-shot baseline, same global batch (32): only the augmentation draws differ.
+    assert results_two["zeroshot_accuracy"] == results_one["zeroshot_accuracy"]
+    assert results_two["epochs"] == results_one["epochs"] == 2
+    assert abs(results_two["accuracy"] - results_one["accuracy"]) < 3.0
+    state_one = json.loads((one / "seed1" / "trainer_state.json").read_text())
+    state_two = json.loads((two / "seed1" / "trainer_state.json").read_text())
+    assert state_one["global_step"] == state_two["global_step"]
+
+
+def test_one_shot_run_writes_results_prompt_and_card_and_reloads_exactly(tiny_clip_dir, tmp_path):
+    results = run_in_process(flags(tiny_clip_dir, tmp_path))
+    assert json.loads((tmp_path / "results.json").read_text()) == json.loads(json.dumps(results))
+    prompt_dir = tmp_path / "seed1"
     card = (prompt_dir / "README.md").read_text()
     assert "datasets:\n- oxford_flowers" in card and "model-index" in card and "Zero-shot CLIP" in card
     assert (prompt_dir / "trainer_state.json").is_file()
+    assert os.path.getsize(prompt_dir / "model.safetensors") < 4096
 
     # The saved prompt reproduces the logged test accuracy exactly.
     backbone = Backbone.load(str(tiny_clip_dir))
-    test = backbone.features(
-        load_benchmark("oxford_flowers", DATA)["test"], batch_size=100, cache_dir=str(cache_dir)
-    )[:]
+    test = backbone.features(load_benchmark("oxford_flowers", DATA)["test"], batch_size=100)
     model = CoOpModel.from_pretrained(prompt_dir)
     with torch.no_grad():
         predictions = model(image_embeds=test["image_embeds"]).logits.argmax(-1)
@@ -72,37 +91,33 @@ def test_one_shot_run_writes_results_prompt_and_card_and_reloads_exactly(tiny_cl
     assert accuracy == pytest.approx(results["per_seed"][0]["accuracy"], abs=1e-9)
 
 
-class StopAfterFirstEpoch(TrainerCallback):
-    def on_epoch_end(self, args, state, control, **kwargs):
-        control.should_training_stop = True
+class KillAfterFirstCheckpoint(TrainerCallback):
+    def on_save(self, args, state, control, **kwargs):
+        raise KeyboardInterrupt("killed")
 
 
 def test_resumed_run_ends_identical_to_an_uninterrupted_one(tiny_clip_dir, tmp_path):
-    backbone = Backbone.load(str(tiny_clip_dir))
-    task = Task.load("oxford_flowers", str(DATA))
-    task.splits["train"] = task.splits["train"].select(range(0, 2040, 4))  # 5 images per class
-    splits = task.few_shot(1, seed=1)
-    test = backbone.features(splits["val"], batch_size=100, cache_dir=str(tmp_path / "cache"))
-
-    def train(output_dir: Path, callbacks=(), resume=None) -> torch.Tensor:
-        args = CoOpTrainingArguments(
-            output_dir=str(output_dir), num_train_epochs=2, per_device_train_batch_size=16, disable_tqdm=True,
-            learning_rate=0.5, save_total_limit=None,
-        )  # fmt: skip
-        run_coop_seed(
-            backbone, task, splits, test, args, seed=1, shots=1, model_kwargs={"n_ctx": 4}, zeroshot_accuracy=0.0,
-            resume_from_checkpoint=resume, callbacks=list(callbacks),
-        )  # fmt: skip
-        return CoOpModel.from_pretrained(output_dir).prompt_learner.ctx.detach()
-
-    uninterrupted = train(tmp_path / "full")
-    train(tmp_path / "killed", callbacks=[StopAfterFirstEpoch()])
-    assert sorted(p.name for p in (tmp_path / "killed").glob("checkpoint-*")) == ["checkpoint-7"]
-    resumed = train(tmp_path / "killed", resume=True)
-    torch.testing.assert_close(resumed, uninterrupted, rtol=0, atol=0)
+    uninterrupted = run_in_process(flags(tiny_clip_dir, tmp_path / "full"))
+    with pytest.raises(KeyboardInterrupt):
+        run_in_process(flags(tiny_clip_dir, tmp_path / "killed"), callbacks=[KillAfterFirstCheckpoint()])
+    assert [p.name for p in (tmp_path / "killed" / "seed1").glob("checkpoint-*")] == ["checkpoint-4"]
+    resumed = run_in_process(flags(tiny_clip_dir, tmp_path / "killed", "--resume_from_checkpoint", "true"))
+    assert resumed["accuracy"] == uninterrupted["accuracy"]
+    ctx = [CoOpModel.from_pretrained(tmp_path / run / "seed1").prompt_learner.ctx for run in ("full", "killed")]
+    torch.testing.assert_close(ctx[0], ctx[1], rtol=0, atol=0)
 
 
-def test_class_specific_context_learns_far_above_chance_on_real_images(tiny_clip_dir, tmp_path):
+def test_baselines_on_the_same_splits(tiny_clip_dir, tmp_path):
+    zeroshot = run_in_process(flags(tiny_clip_dir, tmp_path / "zs", "--method", "zeroshot", "--seeds", "1", "2"))
+    assert zeroshot["accuracy_std"] == 0 and len(zeroshot["per_seed"]) == 2
+    assert zeroshot["accuracy"] == zeroshot["zeroshot_accuracy"] and "accuracy_ensemble" in zeroshot
+    assert zeroshot["templates_ensemble"][-1] == "a photo of a {}, a type of flower."
+    probe = run_in_process(flags(tiny_clip_dir, tmp_path / "lp", "--method", "linear-probe", "--shots", "2"))
+    assert probe["method"] == "linear-probe" and 0 <= probe["accuracy"] <= 100 and probe["per_seed"][0]["C"] > 0
+    assert json.loads((tmp_path / "lp" / "results.json").read_text())["shots"] == 2
+
+
+def test_class_specific_context_learns_far_above_chance_on_real_images(tiny_clip_dir):
     """Learning flows through the frozen encoders: CSC fits 10 real Flowers classes (chance: 10 %)."""
     backbone = Backbone.load(str(tiny_clip_dir))
     splits = load_benchmark("oxford_flowers", DATA)
@@ -111,7 +126,7 @@ def test_class_specific_context_learns_far_above_chance_on_real_images(tiny_clip
     model = CoOpModel.from_clip(
         backbone.clip, classnames, tokenizer=backbone.tokenizer, n_ctx=4, class_specific_context=True
     )
-    features = backbone.features(train, batch_size=100, cache_dir=str(tmp_path))[:]
+    features = backbone.features(train, batch_size=100)
     optimizer = torch.optim.Adam([model.prompt_learner.ctx], lr=0.05)
     for _ in range(300):
         loss = model(image_embeds=features["image_embeds"], labels=features["labels"]).loss
@@ -120,8 +135,6 @@ def test_class_specific_context_learns_far_above_chance_on_real_images(tiny_clip
         optimizer.step()
     with torch.no_grad():
         accuracy = (
-            (model(image_embeds=features["image_embeds"]).logits.argmax(-1) == features["labels"])
-            .float()
-            .mean()
+            (model(image_embeds=features["image_embeds"]).logits.argmax(-1) == features["labels"]).float().mean()
         )
     assert accuracy > 0.3, accuracy  # 3x chance

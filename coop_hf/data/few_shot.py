@@ -13,7 +13,7 @@ VAL_SHOTS_CAP = 4
 _KEY_BATCH = 256
 
 
-def _row_keys(dataset: datasets.Dataset) -> list[str]:
+def row_keys(dataset: datasets.Dataset) -> list[str]:
     """A stable sort key per row: ``image_path``, else a hash of the image bytes, else the image path."""
     if "image_path" in dataset.column_names:
         return [str(path) for path in dataset["image_path"]]
@@ -48,7 +48,7 @@ def few_shot_indices(
     if not isinstance(label_feature, datasets.ClassLabel):
         raise ValueError(f"the 'label' column must be a datasets.ClassLabel, got {label_feature!r}")
     labels = np.asarray(dataset["label"], dtype=np.int64)
-    keys = _row_keys(dataset)
+    keys = row_keys(dataset)
     rng = np.random.default_rng(seed)
     chosen: list[int] = []
     for label, classname in enumerate(label_feature.names):
