@@ -9,6 +9,9 @@ from .upl import CoOpEnsemble, CoOpEnsembleConfig
 AutoConfig.register(CoOpConfig.model_type, CoOpConfig, exist_ok=True)
 AutoModel.register(CoOpConfig, CoOpModel, exist_ok=True)
 AutoModelForImageClassification.register(CoOpConfig, CoOpModel, exist_ok=True)
+AutoConfig.register(CoOpEnsembleConfig.model_type, CoOpEnsembleConfig, exist_ok=True)
+AutoModel.register(CoOpEnsembleConfig, CoOpEnsemble, exist_ok=True)
+AutoModelForImageClassification.register(CoOpEnsembleConfig, CoOpEnsemble, exist_ok=True)
 
 __all__ = ["CoOpConfig", "CoOpEnsemble", "CoOpEnsembleConfig", "CoOpModel", "CoOpOutput", "PromptLearner"]
 __version__ = "0.1.0"

@@ -330,10 +330,7 @@ class CoOpModel(CoOpPreTrainedModel):
             raise TypeError(
                 f"CoOpModel.from_pretrained takes no extra positional arguments, got {model_args}."
             )
-        for key in AUTO_CLASS_KWARGS:
-            kwargs.pop(key, None)
-        shared = {key: kwargs[key] for key in SHARED_HUB_KWARGS if key in kwargs}
-        hub_kwargs = shared | {key: kwargs.pop(key) for key in PROMPT_ONLY_HUB_KWARGS if key in kwargs}
+        hub_kwargs, kwargs = split_pretrained_kwargs(kwargs)
         if config is None:
             config = CoOpConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
         base = clip_model if clip_model is not None else config.base_model_name_or_path
@@ -368,6 +365,14 @@ class CoOpModel(CoOpPreTrainedModel):
                 )
         with torch.no_grad():
             self.prompt_learner.ctx.copy_(state_dict[CONTEXT_KEY])
+
+
+def split_pretrained_kwargs(kwargs: dict) -> tuple[dict, dict]:
+    """Split `from_pretrained` keyword arguments into (download settings for the prompt repository, keyword
+    arguments for the base CLIP's `from_pretrained`)."""
+    kwargs = {key: value for key, value in kwargs.items() if key not in AUTO_CLASS_KWARGS}
+    shared = {key: kwargs[key] for key in SHARED_HUB_KWARGS if key in kwargs}
+    return shared | {key: kwargs.pop(key) for key in PROMPT_ONLY_HUB_KWARGS if key in kwargs}, kwargs
 
 
 def load_clip_and_tokenizer(

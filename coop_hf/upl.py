@@ -11,26 +11,23 @@ import datasets
 import numpy as np
 import torch
 import torch.nn.functional as F
-from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.dataclasses import strict
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, CLIPModel, PreTrainedTokenizerBase
+from transformers import CLIPModel, PreTrainedTokenizerBase
 from transformers.utils import cached_file
 
 from .atomic import atomic_directory
 from .configuration_coop import CoOpConfig
-from .hub import TAGS, format_size
+from .hub import render_model_card
 from .modeling_coop import (
-    AUTO_CLASS_KWARGS,
     CONTEXT_KEY,
-    PROMPT_ONLY_HUB_KWARGS,
     PROMPT_WEIGHTS_NAME,
-    SHARED_HUB_KWARGS,
     CoOpModel,
     CoOpOutput,
     CoOpPreTrainedModel,
     load_clip_and_tokenizer,
+    split_pretrained_kwargs,
 )
 
 UPL_TOP_K = 16
@@ -237,7 +234,7 @@ class CoOpEnsemble(CoOpPreTrainedModel):
         with atomic_directory(save_directory) as staging:
             self.config.save_pretrained(staging)
             save_file(self.prompt_state_dict(), staging / PROMPT_WEIGHTS_NAME, metadata={"format": "pt"})
-            (staging / "README.md").write_text(render_ensemble_card(self), encoding="utf-8")
+            (staging / "README.md").write_text(render_model_card(self), encoding="utf-8")
 
     # Same upload flow as a single prompt: it saves through this class's `save_pretrained`.
     push_to_hub = CoOpModel.push_to_hub
@@ -256,10 +253,7 @@ class CoOpEnsemble(CoOpPreTrainedModel):
         `base_model_name_or_path`); keyword arguments as for [`CoOpModel.from_pretrained`]."""
         if model_args:
             raise TypeError(f"CoOpEnsemble.from_pretrained takes no extra positional arguments, got {model_args}.")
-        for key in AUTO_CLASS_KWARGS:
-            kwargs.pop(key, None)
-        shared = {key: kwargs[key] for key in SHARED_HUB_KWARGS if key in kwargs}
-        hub_kwargs = shared | {key: kwargs.pop(key) for key in PROMPT_ONLY_HUB_KWARGS if key in kwargs}
+        hub_kwargs, kwargs = split_pretrained_kwargs(kwargs)
         if config is None:
             config_dict, _ = CoOpEnsembleConfig.get_config_dict(pretrained_model_name_or_path, **hub_kwargs)
             if config_dict.get("model_type") != CoOpEnsembleConfig.model_type:
@@ -325,89 +319,3 @@ def _same_weights(first: nn.Module, other: nn.Module) -> bool:
         first_state[key].device == other_state[key].device and torch.equal(first_state[key], other_state[key])
         for key in first_state
     )
-
-
-ENSEMBLE_CARD_TEMPLATE = """---
-{{ card_data }}
----
-
-# {{ model_name }}
-
-An ensemble of {{ num_members }} [CoOp](https://arxiv.org/abs/2109.01134) prompts for **{{ base_model }}** whose
-logits are averaged, as [UPL](https://arxiv.org/abs/2204.03649) does at test time with prompts trained from
-several seeds. CLIP itself is frozen and not stored here: this repository holds only the {{ num_members }}
-learned contexts ({{ prompt_size }}), and `CoOpEnsemble.from_pretrained` fetches the base CLIP by its id.
-
-## Usage
-
-```python
-from coop_hf.upl import CoOpEnsemble
-
-model = CoOpEnsemble.from_pretrained("{{ repo_id }}")  # also loads {{ base_model }}
-logits = model(pixel_values=pixel_values).logits
-```
-
-## Prompts
-
-| Setting | Value |
-|---|---|
-| base model | `{{ base_model }}` |
-| prompts (`num_members`) | {{ num_members }} |
-| context vectors (`n_ctx`) | {{ n_ctx }} |
-| class token position | {{ class_token_position }} |
-| class-specific context | {{ class_specific_context }} |
-| classes | {{ num_classes }} ({{ classnames_preview }}) |
-
-## Citation
-
-```bibtex
-@article{zhou2022coop,
-  title   = {Learning to Prompt for Vision-Language Models},
-  author  = {Zhou, Kaiyang and Yang, Jingkang and Loy, Chen Change and Liu, Ziwei},
-  journal = {International Journal of Computer Vision},
-  year    = {2022}
-}
-@article{huang2022upl,
-  title   = {Unsupervised Prompt Learning for Vision-Language Models},
-  author  = {Huang, Tony and Chu, Jack and Wei, Fangyun},
-  journal = {arXiv preprint arXiv:2204.03649},
-  year    = {2022}
-}
-```
-
-Made with coop-hf.
-"""
-
-
-def render_ensemble_card(model: CoOpEnsemble, repo_id: str | None = None) -> str:
-    """The README.md of a saved ensemble: Hub metadata, usage snippet and the shared prompt settings."""
-    config = model.config
-    card_data = ModelCardData(
-        library_name="coop-hf",
-        pipeline_tag="image-classification",
-        tags=[*TAGS, "upl", "ensemble"],
-        base_model=config.base_model_name_or_path,
-        license="mit",
-    )
-    names = config.classnames
-    num_bytes = sum(tensor.numel() * 4 for tensor in model.prompt_state_dict().values())
-    card = ModelCard.from_template(
-        card_data,
-        template_str=ENSEMBLE_CARD_TEMPLATE,
-        model_name=repo_id or "CoOp prompt ensemble",
-        repo_id=repo_id or "<user>/<coop-ensemble>",
-        base_model=config.base_model_name_or_path or "a CLIP model",
-        num_members=config.num_members,
-        n_ctx=config.n_ctx,
-        class_token_position=config.class_token_position,
-        class_specific_context=config.class_specific_context,
-        num_classes=len(names),
-        classnames_preview=", ".join(names[:5]) + (", ..." if len(names) > 5 else ""),
-        prompt_size=format_size(num_bytes),
-    )
-    return str(card)
-
-
-AutoConfig.register(CoOpEnsembleConfig.model_type, CoOpEnsembleConfig, exist_ok=True)
-AutoModel.register(CoOpEnsembleConfig, CoOpEnsemble, exist_ok=True)
-AutoModelForImageClassification.register(CoOpEnsembleConfig, CoOpEnsemble, exist_ok=True)

@@ -149,7 +149,7 @@ def test_save_load_round_trip_gives_identical_logits(members, tmp_path):
     state = load_file(tmp_path / "model.safetensors")
     assert sorted(state) == [f"members.{i}.prompt_learner.ctx" for i in range(3)]
     card = (tmp_path / "README.md").read_text()
-    assert "CoOpEnsemble.from_pretrained(" in card and "| prompts (`num_members`) | 3 |" in card
+    assert "CoOpEnsemble.from_pretrained(" in card and "| prompts in the ensemble | 3 |" in card
     for reloaded in (CoOpEnsemble.from_pretrained(tmp_path), AutoModel.from_pretrained(tmp_path)):
         assert isinstance(reloaded, CoOpEnsemble) and reloaded.config.num_members == 3
         assert all(member.clip is reloaded.clip for member in reloaded.members)
