@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,17 +18,19 @@ from tqdm.auto import tqdm
 from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
+from .arguments import METHODS, ExperimentArguments
 from .atomic import atomic_write_text
 from .baselines import fit_linear_probe, zero_shot_logits, zero_shot_weights
 from .data import build_few_shot_splits, check_images, ensemble_templates, load_dataset_splits, with_coop_transform
 from .hub import CardResults
-from .losses import loss_from_name
+from .losses import DEFAULT_GCE_Q, loss_from_name
 from .metrics import ClassificationAccuracy
 from .modeling_coop import CoOpModel
 from .noise import NoiseReport, inject_label_noise, zero_shot_class_similarity
 from .training import CoOpTrainer, CoOpTrainingArguments, compute_accuracy_metrics, reference_epochs
+from .upl import UPL_TOP_K, CoOpEnsemble, pseudo_label_accuracy, pseudo_label_dataset
 
-METHODS = ("coop", "zeroshot", "linear-probe")
+UPL_EPOCHS = 50  # UPL trains 50 epochs on its pseudo-labelled images
 
 
 @dataclass
@@ -188,15 +191,114 @@ class Experiment:
         allow_fewer: bool = False,
         callbacks: list | None = None,
     ) -> dict[str, Any]:
-        """Train one prompt per seed with the CoOp recipe in `args.output_dir/seed<N>`, evaluate it on the test
-        features and save it with its model card.
+        """Train one prompt per seed with the CoOp recipe on the seed's few-shot split (see `train_seeds`)."""
+        epochs = args.num_train_epochs or reference_epochs(shots, self.dataset)
+        per_seed = self.train_seeds(
+            lambda seed: self.few_shot(shots, seed, noise=noise, allow_fewer=allow_fewer),
+            seeds, args, model_kwargs, shots=shots, epochs=epochs, loss=loss, gce_q=gce_q, noise=noise,
+            callbacks=callbacks,
+        )  # fmt: skip
+        return self.results(
+            "coop", shots, seeds, per_seed, epochs=epochs, **model_kwargs, **loss_fields(loss, gce_q),
+            **noise_summary(noise, per_seed),
+        )  # fmt: skip
+
+    def run_upl(
+        self,
+        seeds: list[int],
+        args: CoOpTrainingArguments,
+        model_kwargs: dict[str, Any],
+        *,
+        top_k: int = UPL_TOP_K,
+        pseudo_label_templates: str = "dataset",
+        loss: str = "ce",
+        gce_q: float | None = None,
+        callbacks: list | None = None,
+    ) -> dict[str, Any]:
+        """Unsupervised prompt learning (UPL): pseudo-label the unlabeled train split with zero-shot CLIP (the
+        dataset template, or the template "ensemble"), keep the `top_k` most confident images per predicted
+        class, train one prompt per seed on them, and evaluate the ensemble that averages the seeds' logits.
+
+        The ensemble is saved (with its model card) in `args.output_dir/ensemble` and pushed to `args.hub_model_id`
+        with `args.push_to_hub`. The true train labels are used only to report `pseudo_label_accuracy`.
+        """
+        if pseudo_label_templates not in ("dataset", "ensemble"):
+            raise ValueError(
+                f"pseudo_label_templates must be 'dataset' or 'ensemble', got {pseudo_label_templates!r}."
+            )
+        templates = ensemble_templates(self.dataset) if pseudo_label_templates == "ensemble" else [self.template]
+        unlabeled = self.splits["train"]
+        features = self.backbone.features(unlabeled, batch_size=self.batch_size)
+        weights = zero_shot_weights(self.backbone.clip, self.backbone.tokenizer, self.classnames, templates)
+        pseudo = pseudo_label_dataset(
+            unlabeled, zero_shot_logits(self.backbone.clip, weights, features["image_embeds"]), top_k
+        )
+        epochs = args.num_train_epochs or UPL_EPOCHS
+        per_seed = self.train_seeds(
+            lambda seed: (datasets.DatasetDict({"train": pseudo}), None),
+            seeds, args, model_kwargs, shots=top_k, epochs=epochs, loss=loss, gce_q=gce_q, callbacks=callbacks,
+            push=False,
+        )  # fmt: skip
+        clip, tokenizer = self.backbone.clip, self.backbone.tokenizer
+        members = [
+            CoOpModel.from_pretrained(run["prompt_dir"], clip_model=clip, tokenizer=tokenizer) for run in per_seed
+        ]
+        ensemble = CoOpEnsemble(members)
+        with torch.no_grad():
+            scores = accuracy_percent(ensemble(image_embeds=self.test["image_embeds"]).logits, self.test["labels"])
+        pseudo_accuracy = 100.0 * pseudo_label_accuracy(pseudo)
+        ensemble.card_results = CardResults(
+            dataset_name=self.dataset,
+            dataset_id=self.dataset,
+            accuracy=scores["accuracy"],
+            rows=[
+                ("Zero-shot CLIP", f"{self.zeroshot['accuracy']:.2f}"),
+                (f"UPL ensemble of {len(seeds)} prompts (this model)", f"{scores['accuracy']:.2f}"),
+            ],
+            description=f"Trained without labels on the {len(pseudo)} most confident zero-shot pseudo-labels (top "
+            f"{top_k} per class, pseudo-label accuracy {pseudo_accuracy:.2f} %), evaluated on the full test split.",
+            hyperparameters={"pseudo-labels per class": top_k, "seeds": seeds, "epochs": epochs, "loss": loss},
+        )
+        ensemble_dir = Path(args.output_dir) / "ensemble"
+        hub_url = None
+        if args.should_save:
+            ensemble.save_pretrained(ensemble_dir)
+            if args.push_to_hub:
+                repo_id = args.hub_model_id or Path(args.output_dir).name
+                hub_url = ensemble.push_to_hub(repo_id, token=args.hub_token, private=args.hub_private_repo)
+        record = self.results(
+            "upl", top_k, seeds, per_seed, epochs=epochs, **model_kwargs, **loss_fields(loss, gce_q),
+            pseudo_label_templates=templates, pseudo_labels=len(pseudo), pseudo_label_accuracy=pseudo_accuracy,
+            ensemble_dir=str(ensemble_dir),
+        )  # fmt: skip
+        record["accuracy_members_mean"] = record["accuracy"]
+        record.update(accuracy=scores["accuracy"], macro_accuracy=scores["macro_accuracy"])
+        record["accuracy_zeroshot"] = self.zeroshot["accuracy"]
+        if hub_url is not None:
+            record["hub_url"] = hub_url
+        return record
+
+    def train_seeds(
+        self,
+        splits_for_seed: Callable[[int], tuple[datasets.DatasetDict, NoiseReport | None]],
+        seeds: list[int],
+        args: CoOpTrainingArguments,
+        model_kwargs: dict[str, Any],
+        *,
+        shots: int,
+        epochs: float,
+        loss: str,
+        gce_q: float | None,
+        callbacks: list | None,
+        noise: NoiseSpec = NoiseSpec(),
+        push: bool = True,
+    ) -> list[dict[str, Any]]:
+        """Train, evaluate and save one prompt per seed in `args.output_dir/seed<N>`.
 
         With `args.resume_from_checkpoint` set, a killed run continues from each seed's last checkpoint and seeds
-        already finished are not trained again. With `args.push_to_hub`, each seed's prompt goes to
+        already finished are not trained again. With `args.push_to_hub` (and `push`), each seed's prompt goes to
         `args.hub_model_id` (suffixed "-seed<N>" when there are several seeds).
         """
-        epochs = args.num_train_epochs or reference_epochs(shots, self.dataset)
-        loss_fields = {"loss": loss} | ({"gce_q": gce_q} if loss == "gce" else {})
         loss_func = loss_from_name(loss, **({"q": gce_q} if gce_q is not None else {}))
         per_seed = []
         for seed in seeds:
@@ -205,23 +307,21 @@ class Experiment:
             if args.resume_from_checkpoint and finished.is_file():
                 per_seed.append(json.loads(finished.read_text()))
                 continue
-            splits, report = self.few_shot(shots, seed, noise=noise, allow_fewer=allow_fewer)
+            splits, report = splits_for_seed(seed)
             seed_args = dataclasses.replace(args, output_dir=str(seed_dir), num_train_epochs=epochs, push_to_hub=False)
             repo_id = args.hub_model_id or Path(args.output_dir).name
+            repo_id = repo_id if len(seeds) == 1 else f"{repo_id}-seed{seed}"
             result = self.train_coop_seed(
                 splits, seed_args, seed=seed, shots=shots, model_kwargs=model_kwargs, compute_loss_func=loss_func,
                 resume=bool(args.resume_from_checkpoint) and get_last_checkpoint(str(seed_dir)) is not None,
-                push_to=(repo_id if len(seeds) == 1 else f"{repo_id}-seed{seed}") if args.push_to_hub else None,
+                push_to=repo_id if args.push_to_hub and push else None,
                 callbacks=callbacks,
             )  # fmt: skip
             result.update(noise_fields(noise, report))
             if args.should_save:
                 atomic_write_text(finished, json.dumps(result, indent=2) + "\n")
             per_seed.append(result)
-        return self.results(
-            "coop", shots, seeds, per_seed, epochs=epochs, **model_kwargs, **loss_fields,
-            **noise_summary(noise, per_seed),
-        )  # fmt: skip
+        return per_seed
 
     def train_coop_seed(
         self,
@@ -273,7 +373,8 @@ class Experiment:
                 "shots": shots,
                 "seed": seed,
                 "epochs": args.num_train_epochs,
-                "optimizer": f"SGD lr {args.learning_rate}, momentum {args.momentum}, weight decay {args.weight_decay}",
+                "optimizer": f"SGD lr {args.learning_rate}, momentum {args.momentum}, "
+                f"weight decay {args.weight_decay}",
                 "schedule": f"{args.warmup_epochs} warm-up epoch(s) at lr {args.warmup_lr}, then cosine",
                 "batch size": args.per_device_train_batch_size * max(args.world_size, 1),
                 "loss": type(compute_loss_func).__name__ if compute_loss_func is not None else "cross-entropy",
@@ -284,6 +385,11 @@ class Experiment:
         if push_to is not None and args.should_save:
             result["hub_url"] = model.push_to_hub(push_to, token=args.hub_token, private=args.hub_private_repo)
         return result
+
+
+def loss_fields(loss: str, gce_q: float | None) -> dict[str, Any]:
+    """Results-level loss fields: the loss name, and q for the generalised cross-entropy."""
+    return {"loss": loss} | ({"gce_q": gce_q if gce_q is not None else DEFAULT_GCE_Q} if loss == "gce" else {})
 
 
 def noise_fields(noise: NoiseSpec, report: NoiseReport | None) -> dict[str, Any]:
@@ -308,3 +414,42 @@ def write_results(results: dict[str, Any], output_dir: str | os.PathLike) -> Pat
     path = Path(output_dir) / "results.json"
     atomic_write_text(path, json.dumps(results, indent=2) + "\n")
     return path
+
+
+def run_method(experiment: ExperimentArguments, training_args: CoOpTrainingArguments, callbacks=None) -> dict:
+    """Run the requested method for every seed and write `output_dir/results.json`."""
+    if experiment.method not in METHODS:
+        raise ValueError(f"Unknown --method {experiment.method!r}: use one of {', '.join(METHODS)}.")
+    runner = Experiment(
+        Backbone.load(experiment.model_name_or_path),
+        experiment.dataset,
+        experiment.data_dir,
+        batch_size=training_args.per_device_eval_batch_size,
+    )
+    noise = NoiseSpec(experiment.noise_type, experiment.noise_rate)
+    if experiment.method == "zeroshot":
+        results = runner.run_zeroshot(experiment.seeds)
+    elif experiment.method == "linear-probe":
+        results = runner.run_linear_probe(
+            experiment.shots, experiment.seeds, noise=noise, allow_fewer=experiment.allow_fewer_shots
+        )
+    else:
+        results = runner.run_coop(
+            experiment.shots,
+            experiment.seeds,
+            training_args,
+            dict(
+                n_ctx=experiment.n_ctx,
+                ctx_init=experiment.ctx_init,
+                class_token_position=experiment.class_token_position,
+                class_specific_context=experiment.class_specific_context,
+            ),
+            loss=experiment.loss,
+            gce_q=experiment.gce_q,
+            noise=noise,
+            allow_fewer=experiment.allow_fewer_shots,
+            callbacks=callbacks,
+        )
+    if training_args.should_save:
+        write_results(results, training_args.output_dir)
+    return results

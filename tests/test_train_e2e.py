@@ -1,6 +1,5 @@
 """The few-shot protocol end to end on the real mini Flowers102 with a tiny random CLIP."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,14 +12,12 @@ from transformers import HfArgumentParser, TrainerCallback
 
 from coop_hf import CoOpModel
 from coop_hf.data import load_benchmark
-from coop_hf.experiments import Backbone
+from coop_hf.arguments import ExperimentArguments
+from coop_hf.experiments import Backbone, run_method
 from coop_hf.training import CoOpTrainingArguments
 from tests.conftest import DATA
 
 REPO = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("train_example", REPO / "examples" / "train.py")
-train_example = sys.modules["train_example"] = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(train_example)
 
 
 def flags(tiny_clip_dir, output_dir, *extra: str) -> list[str]:
@@ -32,8 +29,8 @@ def flags(tiny_clip_dir, output_dir, *extra: str) -> list[str]:
 
 
 def run_in_process(arguments: list[str], callbacks=None) -> dict:
-    parser = HfArgumentParser((train_example.ExperimentArguments, CoOpTrainingArguments))
-    return train_example.run(*parser.parse_args_into_dataclasses(args=arguments), callbacks=callbacks)
+    parser = HfArgumentParser((ExperimentArguments, CoOpTrainingArguments))
+    return run_method(*parser.parse_args_into_dataclasses(args=arguments), callbacks=callbacks)
 
 
 def run_script(arguments: list[str], processes: int = 1) -> subprocess.CompletedProcess:

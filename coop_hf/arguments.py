@@ -1,0 +1,41 @@
+"""Command-line arguments shared by the example scripts (parsed with `transformers.HfArgumentParser`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .losses import DEFAULT_GCE_Q
+
+METHODS = ("coop", "zeroshot", "linear-probe")
+
+
+@dataclass
+class ExperimentArguments:
+    model_name_or_path: str = field(
+        default="openai/clip-vit-base-patch32", metadata={"help": "Base CLIP: Hub id or local path."}
+    )
+    dataset: str = field(
+        default="dpdl-benchmark/oxford_flowers102",
+        metadata={
+            "help": "A CoOp benchmark name (oxford_flowers, caltech101, oxford_pets, stanford_cars, fgvc_aircraft, "
+            "food101, sun397, dtd, eurosat, ucf101, imagenet, imagenet_v2, imagenet_sketch, imagenet_a, imagenet_r) "
+            "with --data_dir, or a Hub id / local image-classification dataset."
+        },
+    )
+    data_dir: str | None = field(
+        default=None, metadata={"help": "Folder holding the per-dataset folders in the CoOp layout."}
+    )
+    shots: int = field(default=16, metadata={"help": "Training images per class (K)."})
+    seeds: list[int] = field(default_factory=lambda: [1], metadata={"help": "Seeds, e.g. --seeds 1 2 3."})
+    method: str = field(default="coop", metadata={"help": f"One of {', '.join(METHODS)}."})
+    n_ctx: int = field(default=16, metadata={"help": "Context vectors M (ignored with --ctx_init)."})
+    ctx_init: str | None = field(default=None, metadata={"help": "Initialisation phrase, e.g. 'a photo of a'."})
+    class_token_position: str = field(default="end", metadata={"help": "end | middle | front."})
+    class_specific_context: bool = field(default=False, metadata={"help": "One context per class (CSC)."})
+    allow_fewer_shots: bool = field(
+        default=False, metadata={"help": "Take all images of a class that has fewer than --shots."}
+    )
+    loss: str = field(default="ce", metadata={"help": "ce (cross-entropy) or gce (generalised cross-entropy)."})
+    gce_q: float = field(default=DEFAULT_GCE_Q, metadata={"help": "q of the generalised cross-entropy, in (0, 1]."})
+    noise_type: str = field(default="none", metadata={"help": "Label noise: none | symmetric | replace | confusion."})
+    noise_rate: float = field(default=0.0, metadata={"help": "Fraction of noisy shots per class, in [0, 1)."})
