@@ -11,6 +11,8 @@ METHODS = ("coop", "zeroshot", "linear-probe")
 
 @dataclass
 class ExperimentArguments:
+    """The experiment of `examples/train.py`: base CLIP, dataset, few-shot protocol, method, prompt, loss, noise."""
+
     model_name_or_path: str = field(
         default="openai/clip-vit-base-patch32", metadata={"help": "Base CLIP: Hub id or local path."}
     )
@@ -39,3 +41,36 @@ class ExperimentArguments:
     gce_q: float = field(default=DEFAULT_GCE_Q, metadata={"help": "q of the generalised cross-entropy, in (0, 1]."})
     noise_type: str = field(default="none", metadata={"help": "Label noise: none | symmetric | replace | confusion."})
     noise_rate: float = field(default=0.0, metadata={"help": "Fraction of noisy shots per class, in [0, 1)."})
+
+    def model_kwargs(self) -> dict:
+        """The prompt settings, as `CoOpModel.from_clip` takes them."""
+        return dict(
+            n_ctx=self.n_ctx,
+            ctx_init=self.ctx_init,
+            class_token_position=self.class_token_position,
+            class_specific_context=self.class_specific_context,
+        )
+
+
+@dataclass
+class NoiseStudyArguments:
+    """The label-noise sweep of `examples/train_noisy.py`."""
+
+    noise_rates: list[float] = field(
+        default_factory=lambda: [0.0, 0.125, 0.25, 0.5], metadata={"help": "Noise rates to sweep, e.g. 0 0.25 0.5."}
+    )
+    study_noise_type: str = field(
+        default="replace", metadata={"help": "Scheme of the sweep: replace (the PTNL study) | symmetric | confusion."}
+    )
+
+
+@dataclass
+class UPLArguments:
+    """Unsupervised prompt learning in `examples/train_upl.py`."""
+
+    pseudo_top_k: int | None = field(
+        default=None, metadata={"help": "Most confident pseudo-labelled images kept per class (default: --shots)."}
+    )
+    pseudo_label_templates: str = field(
+        default="dataset", metadata={"help": "Zero-shot pseudo-labels from the dataset template or the ensemble."}
+    )

@@ -438,12 +438,7 @@ def run_method(experiment: ExperimentArguments, training_args: CoOpTrainingArgum
             experiment.shots,
             experiment.seeds,
             training_args,
-            dict(
-                n_ctx=experiment.n_ctx,
-                ctx_init=experiment.ctx_init,
-                class_token_position=experiment.class_token_position,
-                class_specific_context=experiment.class_specific_context,
-            ),
+            experiment.model_kwargs(),
             loss=experiment.loss,
             gce_q=experiment.gce_q,
             noise=noise,

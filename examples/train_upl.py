@@ -1,0 +1,75 @@
+"""Unsupervised prompt learning (UPL): train CoOp prompts on CLIP's own most confident zero-shot pseudo-labels,
+then average the seeds' prompts, and compare with zero-shot CLIP. No training label is used.
+
+    accelerate launch examples/train_upl.py --dataset caltech101 --data_dir /data --seeds 1 2 3 4
+    python examples/train_upl.py --dataset caltech101 --data_dir /data --pseudo_top_k 16 --loss gce
+
+Takes the flags of examples/train.py (model, dataset, prompt, loss, every TrainingArguments flag) plus
+--pseudo_top_k (default: --shots) and --pseudo_label_templates dataset|ensemble. Writes output_dir/results.json
+(`accuracy` of the seed ensemble, `accuracy_zeroshot`, `pseudo_label_accuracy` against the held-out true labels,
+one entry per seed), output_dir/results.md, output_dir/seed<N>/ (each prompt) and output_dir/ensemble/ (the
+ensemble with its model card; pushed with --push_to_hub --hub_model_id).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from transformers import HfArgumentParser
+
+from coop_hf.arguments import ExperimentArguments, UPLArguments
+from coop_hf.atomic import atomic_write_text
+from coop_hf.experiments import Backbone, Experiment, write_results
+from coop_hf.training import CoOpTrainingArguments
+
+
+def results_table(results: dict) -> str:
+    rows = [
+        ("Zero-shot CLIP", f"{results['accuracy_zeroshot']:.2f}"),
+        (
+            f"UPL, mean of the {len(results['seeds'])} prompts",
+            f"{results['accuracy_members_mean']:.2f} ± {results['accuracy_std']:.2f}",
+        ),
+        (f"UPL, ensemble of the {len(results['seeds'])} prompts", f"{results['accuracy']:.2f}"),
+    ]
+    lines = [
+        f"UPL on {results['dataset']}: {results['pseudo_labels']} pseudo-labelled images "
+        f"(top {results['shots']} per class), pseudo-label accuracy {results['pseudo_label_accuracy']:.2f} %.",
+        "",
+        "| Method | Test accuracy (%) |",
+        "|---|---|",
+        *(f"| {method} | {accuracy} |" for method, accuracy in rows),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = HfArgumentParser((ExperimentArguments, UPLArguments, CoOpTrainingArguments))
+    experiment, upl, training_args = parser.parse_args_into_dataclasses(args=argv)
+    runner = Experiment(
+        Backbone.load(experiment.model_name_or_path),
+        experiment.dataset,
+        experiment.data_dir,
+        batch_size=training_args.per_device_eval_batch_size,
+    )
+    results = runner.run_upl(
+        experiment.seeds,
+        training_args,
+        experiment.model_kwargs(),
+        top_k=upl.pseudo_top_k or experiment.shots,
+        pseudo_label_templates=upl.pseudo_label_templates,
+        loss=experiment.loss,
+        gce_q=experiment.gce_q,
+    )
+    if training_args.should_save:
+        write_results(results, training_args.output_dir)
+        atomic_write_text(Path(training_args.output_dir) / "results.md", results_table(results))
+    if training_args.should_log:
+        print(results_table(results))
+        print(json.dumps({key: value for key, value in results.items() if key != "per_seed"}, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    main()

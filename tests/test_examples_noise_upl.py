@@ -1,0 +1,68 @@
+"""The label-noise study and unsupervised prompt learning, end to end on the real mini Caltech101."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from coop_hf import CoOpEnsemble
+from coop_hf.data import load_benchmark
+from coop_hf.experiments import Backbone
+from tests.conftest import DATA
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_example(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "examples" / f"{name}.py")
+    module = sys.modules[name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def common(tiny_clip_dir, output_dir) -> list[str]:
+    return [
+        "--model_name_or_path", str(tiny_clip_dir), "--dataset", "caltech101", "--data_dir", str(DATA),
+        "--n_ctx", "4", "--num_train_epochs", "1", "--output_dir", str(output_dir), "--disable_tqdm", "true",
+        "--learning_rate", "0.05",
+    ]  # fmt: skip
+
+
+def test_noise_sweep_with_ce_gce_and_linear_probe(tiny_clip_dir, tmp_path):
+    summary = load_example("train_noisy").main(
+        [*common(tiny_clip_dir, tmp_path), "--shots", "2", "--noise_rates", "0", "0.5", "--seeds", "1"]
+    )
+    runs = {(run["study_method"], run["noise_rate_requested"]): run for run in summary["runs"]}
+    assert set(runs) == {(m, r) for m in ("CoOp (CE)", "CoOp (GCE)", "Linear probe") for r in (0.0, 0.5)}
+    assert runs[("CoOp (GCE)", 0.5)]["loss"] == "gce" and runs[("CoOp (GCE)", 0.5)]["gce_q"] == 0.5
+    assert runs[("CoOp (CE)", 0.5)]["loss"] == "ce"
+    for (_, rate), run in runs.items():
+        assert run["noise_type"] == "replace" and run["noise_rate_requested"] == rate
+        assert run["noise_rate_actual"] == pytest.approx(rate)  # 1 of 2 shots replaced in every class
+    saved = json.loads((tmp_path / "coop-gce-noise0.5" / "results.json").read_text())
+    assert saved["noise_rate_actual"] == 0.5 and saved["per_seed"][0]["noisy_shots"] == 100
+    table = (tmp_path / "results.md").read_text()
+    assert "| Method | 0 % noise | 50 % noise |" in table and table.count("±") == 6
+
+
+def test_upl_trains_from_pseudo_labels_and_saves_the_seed_ensemble(tiny_clip_dir, tmp_path):
+    results = load_example("train_upl").main([*common(tiny_clip_dir, tmp_path), "--shots", "1", "--seeds", "1", "2"])
+    assert results["method"] == "upl" and results["seeds"] == [1, 2] and len(results["per_seed"]) == 2
+    assert 0 < results["pseudo_labels"] <= 100  # at most 1 per predicted class
+    assert 0 <= results["pseudo_label_accuracy"] <= 100 and "accuracy_zeroshot" in results
+    assert json.loads((tmp_path / "results.json").read_text())["accuracy"] == results["accuracy"]
+
+    # The saved ensemble reproduces the reported accuracy, and its logits are the mean of the seeds' logits.
+    ensemble = CoOpEnsemble.from_pretrained(tmp_path / "ensemble")
+    backbone = Backbone.load(str(tiny_clip_dir))
+    test = backbone.features(load_benchmark("caltech101", DATA)["test"], batch_size=100)
+    with torch.no_grad():
+        logits = ensemble(image_embeds=test["image_embeds"]).logits
+        members = torch.stack([m(image_embeds=test["image_embeds"]).logits for m in ensemble.members]).mean(0)
+    torch.testing.assert_close(logits, members)
+    accuracy = 100.0 * int((logits.argmax(-1) == test["labels"]).sum()) / len(test["labels"])
+    assert accuracy == pytest.approx(results["accuracy"], abs=1e-9)
+    assert "UPL ensemble of 2 prompts" in (tmp_path / "ensemble" / "README.md").read_text()
