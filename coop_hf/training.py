@@ -7,8 +7,10 @@ import math
 from dataclasses import dataclass, field
 
 import torch
+from datasets import ClassLabel
 from transformers import Trainer, TrainingArguments
 
+from .data import check_classnames
 from .hub import render_model_card
 from .metrics import ClassificationAccuracy
 
@@ -102,6 +104,24 @@ class CoOpTrainer(Trainer):
 
             self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return self.lr_scheduler
+
+    def train(self, *args, **kwargs):
+        """`Trainer.train`, after checking that the training set's class list is the model's."""
+        self.check_dataset_classes(self.train_dataset)
+        return super().train(*args, **kwargs)
+
+    def evaluate(self, eval_dataset=None, *args, **kwargs) -> dict[str, float]:
+        """`Trainer.evaluate`, after checking that the evaluation set's class list is the model's."""
+        self.check_dataset_classes(eval_dataset if eval_dataset is not None else self.eval_dataset)
+        return super().evaluate(eval_dataset, *args, **kwargs)
+
+    def check_dataset_classes(self, dataset) -> None:
+        """Raise a `ValueError` naming the first differing class when a dataset with a `ClassLabel` "label"
+        column does not have the model's class list (its label ids would mean other classes)."""
+        label = getattr(dataset, "features", None) and dataset.features.get("label")
+        if isinstance(label, ClassLabel):
+            model = self.accelerator.unwrap_model(self.model)
+            check_classnames(label.names, model.config.classnames)
 
     def create_model_card(self, *args, **kwargs) -> None:
         """Write the CoOp model card (Trainer's generic card would overwrite it before a Hub push)."""

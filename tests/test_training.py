@@ -1,0 +1,98 @@
+"""The CoOp recipe on Trainer: optimizer, schedule, epochs, checkpoints and input checks."""
+
+import math
+import os
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+from transformers import AutoImageProcessor
+
+from coop_hf import CoOpModel
+from coop_hf.data import with_coop_transform
+from coop_hf.training import CoOpTrainer, CoOpTrainingArguments, reference_epochs, warmup_cosine_factor
+
+CLASSNAMES = ["cat", "dog", "sunflower"]
+
+
+@pytest.fixture()
+def image_dataset(tmp_path) -> datasets.Dataset:
+    rng = np.random.default_rng(0)
+    paths = []
+    for index in range(12):
+        path = tmp_path / f"image_{index}.png"
+        Image.fromarray((rng.random((40, 50, 3)) * 255).astype("uint8")).save(path)
+        paths.append(str(path))
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=CLASSNAMES)})
+    return datasets.Dataset.from_dict({"image": paths, "label": [i % 3 for i in range(12)]}, features=features)
+
+
+def make_trainer(tiny_clip_dir, dataset, output_dir, **overrides) -> CoOpTrainer:
+    processor = AutoImageProcessor.from_pretrained(tiny_clip_dir)
+    model = CoOpModel.from_clip(str(tiny_clip_dir), CLASSNAMES, n_ctx=4)
+    settings = dict(num_train_epochs=3, per_device_train_batch_size=4, disable_tqdm=True) | overrides
+    args = CoOpTrainingArguments(output_dir=str(output_dir), **settings)
+    train = with_coop_transform(dataset, processor, train=True)
+    return CoOpTrainer(model=model, args=args, train_dataset=train, processing_class=processor)
+
+
+def test_defaults_are_the_coop_recipe():
+    args = CoOpTrainingArguments(output_dir="unused")
+    assert (args.learning_rate, args.momentum, args.weight_decay) == (0.002, 0.9, 5e-4)
+    assert args.per_device_train_batch_size == 32 and (args.warmup_epochs, args.warmup_lr) == (1, 1e-5)
+    assert args.num_train_epochs is None and not args.remove_unused_columns
+
+
+@pytest.mark.parametrize(("shots", "epochs"), [(1, 50), (2, 100), (4, 100), (8, 200), (16, 200)])
+def test_reference_epochs_by_shots(shots, epochs):
+    assert reference_epochs(shots, "oxford_flowers") == epochs
+    assert reference_epochs(shots, "imagenet") == 50
+
+
+def test_schedule_is_constant_warmup_then_cosine_by_epoch():
+    factors = [warmup_cosine_factor(e, total_epochs=4, warmup_epochs=1, warmup_ratio=0.005) for e in range(4)]
+    assert factors == pytest.approx([0.005, 1.0, 0.5 * (1 + math.cos(math.pi / 4)), 0.5])
+
+
+def test_optimizer_is_sgd_on_the_context_only_and_lr_follows_the_schedule(tiny_clip_dir, image_dataset, tmp_path):
+    trainer = make_trainer(tiny_clip_dir, image_dataset, tmp_path, logging_steps=1)
+    trainer.train()
+    optimizer = trainer.optimizer
+    assert isinstance(optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer, torch.optim.SGD)
+    (group,) = optimizer.param_groups
+    assert group["momentum"] == 0.9 and group["weight_decay"] == 5e-4
+    assert [param.shape for param in group["params"]] == [trainer.model.prompt_learner.ctx.shape]
+    rates = [entry["learning_rate"] for entry in trainer.state.log_history if "learning_rate" in entry]
+    assert rates[:3] == pytest.approx([1e-5] * 3) and rates[3] == pytest.approx(0.002)  # warm-up epoch, then full lr
+    # 12 images, batch 4: 3 steps per epoch; the scheduler steps once per epoch boundary in the reference.
+    lambdas = [trainer.lr_scheduler.lr_lambdas[0](step) for step in range(9)]
+    assert lambdas[:3] == [1e-5 / 0.002] * 3 and lambdas[3:6] == [1.0] * 3
+
+
+def test_checkpoints_hold_the_prompt_not_clip(tiny_clip_dir, image_dataset, tmp_path):
+    trainer = make_trainer(tiny_clip_dir, image_dataset, tmp_path)
+    trainer.train()
+    checkpoint = tmp_path / "checkpoint-9"
+    assert list(load_file(checkpoint / "model.safetensors")) == ["prompt_learner.ctx"]
+    assert os.path.getsize(checkpoint / "model.safetensors") < 4096
+    assert os.path.getsize(checkpoint / "optimizer.pt") < 16384
+    assert (checkpoint / "README.md").read_text().startswith("---\n")
+
+
+def test_dataset_with_another_class_list_is_refused_before_training(tiny_clip_dir, image_dataset, tmp_path):
+    other = image_dataset.cast_column("label", datasets.ClassLabel(names=["cat", "dog", "rose"]))
+    trainer = make_trainer(tiny_clip_dir, other, tmp_path)
+    with pytest.raises(ValueError, match="differ first at label 2: the dataset has 'rose', the model 'sunflower'"):
+        trainer.train()
+    assert not list(tmp_path.glob("checkpoint-*"))
+
+
+def test_bf16_autocast_keeps_fp32_master_context_and_finite_loss(tiny_clip_dir, image_dataset, tmp_path):
+    trainer = make_trainer(tiny_clip_dir, image_dataset, tmp_path, bf16=True, use_cpu=True, num_train_epochs=2)
+    output = trainer.train()
+    assert math.isfinite(output.training_loss)
+    assert trainer.model.prompt_learner.ctx.dtype == torch.float32
+    assert torch.isfinite(trainer.model.prompt_learner.ctx).all()
