@@ -72,7 +72,9 @@ def check_classnames(classnames: list[str]) -> None:
         raise ValueError("The class list is empty: give the class names, in label order.")
     blank = [i for i, name in enumerate(classnames) if not isinstance(name, str) or not name.strip()]
     if blank:
-        raise ValueError(f"The class list holds empty or non-string names at positions {blank}: name every class.")
+        raise ValueError(
+            f"The class list holds empty or non-string names at positions {blank}: name every class."
+        )
     first_seen: dict[str, int] = {}
     for index, name in enumerate(classnames):
         if name in first_seen:

@@ -99,6 +99,16 @@ class Experiment:
         self.test = backbone.features(self.splits["test"], batch_size=batch_size)
         self.zeroshot = self.zero_shot_accuracy([self.template])
 
+    @classmethod
+    def from_arguments(cls, experiment: ExperimentArguments, args: CoOpTrainingArguments) -> Experiment:
+        """The experiment the example scripts' flags describe."""
+        return cls(
+            Backbone.load(experiment.model_name_or_path),
+            experiment.dataset,
+            experiment.data_dir,
+            batch_size=args.per_device_eval_batch_size,
+        )
+
     def zero_shot_accuracy(self, templates: list[str]) -> dict[str, float]:
         weights = zero_shot_weights(self.backbone.clip, self.backbone.tokenizer, self.classnames, templates)
         logits = zero_shot_logits(self.backbone.clip, weights, self.test["image_embeds"])
@@ -148,6 +158,19 @@ class Experiment:
             **extra,
             "per_seed": per_seed,
         }
+
+    def card_results(
+        self, accuracy: float, label: str, *, description: str, hyperparameters: dict[str, Any]
+    ) -> CardResults:
+        """What a model card shows: this model's test accuracy against zero-shot CLIP's, and how it was trained."""
+        return CardResults(
+            dataset_name=self.dataset,
+            dataset_id=self.dataset,
+            accuracy=accuracy,
+            rows=[("Zero-shot CLIP", f"{self.zeroshot['accuracy']:.2f}"), (label, f"{accuracy:.2f}")],
+            description=description,
+            hyperparameters=hyperparameters,
+        )
 
     def run_zeroshot(self, seeds: list[int]) -> dict[str, Any]:
         """Zero-shot CLIP with the dataset template (`accuracy`) and the template ensemble (`accuracy_ensemble`);
@@ -247,14 +270,9 @@ class Experiment:
         with torch.no_grad():
             scores = accuracy_percent(ensemble(image_embeds=self.test["image_embeds"]).logits, self.test["labels"])
         pseudo_accuracy = 100.0 * pseudo_label_accuracy(pseudo)
-        ensemble.card_results = CardResults(
-            dataset_name=self.dataset,
-            dataset_id=self.dataset,
-            accuracy=scores["accuracy"],
-            rows=[
-                ("Zero-shot CLIP", f"{self.zeroshot['accuracy']:.2f}"),
-                (f"UPL ensemble of {len(seeds)} prompts (this model)", f"{scores['accuracy']:.2f}"),
-            ],
+        ensemble.card_results = self.card_results(
+            scores["accuracy"],
+            f"UPL ensemble of {len(seeds)} prompts (this model)",
             description=f"Trained without labels on the {len(pseudo)} most confident zero-shot pseudo-labels (top "
             f"{top_k} per class, pseudo-label accuracy {pseudo_accuracy:.2f} %), evaluated on the full test split.",
             hyperparameters={"pseudo-labels per class": top_k, "seeds": seeds, "epochs": epochs, "loss": loss},
@@ -359,14 +377,9 @@ class Experiment:
             "macro_accuracy": metrics["test_macro_accuracy"],
             "prompt_dir": args.output_dir,
         }
-        model.card_results = CardResults(
-            dataset_name=self.dataset,
-            dataset_id=self.dataset,
-            accuracy=result["accuracy"],
-            rows=[
-                ("Zero-shot CLIP", f"{self.zeroshot['accuracy']:.2f}"),
-                (f"CoOp (this prompt, seed {seed})", f"{result['accuracy']:.2f}"),
-            ],
+        model.card_results = self.card_results(
+            result["accuracy"],
+            f"CoOp (this prompt, seed {seed})",
             description=f"{shots}-shot training, seed {seed}, evaluated on the full test split "
             f"({len(self.test['labels'])} images).",
             hyperparameters={
@@ -420,12 +433,7 @@ def run_method(experiment: ExperimentArguments, training_args: CoOpTrainingArgum
     """Run the requested method for every seed and write `output_dir/results.json`."""
     if experiment.method not in METHODS:
         raise ValueError(f"Unknown --method {experiment.method!r}: use one of {', '.join(METHODS)}.")
-    runner = Experiment(
-        Backbone.load(experiment.model_name_or_path),
-        experiment.dataset,
-        experiment.data_dir,
-        batch_size=training_args.per_device_eval_batch_size,
-    )
+    runner = Experiment.from_arguments(experiment, training_args)
     noise = NoiseSpec(experiment.noise_type, experiment.noise_rate)
     if experiment.method == "zeroshot":
         results = runner.run_zeroshot(experiment.seeds)

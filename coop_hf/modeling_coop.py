@@ -22,6 +22,7 @@ from transformers.utils import ModelOutput, cached_file
 
 from .atomic import atomic_directory
 from .configuration_coop import CoOpConfig, check_classnames
+from .hub import render_model_card
 from .prompts import PromptTokens, context_init_ids, tokenize_prompts
 from .text_encoding import encode_prompts
 
@@ -263,10 +264,9 @@ class CoOpModel(CoOpPreTrainedModel):
         """Write config.json, a prompt-only model.safetensors and a model card (README.md).
 
         The files are written to a temporary folder and moved into place one by one, so an interrupted save
-        never leaves a half-written prompt. A full `state_dict` (as `Trainer` passes it) is saved without CLIP's weights.
+        never leaves a half-written prompt. A full `state_dict` (as `Trainer` passes it) is saved without CLIP's
+        weights.
         """
-        from .hub import render_model_card
-
         if not is_main_process:
             return
         if state_dict is None:
@@ -333,13 +333,7 @@ class CoOpModel(CoOpPreTrainedModel):
         hub_kwargs, kwargs = split_pretrained_kwargs(kwargs)
         if config is None:
             config = CoOpConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
-        base = clip_model if clip_model is not None else config.base_model_name_or_path
-        if base is None:
-            raise ValueError(
-                f"The prompt at {pretrained_model_name_or_path} does not name its base CLIP "
-                "(config.base_model_name_or_path is empty): pass clip_model=<CLIPModel, Hub id or path>."
-            )
-        clip, tokenizer = load_clip_and_tokenizer(base, tokenizer, **kwargs)
+        clip, tokenizer = load_base_clip(config, clip_model, tokenizer, pretrained_model_name_or_path, **kwargs)
         model = cls(config, clip=clip, tokenizer=tokenizer)
         weights_file = cached_file(pretrained_model_name_or_path, PROMPT_WEIGHTS_NAME, **hub_kwargs)
         model.load_prompt(load_file(weights_file), source=str(pretrained_model_name_or_path))
@@ -373,6 +367,23 @@ def split_pretrained_kwargs(kwargs: dict) -> tuple[dict, dict]:
     kwargs = {key: value for key, value in kwargs.items() if key not in AUTO_CLASS_KWARGS}
     shared = {key: kwargs[key] for key in SHARED_HUB_KWARGS if key in kwargs}
     return shared | {key: kwargs.pop(key) for key in PROMPT_ONLY_HUB_KWARGS if key in kwargs}, kwargs
+
+
+def load_base_clip(
+    config: CoOpConfig,
+    clip_model: CLIPModel | str | os.PathLike | None,
+    tokenizer: PreTrainedTokenizerBase | None,
+    source: str | os.PathLike,
+    **from_pretrained_kwargs,
+) -> tuple[CLIPModel, PreTrainedTokenizerBase]:
+    """The CLIP a saved prompt sits on: `clip_model` when given, else the config's `base_model_name_or_path`."""
+    base = clip_model if clip_model is not None else config.base_model_name_or_path
+    if base is None:
+        raise ValueError(
+            f"The prompt at {source} does not name its base CLIP (config.base_model_name_or_path is empty): "
+            "pass clip_model=<CLIPModel, Hub id or path>."
+        )
+    return load_clip_and_tokenizer(base, tokenizer, **from_pretrained_kwargs)
 
 
 def load_clip_and_tokenizer(

@@ -26,7 +26,7 @@ from .modeling_coop import (
     CoOpModel,
     CoOpOutput,
     CoOpPreTrainedModel,
-    load_clip_and_tokenizer,
+    load_base_clip,
     split_pretrained_kwargs,
 )
 
@@ -263,13 +263,7 @@ class CoOpEnsemble(CoOpPreTrainedModel):
                     "CoOpModel.from_pretrained."
                 )
             config = CoOpEnsembleConfig.from_dict(config_dict)
-        base = clip_model if clip_model is not None else config.base_model_name_or_path
-        if base is None:
-            raise ValueError(
-                f"The ensemble at {pretrained_model_name_or_path} does not name its base CLIP "
-                "(config.base_model_name_or_path is empty): pass clip_model=<CLIPModel, Hub id or path>."
-            )
-        clip, tokenizer = load_clip_and_tokenizer(base, tokenizer, **kwargs)
+        clip, tokenizer = load_base_clip(config, clip_model, tokenizer, pretrained_model_name_or_path, **kwargs)
         state_dict = load_file(cached_file(pretrained_model_name_or_path, PROMPT_WEIGHTS_NAME, **hub_kwargs))
         expected = {f"members.{index}.{CONTEXT_KEY}" for index in range(config.num_members)}
         if state_dict.keys() != expected:

@@ -20,7 +20,7 @@ from transformers import HfArgumentParser
 
 from coop_hf.arguments import ExperimentArguments, NoiseStudyArguments
 from coop_hf.atomic import atomic_write_text
-from coop_hf.experiments import Backbone, Experiment, NoiseSpec, write_results
+from coop_hf.experiments import Experiment, NoiseSpec, write_results
 from coop_hf.training import CoOpTrainingArguments
 
 METHODS = {"CoOp (CE)": "ce", "CoOp (GCE)": "gce", "Linear probe": None}
@@ -41,12 +41,7 @@ def results_table(runs: list[dict], rates: list[float]) -> str:
 def main(argv: list[str] | None = None) -> dict:
     parser = HfArgumentParser((ExperimentArguments, NoiseStudyArguments, CoOpTrainingArguments))
     experiment, study, training_args = parser.parse_args_into_dataclasses(args=argv)
-    runner = Experiment(
-        Backbone.load(experiment.model_name_or_path),
-        experiment.dataset,
-        experiment.data_dir,
-        batch_size=training_args.per_device_eval_batch_size,
-    )
+    runner = Experiment.from_arguments(experiment, training_args)
     runs = []
     for rate in study.noise_rates:
         noise = NoiseSpec(study.study_noise_type, rate)

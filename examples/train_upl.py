@@ -20,7 +20,7 @@ from transformers import HfArgumentParser
 
 from coop_hf.arguments import ExperimentArguments, UPLArguments
 from coop_hf.atomic import atomic_write_text
-from coop_hf.experiments import Backbone, Experiment, write_results
+from coop_hf.experiments import Experiment, write_results
 from coop_hf.training import CoOpTrainingArguments
 
 
@@ -47,12 +47,7 @@ def results_table(results: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     parser = HfArgumentParser((ExperimentArguments, UPLArguments, CoOpTrainingArguments))
     experiment, upl, training_args = parser.parse_args_into_dataclasses(args=argv)
-    runner = Experiment(
-        Backbone.load(experiment.model_name_or_path),
-        experiment.dataset,
-        experiment.data_dir,
-        batch_size=training_args.per_device_eval_batch_size,
-    )
+    runner = Experiment.from_arguments(experiment, training_args)
     results = runner.run_upl(
         experiment.seeds,
         training_args,

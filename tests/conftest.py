@@ -22,11 +22,20 @@ DATA = SHARED / "data"
 def tiny_clip_config(eos_token_id: int = 2, **text_overrides) -> CLIPConfig:
     """A two-layer CLIP with the real 49,408-token vocabulary, so the real BPE tokenizer fits it."""
     text_config = dict(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, eos_token_id=eos_token_id
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        eos_token_id=eos_token_id,
     )
     text_config.update(text_overrides)
     vision_config = dict(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=224, patch_size=32
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=224,
+        patch_size=32,
     )
     return CLIPConfig(text_config=text_config, vision_config=vision_config, projection_dim=16)
 

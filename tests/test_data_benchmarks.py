@@ -1,17 +1,13 @@
 """Benchmark registry and on-disk loaders: real mini Flowers102/Caltech101, split files, tiny layouts."""
 
 import json
-import os
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+import datasets
+import pytest
+from PIL import Image
 
-import datasets  # noqa: E402
-import pytest  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from coop_hf.data import (  # noqa: E402
+from coop_hf.data import (
     BENCHMARKS,
     DEFAULT_TEMPLATE,
     IMAGENET_TEMPLATES_SELECT,
@@ -22,12 +18,7 @@ from coop_hf.data import (  # noqa: E402
     split_file_classnames,
     templates_for,
 )
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-DATA = SHARED / "data"
-needs_shared = pytest.mark.skipif(
-    not DATA.is_dir(), reason="../shared/data is not checked out beside the repo"
-)
+from tests.conftest import DATA
 
 REFERENCE_NAMES = {
     "oxford_flowers": "oxford_flowers",
@@ -104,7 +95,6 @@ def test_missing_folder_names_the_expected_path_and_download(tmp_path):
     assert "101_ObjectCategories.tar.gz" in message and "DATASETS.md" in message
 
 
-@needs_shared
 def test_real_caltech101_counts_and_class_fixes():
     splits = load_benchmark("caltech101", DATA)
     assert {name: len(split) for name, split in splits.items()} == {"train": 1967, "val": 400, "test": 999}
@@ -121,7 +111,6 @@ def test_real_caltech101_counts_and_class_fixes():
     assert splits["train"].features["image"] == datasets.Image()
 
 
-@needs_shared
 def test_real_flowers102_counts_and_names_match_cat_to_name():
     splits = load_benchmark("oxford_flowers", DATA)
     assert {name: len(split) for name, split in splits.items()} == {"train": 2040, "val": 408, "test": 1020}
@@ -133,7 +122,6 @@ def test_real_flowers102_counts_and_names_match_cat_to_name():
     assert isinstance(image, Image.Image) and image.size[0] > 0
 
 
-@needs_shared
 @pytest.mark.parametrize(
     ("filename", "count", "dataset_name"),
     [
@@ -150,7 +138,6 @@ def test_split_files_give_class_lists_of_the_right_size(filename, count, dataset
     assert all("_" not in name for name in names)
 
 
-@needs_shared
 def test_split_file_class_name_fixes():
     splits = DATA / "coop-splits"
     eurosat = split_file_classnames(splits / "split_zhou_EuroSAT.json", BENCHMARKS["eurosat"].fixes)
@@ -160,9 +147,7 @@ def test_split_file_class_name_fixes():
 
 
 def test_eurosat_raw_folder_names_are_renamed(tmp_path):
-    split = {
-        s: [[f"AnnualCrop/{s}.jpg", 0, "AnnualCrop"], [f"SeaLake/{s}.jpg", 1, "SeaLake"]] for s in TINY_SPLIT
-    }
+    split = {s: [[f"AnnualCrop/{s}.jpg", 0, "AnnualCrop"], [f"SeaLake/{s}.jpg", 1, "SeaLake"]] for s in TINY_SPLIT}
     path = tmp_path / "split.json"
     path.write_text(json.dumps(split))
     assert split_file_classnames(path, BENCHMARKS["eurosat"].fixes) == ["Annual Crop Land", "Sea or Lake"]
@@ -200,9 +185,7 @@ def test_label_outside_the_class_list_names_the_entry(tmp_path):
     split = json.loads(json.dumps(TINY_SPLIT))
     split["test"].append(["c1.jpg", 7, "moon orchid"])
     _flowers_layout(tmp_path, split)
-    with pytest.raises(
-        ValueError, match=r'entry test\[2\] \["c1.jpg", 7, "moon orchid"\].*outside the class list'
-    ):
+    with pytest.raises(ValueError, match=r'entry test\[2\] \["c1.jpg", 7, "moon orchid"\].*outside the class list'):
         load_benchmark("oxford_flowers", tmp_path)
 
 

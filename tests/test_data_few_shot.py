@@ -1,22 +1,14 @@
 """Few-shot sampling: K per class, seeded, independent of row order; val min(K, 4); errors and allow_fewer."""
 
-import os
 from collections import Counter
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+import datasets
+import pytest
+from PIL import Image
 
-import datasets  # noqa: E402
-import pytest  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from coop_hf.data import build_few_shot_splits, load_benchmark, sample_few_shot  # noqa: E402
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-needs_shared = pytest.mark.skipif(
-    not DATA.is_dir(), reason="../shared/data is not checked out beside the repo"
-)
+from coop_hf.data import build_few_shot_splits, load_benchmark, sample_few_shot
+from tests.conftest import DATA
 
 
 def _synthetic(counts: dict[str, int]) -> datasets.Dataset:
@@ -34,9 +26,7 @@ def _synthetic(counts: dict[str, int]) -> datasets.Dataset:
             "image_path": datasets.Value("string"),
         }
     )
-    return datasets.Dataset.from_dict(
-        {"image": paths, "label": labels, "image_path": paths}, features=features
-    )
+    return datasets.Dataset.from_dict({"image": paths, "label": labels, "image_path": paths}, features=features)
 
 
 @pytest.fixture(scope="module")
@@ -98,9 +88,7 @@ def test_without_image_path_rows_are_ordered_by_image_bytes(tmp_path):
 
 
 def test_build_few_shot_splits_with_val(pool):
-    splits = datasets.DatasetDict(
-        {"train": pool, "val": _synthetic({"cat": 6, "dog": 5, "fox": 4}), "test": pool}
-    )
+    splits = datasets.DatasetDict({"train": pool, "val": _synthetic({"cat": 6, "dog": 5, "fox": 4}), "test": pool})
     few = build_few_shot_splits(splits, 8, seed=1)
     assert Counter(few["train"]["label"]) == {0: 8, 1: 8, 2: 8}
     assert Counter(few["val"]["label"]) == {0: 4, 1: 4, 2: 4}
@@ -113,13 +101,10 @@ def test_build_few_shot_splits_carves_val_from_unused_train(pool):
     few = build_few_shot_splits(datasets.DatasetDict({"train": pool, "test": pool}), 4, seed=2)
     assert Counter(few["val"]["label"]) == {0: 4, 1: 4, 2: 4}
     assert not set(few["val"]["image_path"]) & set(few["train"]["image_path"])
-    with pytest.raises(
-        ValueError, match=r"val \(from the train images not drawn for train\).*'fox'.*allow_fewer"
-    ):
+    with pytest.raises(ValueError, match=r"val \(from the train images not drawn for train\).*'fox'.*allow_fewer"):
         build_few_shot_splits(datasets.DatasetDict({"train": pool, "test": pool}), 8, seed=2)
 
 
-@needs_shared
 def test_real_flowers_16_shots():
     few = build_few_shot_splits(load_benchmark("oxford_flowers", DATA), 16, seed=1)
     assert len(few["train"]) == 16 * 102 and len(few["val"]) == 4 * 102 and len(few["test"]) == 1020

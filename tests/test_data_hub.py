@@ -1,22 +1,18 @@
 """Generic image-classification datasets: a local imagefolder, save_to_disk folders, load_dataset_splits."""
 
-import os
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+import datasets
+import pytest
+from PIL import Image
 
-import datasets  # noqa: E402
-import pytest  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from coop_hf.data import (  # noqa: E402
+from coop_hf.data import (
     build_few_shot_splits,
     load_dataset_splits,
     load_image_classification,
 )
+from tests.conftest import DATA
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CLASSES = ["golden_retriever", "tabby_cat", "zebra"]
 
 
@@ -101,9 +97,7 @@ def test_missing_image_or_label_column_is_explained(tmp_path):
         load_image_classification(str(tmp_path / "no_label"))
     no_image = datasets.Dataset.from_dict(
         {"path": ["x.png"], "label": [0]},
-        features=datasets.Features(
-            {"path": datasets.Value("string"), "label": datasets.ClassLabel(names=["a"])}
-        ),
+        features=datasets.Features({"path": datasets.Value("string"), "label": datasets.ClassLabel(names=["a"])}),
     )
     datasets.DatasetDict({"train": no_image, "test": no_image}).save_to_disk(str(tmp_path / "no_image"))
     with pytest.raises(ValueError, match="No datasets.Image column"):

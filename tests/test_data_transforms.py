@@ -1,19 +1,15 @@
 """CoOp image transforms and load_rgb: processor equivalence, augmentation, colour modes, corrupt files."""
 
-import os
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+import datasets
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import CLIPImageProcessor
 
-import datasets  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-from transformers import CLIPImageProcessor  # noqa: E402
-
-from coop_hf.data import (  # noqa: E402
+from coop_hf.data import (
     CoOpTransform,
     UnreadableImageError,
     load_benchmark,
@@ -21,17 +17,12 @@ from coop_hf.data import (  # noqa: E402
     random_resized_crop_box,
     with_coop_transform,
 )
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-PROCESSOR_DIR = SHARED / "clip-configs" / "clip-vit-base-patch32"
-needs_shared = pytest.mark.skipif(
-    not PROCESSOR_DIR.is_dir(), reason="../shared is not checked out beside the repo"
-)
+from tests.conftest import SHARED, VIT_B32
 
 
 @pytest.fixture(scope="module")
 def processor() -> CLIPImageProcessor:
-    return CLIPImageProcessor.from_pretrained(PROCESSOR_DIR)
+    return CLIPImageProcessor.from_pretrained(VIT_B32)
 
 
 def _noise(width: int, height: int, seed: int = 0) -> Image.Image:
@@ -52,7 +43,6 @@ def odd_images(tmp_path_factory) -> list[str]:
     return paths
 
 
-@needs_shared
 def test_test_transform_equals_clip_image_processor(processor, odd_images):
     originals = [Image.open(path) for path in odd_images]
     reference = processor(images=originals, return_tensors="pt")["pixel_values"]
@@ -62,7 +52,6 @@ def test_test_transform_equals_clip_image_processor(processor, odd_images):
     assert out["labels"].dtype == torch.long and out["labels"].tolist() == list(range(len(odd_images)))
 
 
-@needs_shared
 def test_test_transform_equals_processor_on_real_jpegs(processor):
     test = load_benchmark("oxford_flowers", SHARED / "data")["test"].select(range(0, 1020, 170))
     reference = processor(images=list(test["image"]), return_tensors="pt")["pixel_values"]
@@ -71,7 +60,6 @@ def test_test_transform_equals_processor_on_real_jpegs(processor):
     assert out["labels"].tolist() == list(test["label"])
 
 
-@needs_shared
 def test_train_transform_shape_dtype_normalisation_and_seeding(processor, odd_images):
     transform = CoOpTransform(processor, train=True)
     batch = {"image": odd_images, "label": [0, 1, 2, 3, 4, 5]}
@@ -89,7 +77,6 @@ def test_train_transform_shape_dtype_normalisation_and_seeding(processor, odd_im
     assert abs(pixels.mean().item() - 0.5) < 0.05  # uniform noise in, so mean ~0.5 after un-normalising
 
 
-@needs_shared
 def test_train_geometry_is_crop_resize_flip(processor):
     transform = CoOpTransform(processor, train=True)
     gradient = Image.fromarray(np.tile(np.arange(256, dtype=np.uint8), (256, 1))).convert("RGB")
@@ -186,7 +173,6 @@ def test_truncated_and_garbage_files_name_the_file(tmp_path):
         load_rgb(tmp_path / "does-not-exist.png")
 
 
-@needs_shared
 def test_transform_on_dataset_reports_the_corrupt_file(processor, tmp_path):
     good = _save(_noise(40, 30), tmp_path / "good.png")
     bad = tmp_path / "bad.png"

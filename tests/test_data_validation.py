@@ -1,15 +1,10 @@
 """Pre-training checks: every image of a split decodes; the dataset's class list matches the model's."""
 
-import os
+import datasets
+import pytest
+from PIL import Image
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-
-import datasets  # noqa: E402
-import pytest  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from coop_hf.data import UnreadableImageError, check_classnames, check_images  # noqa: E402
+from coop_hf.data import UnreadableImageError, check_classnames, check_images
 
 
 def _dataset(paths: list[str]) -> datasets.Dataset:
@@ -46,9 +41,7 @@ def test_check_classnames():
     check_classnames(["cat", "dog"], ("cat", "dog"))
     with pytest.raises(ValueError, match="differ first at label 1: the dataset has 'dog', the model 'wolf'"):
         check_classnames(["cat", "dog", "fox"], ["cat", "wolf", "fox"])
-    with pytest.raises(
-        ValueError, match="dataset has 3 classes, the model 2.*label 2, is the dataset's 'fox'"
-    ):
+    with pytest.raises(ValueError, match="dataset has 3 classes, the model 2.*label 2, is the dataset's 'fox'"):
         check_classnames(["cat", "dog", "fox"], ["cat", "dog"])
     with pytest.raises(ValueError, match="label 1, is the model's 'dog'"):
         check_classnames(["cat"], ["cat", "dog"])

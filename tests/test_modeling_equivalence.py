@@ -20,34 +20,27 @@ def tiny_clip(request):
     return random_clip(tiny_clip_config(eos_token_id=request.param))
 
 
-def test_tiny_text_features_equal_clip_on_handwritten_prompt(tiny_clip, clip_tokenizer):
-    model = CoOpModel.from_clip(tiny_clip, CLASSNAMES, tokenizer=clip_tokenizer, ctx_init="a photo of a")
+def assert_photo_prompt_equals_clip(clip, tokenizer, projection_dim: int) -> None:
+    model = CoOpModel.from_clip(clip, CLASSNAMES, tokenizer=tokenizer, ctx_init="a photo of a")
     with torch.no_grad():
         ours = model.get_text_features()
-    reference = clip_text_features(
-        tiny_clip, clip_tokenizer, [f"a photo of a {name}." for name in CLASSNAMES]
-    )
-    assert ours.shape == (len(CLASSNAMES), 16)
+    reference = clip_text_features(clip, tokenizer, [f"a photo of a {name}." for name in CLASSNAMES])
+    assert ours.shape == (len(CLASSNAMES), projection_dim)
     torch.testing.assert_close(ours, reference, rtol=0, atol=1e-5)
+
+
+def test_tiny_text_features_equal_clip_on_handwritten_prompt(tiny_clip, clip_tokenizer):
+    assert_photo_prompt_equals_clip(tiny_clip, clip_tokenizer, 16)
 
 
 def test_vit_b32_text_features_equal_clip_on_handwritten_prompt(vit_b32_clip, clip_tokenizer):
-    model = CoOpModel.from_clip(vit_b32_clip, CLASSNAMES, tokenizer=clip_tokenizer, ctx_init="a photo of a")
-    with torch.no_grad():
-        ours = model.get_text_features()
-    reference = clip_text_features(
-        vit_b32_clip, clip_tokenizer, [f"a photo of a {name}." for name in CLASSNAMES]
-    )
-    assert ours.shape == (len(CLASSNAMES), 512)
-    torch.testing.assert_close(ours, reference, rtol=0, atol=1e-5)
+    assert_photo_prompt_equals_clip(vit_b32_clip, clip_tokenizer, 512)
 
 
 def test_vit_b32_logits_equal_clip_logits_per_image(vit_b32_clip, clip_tokenizer):
     model = CoOpModel.from_clip(vit_b32_clip, CLASSNAMES, tokenizer=clip_tokenizer, ctx_init="a photo of a")
     pixel_values = torch.randn(3, 3, 224, 224, generator=torch.Generator().manual_seed(0))
-    inputs = clip_tokenizer(
-        [f"a photo of a {name}." for name in CLASSNAMES], padding=True, return_tensors="pt"
-    )
+    inputs = clip_tokenizer([f"a photo of a {name}." for name in CLASSNAMES], padding=True, return_tensors="pt")
     with torch.no_grad():
         ours = model(pixel_values=pixel_values).logits
         reference = vit_b32_clip(**inputs, pixel_values=pixel_values).logits_per_image
@@ -58,9 +51,7 @@ def test_vit_b32_logits_equal_clip_logits_per_image(vit_b32_clip, clip_tokenizer
     ("position", "sentence"),
     [("front", "{name} a photo of a."), ("middle", "a photo {name} of a."), ("end", "a photo of a {name}.")],
 )
-def test_class_token_position_orders_tokens_as_the_method_describes(
-    tiny_clip, clip_tokenizer, position, sentence
-):
+def test_class_token_position_orders_tokens_as_the_method_describes(tiny_clip, clip_tokenizer, position, sentence):
     """With the context set to the embeddings of "a photo of a", each position is CLIP on the reordered text."""
     model = CoOpModel.from_clip(
         tiny_clip, CLASSNAMES, tokenizer=clip_tokenizer, n_ctx=4, class_token_position=position
@@ -69,9 +60,7 @@ def test_class_token_position_orders_tokens_as_the_method_describes(
     with torch.no_grad():
         model.prompt_learner.ctx.copy_(tiny_clip.text_model.embeddings.token_embedding(phrase_ids))
         ours = model.get_text_features()
-    reference = clip_text_features(
-        tiny_clip, clip_tokenizer, [sentence.format(name=name) for name in CLASSNAMES]
-    )
+    reference = clip_text_features(tiny_clip, clip_tokenizer, [sentence.format(name=name) for name in CLASSNAMES])
     torch.testing.assert_close(ours, reference, rtol=0, atol=1e-5)
 
 
@@ -113,9 +102,7 @@ def test_class_specific_context_with_identical_vectors_equals_unified(tiny_clip,
 
 def test_class_specific_context_differs_per_class(tiny_clip, clip_tokenizer):
     """Each class reads its own context: changing class 0's context changes only class 0's feature."""
-    model = CoOpModel.from_clip(
-        tiny_clip, CLASSNAMES, tokenizer=clip_tokenizer, n_ctx=4, class_specific_context=True
-    )
+    model = CoOpModel.from_clip(tiny_clip, CLASSNAMES, tokenizer=clip_tokenizer, n_ctx=4, class_specific_context=True)
     with torch.no_grad():
         before = model.get_text_features()
         model.prompt_learner.ctx[0].add_(0.5)

@@ -57,7 +57,9 @@ def test_image_embeds_input_gives_the_same_logits(model):
     pixel_values = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         image_embeds = model.clip.get_image_features(pixel_values=pixel_values).pooler_output
-        torch.testing.assert_close(model(image_embeds=image_embeds).logits, model(pixel_values=pixel_values).logits)
+        torch.testing.assert_close(
+            model(image_embeds=image_embeds).logits, model(pixel_values=pixel_values).logits
+        )
 
 
 def test_logits_are_scaled_cosine_similarities(model):
@@ -80,8 +82,10 @@ def test_inference_reuses_text_features_until_the_context_changes(model, monkeyp
         model.prompt_learner.ctx.add_(1.0)
         second = model(image_embeds=image_embeds).logits
         assert encode.call_count == 2
-        expected = model.clip.logit_scale.exp() * torch.nn.functional.normalize(image_embeds, dim=-1) @ (
-            torch.nn.functional.normalize(model.get_text_features(), dim=-1).t()
+        expected = (
+            model.clip.logit_scale.exp()
+            * torch.nn.functional.normalize(image_embeds, dim=-1)
+            @ (torch.nn.functional.normalize(model.get_text_features(), dim=-1).t())
         )
     assert not torch.allclose(first, second)
     torch.testing.assert_close(second, expected)
@@ -99,7 +103,9 @@ def test_set_classnames_moves_unified_context(model, clip_tokenizer):
     model.set_classnames(["rose", "tulip", "daisy", "orchid"])
     assert model.config.id2label[3] == "orchid" and model.classnames[0] == "rose"
     assert torch.equal(model.prompt_learner.ctx, ctx)
-    fresh = CoOpModel.from_clip(model.clip, ["rose", "tulip", "daisy", "orchid"], tokenizer=clip_tokenizer, n_ctx=4)
+    fresh = CoOpModel.from_clip(
+        model.clip, ["rose", "tulip", "daisy", "orchid"], tokenizer=clip_tokenizer, n_ctx=4
+    )
     with torch.no_grad():
         fresh.prompt_learner.ctx.copy_(ctx)
         torch.testing.assert_close(model.get_text_features(), fresh.get_text_features(), rtol=0, atol=0)
@@ -108,9 +114,15 @@ def test_set_classnames_moves_unified_context(model, clip_tokenizer):
 
 def test_set_classnames_refuses_class_specific_context(clip_tokenizer):
     model = CoOpModel.from_clip(
-        random_clip(tiny_clip_config()), CLASSNAMES, tokenizer=clip_tokenizer, n_ctx=4, class_specific_context=True
+        random_clip(tiny_clip_config()),
+        CLASSNAMES,
+        tokenizer=clip_tokenizer,
+        n_ctx=4,
+        class_specific_context=True,
     )
     with pytest.raises(ValueError, match="class-specific context .* cannot move to a new class list"):
         model.set_classnames(["rose", "tulip"])
     with pytest.raises(ValueError, match="twice"):
-        CoOpModel.from_clip(model.clip, CLASSNAMES, tokenizer=clip_tokenizer, n_ctx=4).set_classnames(["a", "a"])
+        CoOpModel.from_clip(model.clip, CLASSNAMES, tokenizer=clip_tokenizer, n_ctx=4).set_classnames(
+            ["a", "a"]
+        )

@@ -33,11 +33,18 @@ def test_round_trip_gives_identical_logits(trained, tmp_path):
     assert reloaded.config.base_model_name_or_path == trained.config.base_model_name_or_path
     image_embeds = torch.randn(4, 16)
     with torch.no_grad():
-        torch.testing.assert_close(reloaded(image_embeds=image_embeds).logits, trained(image_embeds=image_embeds).logits, rtol=0, atol=0)
+        torch.testing.assert_close(
+            reloaded(image_embeds=image_embeds).logits,
+            trained(image_embeds=image_embeds).logits,
+            rtol=0,
+            atol=0,
+        )
 
 
 def test_vit_b32_prompt_file_is_kilobytes(vit_b32_clip, clip_tokenizer, tmp_path):
-    model = CoOpModel.from_clip(vit_b32_clip, [f"class {i}" for i in range(102)], tokenizer=clip_tokenizer, n_ctx=16)
+    model = CoOpModel.from_clip(
+        vit_b32_clip, [f"class {i}" for i in range(102)], tokenizer=clip_tokenizer, n_ctx=16
+    )
     model.save_pretrained(tmp_path)
     size = os.path.getsize(tmp_path / "model.safetensors")
     assert size < 100 * 1024, size
@@ -72,13 +79,19 @@ def test_unified_prompt_loads_onto_another_class_list(trained, tmp_path):
 def test_shape_mismatch_is_an_error_not_a_reinitialisation(trained, tmp_path, clip_tokenizer):
     trained.save_pretrained(tmp_path)
     wider = random_clip(tiny_clip_config(hidden_size=64, num_attention_heads=4))
-    with pytest.raises(ValueError, match=r"holds prompt_learner.ctx of shape \(4, 32\) but this model expects \(4, 64\)"):
+    with pytest.raises(
+        ValueError, match=r"holds prompt_learner.ctx of shape \(4, 32\) but this model expects \(4, 64\)"
+    ):
         CoOpModel.from_pretrained(tmp_path, clip_model=wider, tokenizer=clip_tokenizer)
     save_file({"prompt_learner.ctx": torch.zeros(3, 4, 32)}, tmp_path / "model.safetensors")
     with pytest.raises(ValueError, match=r"of shape \(3, 4, 32\) but this model expects \(4, 32\)"):
         CoOpModel.from_pretrained(tmp_path)
-    save_file({"prompt_learner.ctx": torch.zeros(4, 32), "extra": torch.zeros(1)}, tmp_path / "model.safetensors")
-    with pytest.raises(ValueError, match=r"not a CoOp prompt for this model: missing \[\], unexpected \['extra'\]"):
+    save_file(
+        {"prompt_learner.ctx": torch.zeros(4, 32), "extra": torch.zeros(1)}, tmp_path / "model.safetensors"
+    )
+    with pytest.raises(
+        ValueError, match=r"not a CoOp prompt for this model: missing \[\], unexpected \['extra'\]"
+    ):
         CoOpModel.from_pretrained(tmp_path)
 
 
@@ -113,7 +126,7 @@ def test_interrupted_save_keeps_the_previous_prompt(trained, tmp_path):
     before = {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)}
     with torch.no_grad():
         trained.prompt_learner.ctx.add_(1.0)
-    with mock.patch("coop_hf.hub.render_model_card", side_effect=RuntimeError("disk full")):
+    with mock.patch("coop_hf.modeling_coop.render_model_card", side_effect=RuntimeError("disk full")):
         with pytest.raises(RuntimeError, match="disk full"):
             trained.save_pretrained(tmp_path)
     assert {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)} == before
@@ -129,7 +142,9 @@ def test_push_to_hub_uploads_the_prompt_folder(trained):
     uploaded = {}
 
     def fake_upload_folder(self, *, repo_id, folder_path, **kwargs):
-        uploaded.update({name: os.path.getsize(os.path.join(folder_path, name)) for name in os.listdir(folder_path)})
+        uploaded.update(
+            {name: os.path.getsize(os.path.join(folder_path, name)) for name in os.listdir(folder_path)}
+        )
         uploaded["repo_id"] = repo_id
         return "https://huggingface.co/org/coop-test/commit/0"
 
@@ -144,7 +159,9 @@ def test_push_to_hub_uploads_the_prompt_folder(trained):
 
 def test_serves_in_the_image_classification_pipeline(trained, tiny_clip_dir):
     classifier = pipeline(
-        "image-classification", model=trained, image_processor=AutoImageProcessor.from_pretrained(tiny_clip_dir)
+        "image-classification",
+        model=trained,
+        image_processor=AutoImageProcessor.from_pretrained(tiny_clip_dir),
     )
     image = Image.fromarray((np.random.default_rng(0).random((90, 120, 3)) * 255).astype("uint8"))
     predictions = classifier(image, top_k=3)

@@ -11,8 +11,8 @@ import torch
 from transformers import HfArgumentParser, TrainerCallback
 
 from coop_hf import CoOpModel
-from coop_hf.data import load_benchmark
 from coop_hf.arguments import ExperimentArguments
+from coop_hf.data import load_benchmark
 from coop_hf.experiments import Backbone, run_method
 from coop_hf.training import CoOpTrainingArguments
 from tests.conftest import DATA
@@ -51,7 +51,8 @@ def test_accelerate_launch_one_and_two_processes(tiny_clip_dir, tmp_path):
     """`accelerate launch` runs the script; two CPU processes give the same protocol as one."""
     one, two = tmp_path / "one", tmp_path / "two"
     run_script(flags(tiny_clip_dir, one, "--seeds", "1", "2"))
-    two_flags = flags(tiny_clip_dir, two, "--seeds", "1", "2", "--per_device_train_batch_size", "16", "--use_cpu", "true")
+    two_flags = flags(tiny_clip_dir, two, "--seeds", "1", "2", "--per_device_train_batch_size", "16")
+    two_flags += ["--use_cpu", "true"]
     run_script(two_flags, processes=2)
     results_one = json.loads((one / "results.json").read_text())
     results_two = json.loads((two / "results.json").read_text())
