@@ -110,8 +110,11 @@ def test_baselines_on_the_same_splits(tiny_clip_dir, tmp_path):
     assert zeroshot["accuracy_std"] == 0 and len(zeroshot["per_seed"]) == 2
     assert zeroshot["accuracy"] == zeroshot["zeroshot_accuracy"] and "accuracy_ensemble" in zeroshot
     assert zeroshot["templates_ensemble"][-1] == "a photo of a {}, a type of flower."
-    probe = run_in_process(flags(tiny_clip_dir, tmp_path / "lp", "--method", "linear-probe", "--shots", "2"))
+    noisy = ["--noise_type", "symmetric", "--noise_rate", "0.5"]
+    probe = run_in_process(flags(tiny_clip_dir, tmp_path / "lp", "--method", "linear-probe", "--shots", "2", *noisy))
     assert probe["method"] == "linear-probe" and 0 <= probe["accuracy"] <= 100 and probe["per_seed"][0]["C"] > 0
+    assert probe["noise_type"] == "symmetric" and probe["noise_rate_requested"] == 0.5
+    assert probe["noise_rate_actual"] == 0.5  # 1 of the 2 shots of every class relabelled
     assert json.loads((tmp_path / "lp" / "results.json").read_text())["shots"] == 2
 
 
