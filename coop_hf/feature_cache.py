@@ -1,0 +1,204 @@
+"""CLIP image features computed once and cached on disk, so CoOp trains on `image_embeds` instead of pixels.
+
+CLIP is frozen in CoOp, so an image's feature depends only on the image, its augmentation and the vision
+weights. `encode_images` runs the image encoder over N seeded augmented views of every image (or the one test
+view) and caches the result as a `datasets.Dataset` under a key of everything it depends on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pyarrow as pa
+import torch
+from datasets.features.features import FeatureType
+from datasets.utils import tqdm
+from torch.utils.data import DataLoader
+from transformers import CLIPModel
+
+from .data.transforms import CoOpTransform
+
+CACHE_FORMAT_VERSION = 1
+CACHE_SUBDIR = "coop_hf_image_features"
+PROCESSOR_KEYS = (
+    "size", "crop_size", "image_mean", "image_std", "resample", "do_resize", "do_center_crop", "do_rescale",
+    "rescale_factor", "do_normalize", "do_convert_rgb",
+)  # fmt: skip
+"""Image processor settings that change the pixels `CoOpTransform` produces."""
+FINGERPRINT_SAMPLES = 64
+"""Values sampled (evenly strided) from each vision weight tensor for the model fingerprint."""
+
+
+class AugmentedViews(torch.utils.data.Dataset):
+    """`num_views` transformed views of every image of `dataset` (columns "image" and "label").
+
+    Item `view * len(dataset) + index` is view `view` of image `index`, with torch's RNG seeded from
+    (`seed`, view, index) while the transform runs: the same settings give the same views, in any order, batch
+    size or number of DataLoader workers. Items are dicts of "pixel_values" [3, H, W], "labels", "view", "index".
+    """
+
+    def __init__(self, dataset: datasets.Dataset, transform: CoOpTransform, num_views: int = 1, seed: int = 0):
+        if num_views < 1:
+            raise ValueError(f"num_views must be >= 1, got {num_views}.")
+        missing = {"image", "label"} - set(dataset.column_names)
+        if missing:
+            raise ValueError(f"The dataset needs columns 'image' and 'label'; it lacks {sorted(missing)}.")
+        dataset = dataset.with_format(None).select_columns(["image", "label"])  # raw rows, whatever transform is set
+        if isinstance(dataset.features["image"], datasets.Image):
+            # `load_rgb` decodes, so that an unreadable file is reported by name.
+            dataset = dataset.cast_column("image", datasets.Image(decode=False))
+        self.dataset, self.transform, self.num_views, self.seed = dataset, transform, num_views, seed
+
+    def __len__(self) -> int:
+        return self.num_views * len(self.dataset)
+
+    def __getitem__(self, item: int) -> dict[str, torch.Tensor | int]:
+        view, index = divmod(item, len(self.dataset))
+        row = self.dataset[index]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(view_seed(self.seed, view, index))
+            batch = self.transform({"image": [row["image"]], "label": [row["label"]]})
+        return {"pixel_values": batch["pixel_values"][0], "labels": int(row["label"]), "view": view, "index": index}
+
+
+def view_seed(seed: int, view: int, index: int) -> int:
+    """The torch seed of one view of one image: well mixed, so neighbouring images get unrelated crops."""
+    return int(np.random.SeedSequence([seed, view, index]).generate_state(1, dtype=np.uint64)[0])
+
+
+def encode_images(
+    clip: CLIPModel,
+    dataset: datasets.Dataset,
+    transform: CoOpTransform,
+    *,
+    num_views: int = 1,
+    seed: int = 0,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    cache_dir: str | os.PathLike | None = None,
+    use_cache: bool = True,
+) -> datasets.Dataset:
+    """CLIP image features of `num_views` augmented views of each image (or the single view of a test transform).
+
+    Returns a `datasets.Dataset` (torch format) with columns "image_embeds" (float32, projection_dim),
+    "labels", "view" and "index" (the row in `dataset`); rows are view-major, so view v of every image is the
+    row range [v * len(dataset), (v + 1) * len(dataset)). Train with `model(image_embeds=..., labels=...)`.
+
+    With `use_cache`, the result is stored in `cache_dir` (default: `coop_hf_image_features` in
+    `datasets.config.HF_DATASETS_CACHE`) under a key of the model (name and a fingerprint of the vision
+    weights), the data (`dataset._fingerprint`), the transform settings, `num_views` and `seed`; a later call
+    with the same key loads it without encoding.
+    CLIP should be in eval mode (as `CoOpModel` keeps it).
+    """
+    if not transform.train and num_views != 1:
+        raise ValueError(f"The test transform is deterministic: use num_views=1, not {num_views}.")
+    if not use_cache:
+        return _encode(clip, dataset, transform, num_views, seed, batch_size, num_workers).with_format("torch")
+    root = Path(cache_dir) if cache_dir is not None else Path(datasets.config.HF_DATASETS_CACHE) / CACHE_SUBDIR
+    target = root / feature_cache_key(clip, dataset, transform, num_views=num_views, seed=seed)
+    if not target.is_dir():
+        features = _encode(clip, dataset, transform, num_views, seed, batch_size, num_workers)
+        _save_atomically(features, target)
+    return datasets.load_from_disk(str(target)).with_format("torch")
+
+
+def feature_cache_key(
+    clip: CLIPModel, dataset: datasets.Dataset, transform: CoOpTransform, *, num_views: int, seed: int
+) -> str:
+    """Hex digest of everything the cached features depend on."""
+    processor = transform.image_processor
+    description = {
+        "version": CACHE_FORMAT_VERSION,
+        "model": {"name_or_path": clip.name_or_path, "vision_weights": vision_fingerprint(clip)},
+        "data": dataset._fingerprint,
+        "transform": {
+            "class": type(transform).__qualname__,
+            "train": transform.train,
+            "processor": {key: getattr(processor, key, None) for key in PROCESSOR_KEYS},
+        },
+        "num_views": num_views,
+        "seed": seed,
+    }
+    return hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def vision_fingerprint(clip: CLIPModel) -> str:
+    """Cheap fingerprint of the vision tower and projection: names, shapes, dtypes and a strided sample of
+    `FINGERPRINT_SAMPLES` values of every tensor (a fine-tuned or different checkpoint changes the samples)."""
+    digest = hashlib.sha256()
+    modules = {"vision_model": clip.vision_model, "visual_projection": clip.visual_projection}
+    for prefix, module in modules.items():
+        for name, tensor in module.state_dict().items():
+            flat = tensor.detach().reshape(-1)
+            sample = flat[:: max(1, flat.numel() // FINGERPRINT_SAMPLES)][:FINGERPRINT_SAMPLES]
+            digest.update(f"{prefix}.{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+            digest.update(sample.to(device="cpu", dtype=torch.float64).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _encode(
+    clip: CLIPModel,
+    dataset: datasets.Dataset,
+    transform: CoOpTransform,
+    num_views: int,
+    seed: int,
+    batch_size: int,
+    num_workers: int,
+) -> datasets.Dataset:
+    views = AugmentedViews(dataset, transform, num_views=num_views, seed=seed)
+    loader = DataLoader(views, batch_size=batch_size, num_workers=num_workers)
+    parameter = next(clip.vision_model.parameters())
+    columns: dict[str, list[np.ndarray]] = {"image_embeds": [], "labels": [], "view": [], "index": []}
+    description = f"Encoding {num_views} view(s) of {len(dataset)} images"
+    with torch.no_grad(), tqdm(total=len(views), desc=description, unit="img") as progress:
+        for batch in loader:
+            pixel_values = batch.pop("pixel_values").to(parameter.device, parameter.dtype)
+            embeds = clip.get_image_features(pixel_values=pixel_values).pooler_output
+            columns["image_embeds"].append(embeds.float().cpu().numpy())
+            for key, values in batch.items():
+                columns[key].append(values.numpy())
+            progress.update(len(pixel_values))
+    return _features_dataset({key: np.concatenate(parts) for key, parts in columns.items()}, dataset.features["label"])
+
+
+def _features_dataset(columns: dict[str, np.ndarray], label_feature: FeatureType) -> datasets.Dataset:
+    embeds = columns["image_embeds"]
+    features = datasets.Features(
+        {
+            "image_embeds": datasets.List(datasets.Value("float32"), length=embeds.shape[1]),
+            "labels": label_feature if isinstance(label_feature, datasets.ClassLabel) else datasets.Value("int64"),
+            "view": datasets.Value("int32"),
+            "index": datasets.Value("int64"),
+        }
+    )
+    table = pa.table(
+        {
+            "image_embeds": pa.FixedSizeListArray.from_arrays(pa.array(embeds.reshape(-1)), embeds.shape[1]),
+            "labels": pa.array(columns["labels"].astype(np.int64)),
+            "view": pa.array(columns["view"].astype(np.int32)),
+            "index": pa.array(columns["index"].astype(np.int64)),
+        },
+        schema=features.arrow_schema,
+    )
+    return datasets.Dataset(datasets.table.InMemoryTable(table), info=datasets.DatasetInfo(features=features))
+
+
+def _save_atomically(features: datasets.Dataset, target: Path) -> None:
+    """Write to a temporary sibling folder and rename it into place: `target` exists only when complete."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        features.save_to_disk(str(staging))
+        os.rename(staging, target)
+    except OSError:
+        if not target.is_dir():  # not another process having finished the same cache first
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
