@@ -37,6 +37,9 @@ class ExperimentArguments:
     allow_fewer_shots: bool = field(
         default=False, metadata={"help": "Take all images of a class that has fewer than --shots."}
     )
+    feature_cache_dir: str | None = field(
+        default=None, metadata={"help": "Where image features are cached (default: the datasets cache)."}
+    )
     loss: str = field(default="ce", metadata={"help": "ce (cross-entropy) or gce (generalised cross-entropy)."})
     gce_q: float = field(default=DEFAULT_GCE_Q, metadata={"help": "q of the generalised cross-entropy, in (0, 1]."})
     noise_type: str = field(default="none", metadata={"help": "Label noise: none | symmetric | replace | confusion."})

@@ -14,14 +14,21 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from .arguments import METHODS, ExperimentArguments
 from .atomic import atomic_write_text
 from .baselines import fit_linear_probe, zero_shot_logits, zero_shot_weights
-from .data import build_few_shot_splits, check_images, ensemble_templates, load_dataset_splits, with_coop_transform
+from .data import (
+    CoOpTransform,
+    build_few_shot_splits,
+    check_images,
+    ensemble_templates,
+    load_dataset_splits,
+    with_coop_transform,
+)
+from .feature_cache import encode_images
 from .hub import CardResults
 from .losses import DEFAULT_GCE_Q, loss_from_name
 from .metrics import ClassificationAccuracy
@@ -41,9 +48,10 @@ class Backbone:
     clip: CLIPModel
     tokenizer: Any
     image_processor: Any
+    cache_dir: str | None = None
 
     @classmethod
-    def load(cls, name_or_path: str) -> Backbone:
+    def load(cls, name_or_path: str, *, cache_dir: str | None = None) -> Backbone:
         clip = CLIPModel.from_pretrained(name_or_path).eval()
         clip.requires_grad_(False)
         return cls(
@@ -51,19 +59,16 @@ class Backbone:
             clip=clip,
             tokenizer=AutoTokenizer.from_pretrained(name_or_path),
             image_processor=AutoImageProcessor.from_pretrained(name_or_path),
+            cache_dir=cache_dir,
         )
 
-    @torch.no_grad()
     def features(self, dataset: datasets.Dataset, *, batch_size: int) -> dict[str, torch.Tensor]:
-        """Test-transform CLIP image features of a split: {"image_embeds": [N, D], "labels": [N]}."""
-        loader = torch.utils.data.DataLoader(
-            with_coop_transform(dataset, self.image_processor, train=False), batch_size=batch_size
-        )
-        embeds, labels = [], []
-        for batch in tqdm(loader, desc="Encoding images", disable=len(loader) < 2):
-            embeds.append(self.clip.get_image_features(pixel_values=batch["pixel_values"]).pooler_output)
-            labels.append(batch["labels"])
-        return {"image_embeds": torch.cat(embeds), "labels": torch.cat(labels)}
+        """Test-transform CLIP image features of a split, {"image_embeds": [N, D], "labels": [N]}, encoded once
+        and cached on disk (`coop_hf.feature_cache`, under `cache_dir` or the `datasets` cache)."""
+        transform = CoOpTransform(self.image_processor, train=False)
+        encoded = encode_images(self.clip, dataset, transform, batch_size=batch_size, cache_dir=self.cache_dir)
+        columns = encoded.select_columns(["image_embeds", "labels"])[:]
+        return {"image_embeds": columns["image_embeds"], "labels": columns["labels"]}
 
 
 @dataclass(frozen=True)
@@ -101,13 +106,11 @@ class Experiment:
 
     @classmethod
     def from_arguments(cls, experiment: ExperimentArguments, args: CoOpTrainingArguments) -> Experiment:
-        """The experiment the example scripts' flags describe."""
-        return cls(
-            Backbone.load(experiment.model_name_or_path),
-            experiment.dataset,
-            experiment.data_dir,
-            batch_size=args.per_device_eval_batch_size,
-        )
+        """The experiment the example scripts' flags describe (the main process encodes and caches the test
+        features first; other processes then read them from the cache)."""
+        backbone = Backbone.load(experiment.model_name_or_path, cache_dir=experiment.feature_cache_dir)
+        with args.main_process_first(desc="test image features"):
+            return cls(backbone, experiment.dataset, experiment.data_dir, batch_size=args.per_device_eval_batch_size)
 
     def zero_shot_accuracy(self, templates: list[str]) -> dict[str, float]:
         weights = zero_shot_weights(self.backbone.clip, self.backbone.tokenizer, self.classnames, templates)

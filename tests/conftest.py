@@ -1,10 +1,13 @@
 """Shared fixtures: the offline environment, the real CLIP tokenizer and small random CLIP models."""
 
 import os
+import tempfile
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Cached image features of the test session stay out of the user's datasets cache.
+os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="coop-hf-tests-")
 
 from pathlib import Path  # noqa: E402
 
