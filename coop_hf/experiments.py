@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -218,15 +219,15 @@ class Experiment:
         callbacks: list | None = None,
     ) -> dict[str, Any]:
         """Train one prompt per seed with the CoOp recipe on the seed's few-shot split (see `train_seeds`)."""
-        epochs = args.num_train_epochs or reference_epochs(shots, self.dataset)
+        epochs = args.num_train_epochs or math.ceil(reference_epochs(shots, self.dataset) / max(args.cached_views, 1))
         per_seed = self.train_seeds(
             lambda seed: self.few_shot(shots, seed, noise=noise, allow_fewer=allow_fewer),
             seeds, args, model_kwargs, shots=shots, epochs=epochs, loss=loss, gce_q=gce_q, noise=noise,
             callbacks=callbacks,
         )  # fmt: skip
         return self.results(
-            "coop", shots, seeds, per_seed, epochs=epochs, **model_kwargs, **loss_fields(loss, gce_q),
-            **noise_summary(noise, per_seed),
+            "coop", shots, seeds, per_seed, epochs=epochs, cached_views=args.cached_views, **model_kwargs,
+            **loss_fields(loss, gce_q), **noise_summary(noise, per_seed),
         )  # fmt: skip
 
     def run_upl(
@@ -259,7 +260,7 @@ class Experiment:
         pseudo = pseudo_label_dataset(
             unlabeled, zero_shot_logits(self.backbone.clip, weights, features["image_embeds"]), top_k
         )
-        epochs = args.num_train_epochs or UPL_EPOCHS
+        epochs = args.num_train_epochs or math.ceil(UPL_EPOCHS / max(args.cached_views, 1))
         per_seed = self.train_seeds(
             lambda seed: (datasets.DatasetDict({"train": pseudo}), None),
             seeds, args, model_kwargs, shots=top_k, epochs=epochs, loss=loss, gce_q=gce_q, callbacks=callbacks,
@@ -363,10 +364,17 @@ class Experiment:
         model = CoOpModel.from_clip(backbone.clip, self.classnames, tokenizer=backbone.tokenizer, **model_kwargs)
         model.config.base_model_name_or_path = backbone.name_or_path
         args.seed = seed
+        if args.cached_views:
+            train = encode_images(
+                backbone.clip, splits["train"], CoOpTransform(backbone.image_processor, train=True),
+                num_views=args.cached_views, seed=seed, batch_size=self.batch_size, cache_dir=backbone.cache_dir,
+            ).select_columns(["image_embeds", "labels"])  # fmt: skip
+        else:
+            train = with_coop_transform(splits["train"], backbone.image_processor, train=True)
         trainer = CoOpTrainer(
             model=model,
             args=args,
-            train_dataset=with_coop_transform(splits["train"], backbone.image_processor, train=True),
+            train_dataset=train,
             processing_class=backbone.image_processor,
             compute_metrics=compute_accuracy_metrics,
             compute_loss_func=compute_loss_func,

@@ -122,7 +122,8 @@ def encode_shared_prefix(
     The prefix is read from row 0 and encoded once; the remaining tokens of each class (up to its EOT) attend to
     the prefix keys and values of each layer and, causally, to their own. The per-class tokens of all classes
     are packed without padding for the token-wise parts of each layer (projections, MLP, layer norms) and
-    attend in groups of equal length. Every EOT must lie at or after `prefix_length`.
+    attend in groups of equal length. Every EOT must lie at or after `prefix_length`. Attention dropout is not
+    applied: CoOp keeps CLIP in eval mode.
     """
     text_model = clip.text_model
     embeddings = text_model.embeddings

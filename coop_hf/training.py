@@ -30,13 +30,18 @@ class CoOpTrainingArguments(TrainingArguments):
     warmup_epochs: int = field(default=1, metadata={"help": "Epochs at the constant warm-up learning rate."})
     warmup_lr: float = field(default=1e-5, metadata={"help": "Constant learning rate of the warm-up epochs."})
     per_device_train_batch_size: int = field(default=32, metadata={"help": "Training batch size per device."})
-    per_device_eval_batch_size: int = field(
-        default=100, metadata={"help": "Evaluation batch size per device."}
-    )
+    per_device_eval_batch_size: int = field(default=100, metadata={"help": "Evaluation batch size per device."})
     num_train_epochs: float | None = field(
         default=None,
         metadata={
             "help": "Epochs; default: the reference schedule by shots (1: 50, 2-4: 100, 8-16: 200, ImageNet: 50)."
+        },
+    )
+    cached_views: int = field(
+        default=0,
+        metadata={
+            "help": "Train from cached CLIP features of N seeded augmented views per image (an epoch then passes over "
+            "all N views, and the default epoch count is divided by N); 0: augment every batch (the reference)."
         },
     )
     remove_unused_columns: bool = field(
@@ -89,9 +94,7 @@ class CoOpTrainer(Trainer):
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
         if self.lr_scheduler is None:
             optimizer = optimizer if optimizer is not None else self.optimizer
-            steps_per_epoch = max(
-                len(self.get_train_dataloader()) // self.args.gradient_accumulation_steps, 1
-            )
+            steps_per_epoch = max(len(self.get_train_dataloader()) // self.args.gradient_accumulation_steps, 1)
             total_epochs = max(math.ceil(num_training_steps / steps_per_epoch), 1)
 
             def factor(step: int) -> float:
@@ -116,9 +119,10 @@ class CoOpTrainer(Trainer):
         return super().evaluate(eval_dataset, *args, **kwargs)
 
     def check_dataset_classes(self, dataset) -> None:
-        """Raise a `ValueError` naming the first differing class when a dataset with a `ClassLabel` "label"
-        column does not have the model's class list (its label ids would mean other classes)."""
-        label = getattr(dataset, "features", None) and dataset.features.get("label")
+        """Raise a `ValueError` naming the first differing class when a dataset with a `ClassLabel` "label" (or
+        "labels") column does not have the model's class list (its label ids would mean other classes)."""
+        features = getattr(dataset, "features", None) or {}
+        label = features.get("label", features.get("labels"))
         if isinstance(label, ClassLabel):
             model = self.accelerator.unwrap_model(self.model)
             check_classnames(label.names, model.config.classnames)

@@ -6,6 +6,8 @@ import tempfile
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# OpenMP's default spin-waiting makes every parallel op cost ~8 ms on small VMs (see benchmarks/README.md).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # Cached image features of the test session stay out of the user's datasets cache.
 os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="coop-hf-tests-")
 

@@ -89,6 +89,17 @@ def test_one_shot_run_writes_results_prompt_and_card_and_reloads_exactly(tiny_cl
     assert accuracy == pytest.approx(results["per_seed"][0]["accuracy"], abs=1e-9)
 
 
+def test_training_from_cached_augmented_views(tiny_clip_dir, tmp_path):
+    cache = tmp_path / "features"
+    arguments = flags(tiny_clip_dir, tmp_path / "run", "--cached_views", "3", "--feature_cache_dir", str(cache))
+    results = run_in_process(arguments)
+    assert results["cached_views"] == 3 and results["epochs"] == 2
+    state = json.loads((tmp_path / "run" / "seed1" / "trainer_state.json").read_text())
+    assert state["global_step"] == 2 * 10  # 3 views x 102 images = 306 features, batches of 32, 2 epochs
+    assert len([entry for entry in cache.iterdir() if entry.is_dir()]) == 2  # test features, seed 1 train views
+    assert CoOpModel.from_pretrained(tmp_path / "run" / "seed1").config.classnames[0] == "pink primrose"
+
+
 class KillAfterFirstCheckpoint(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         raise KeyboardInterrupt("killed")
