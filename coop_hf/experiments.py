@@ -88,11 +88,6 @@ def accuracy_percent(predictions: torch.Tensor | np.ndarray, labels: torch.Tenso
     return {name: 100.0 * value for name, value in scores.items()}
 
 
-def features_dataset(features: dict[str, torch.Tensor]) -> datasets.Dataset:
-    """Features as a dataset that `Trainer.evaluate` feeds to `CoOpModel(image_embeds=..., labels=...)`."""
-    return datasets.Dataset.from_dict({key: value.numpy() for key, value in features.items()}).with_format("torch")
-
-
 class Experiment:
     """One frozen CLIP on one dataset: the test features and zero-shot accuracy are computed once, before any
     training (an unreadable test image stops the run at once), and shared by every run."""
@@ -103,6 +98,10 @@ class Experiment:
         self.batch_size = batch_size
         self.splits, self.classnames, self.template = load_dataset_splits(dataset, data_dir)
         self.test = backbone.features(self.splits["test"], batch_size=batch_size)
+        # The same features as a dataset that `Trainer.evaluate` feeds to `CoOpModel(image_embeds=..., labels=...)`.
+        self.test_dataset = datasets.Dataset.from_dict(
+            {key: value.numpy() for key, value in self.test.items()}
+        ).with_format("torch")
         self.zeroshot = self.zero_shot_accuracy([self.template])
 
     @classmethod
@@ -381,7 +380,7 @@ class Experiment:
             callbacks=callbacks,
         )
         trainer.train(resume_from_checkpoint=True if resume else None)
-        metrics = trainer.evaluate(eval_dataset=features_dataset(self.test), metric_key_prefix="test")
+        metrics = trainer.evaluate(eval_dataset=self.test_dataset, metric_key_prefix="test")
         result = {
             "seed": seed,
             "accuracy": metrics["test_accuracy"],

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from datasets import ClassLabel
 from transformers import Trainer, TrainingArguments
 
+from .atomic import atomic_write_text
 from .data import check_classnames
 from .hub import render_model_card
 from .metrics import ClassificationAccuracy
@@ -130,10 +132,6 @@ class CoOpTrainer(Trainer):
     def create_model_card(self, *args, **kwargs) -> None:
         """Write the CoOp model card (Trainer's generic card would overwrite it before a Hub push)."""
         if self.is_world_process_zero():
-            from pathlib import Path
-
-            from .atomic import atomic_write_text
-
             model = self.accelerator.unwrap_model(self.model)
             path = Path(self.args.output_dir) / "README.md"
             atomic_write_text(path, render_model_card(model, repo_id=self.args.hub_model_id))
