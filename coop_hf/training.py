@@ -4,6 +4,7 @@ cosine decay by epoch, exactly as the reference schedule steps it."""
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,9 +51,44 @@ class CoOpTrainingArguments(TrainingArguments):
         default=False,
         metadata={"help": "Keep dataset columns: images are transformed lazily into pixel_values."},
     )
+    max_grad_norm: float = field(
+        default=0.0, metadata={"help": "Clip gradients to this norm; 0 (the default, as CoOp): no clipping."}
+    )
+    keep_last_batch: bool = field(
+        default=False,
+        metadata={
+            "help": "Keep the last incomplete training batch of an epoch. Default (the reference): drop it when the "
+            "split holds at least one full batch."
+        },
+    )
+    dataloader_pin_memory: bool | None = field(
+        default=None, metadata={"help": "Pin DataLoader memory; default: only when a CUDA device is used."}
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Start afresh in an --output_dir that holds a run of another configuration (removes its results, "
+            "prompts and checkpoints)."
+        },
+    )
     save_strategy: str = field(default="epoch", metadata={"help": "Checkpoint every epoch (a few KB each)."})
     save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept on disk."})
     logging_steps: float = field(default=10, metadata={"help": "Log every N optimizer steps."})
+
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.dataloader_pin_memory is None:
+            self.dataloader_pin_memory = torch.cuda.is_available() and not self.use_cpu
+
+    @property
+    def global_train_batch_size(self) -> int:
+        """Images per optimizer step over all processes (before gradient accumulation)."""
+        return self.per_device_train_batch_size * max(self.world_size, 1)
+
+    def drops_last_batch(self, num_train_images: int) -> bool:
+        """Dassl's rule: drop an epoch's last incomplete batch when the split holds at least one full batch."""
+        return not self.keep_last_batch and num_train_images >= self.global_train_batch_size
 
 
 def reference_epochs(shots: int, dataset: str | None = None) -> int:
@@ -110,6 +146,13 @@ class CoOpTrainer(Trainer):
             self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return self.lr_scheduler
 
+    def get_train_dataloader(self):
+        """Trainer's training DataLoader, dropping the last incomplete batch as `args.drops_last_batch` says
+        (`dataloader_drop_last` would apply to evaluation too, where no image may be dropped)."""
+        drop_last = self.args.drops_last_batch(len(self.train_dataset))
+        with _temporarily(self.args, dataloader_drop_last=drop_last):
+            return super().get_train_dataloader()
+
     def train(self, *args, **kwargs):
         """`Trainer.train`, after checking that the training set's class list is the model's."""
         self.check_dataset_classes(self.train_dataset)
@@ -135,6 +178,18 @@ class CoOpTrainer(Trainer):
             model = self.accelerator.unwrap_model(self.model)
             path = Path(self.args.output_dir) / "README.md"
             atomic_write_text(path, render_model_card(model, repo_id=self.args.hub_model_id))
+
+
+@contextmanager
+def _temporarily(args: TrainingArguments, **values):
+    saved = {name: getattr(args, name) for name in values}
+    for name, value in values.items():
+        setattr(args, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(args, name, value)
 
 
 def compute_accuracy_metrics(eval_prediction) -> dict[str, float]:

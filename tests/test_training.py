@@ -96,3 +96,38 @@ def test_bf16_autocast_keeps_fp32_master_context_and_finite_loss(tiny_clip_dir, 
     assert math.isfinite(output.training_loss)
     assert trainer.model.prompt_learner.ctx.dtype == torch.float32
     assert torch.isfinite(trainer.model.prompt_learner.ctx).all()
+
+
+def test_no_gradient_clipping_by_default_as_the_reference(tiny_clip_dir, image_dataset, tmp_path, monkeypatch):
+    assert CoOpTrainingArguments(output_dir="unused").max_grad_norm == 0
+    clipped = []
+    monkeypatch.setattr(CoOpTrainer, "_clip_grad_norm", lambda self, model: clipped.append(1) or torch.tensor(0.0))
+    make_trainer(tiny_clip_dir, image_dataset, tmp_path / "default", num_train_epochs=1).train()
+    assert clipped == []
+    make_trainer(tiny_clip_dir, image_dataset, tmp_path / "clip", num_train_epochs=1, max_grad_norm=1.0).train()
+    assert len(clipped) == 3  # --max_grad_norm still clips every step
+
+
+@pytest.mark.parametrize(
+    ("batch_size", "keep_last_batch", "steps_per_epoch"),
+    [(5, False, 2), (5, True, 3), (4, False, 3), (16, False, 1)],  # 12 images; a split smaller than a batch keeps it
+)
+def test_last_incomplete_batch_is_dropped_as_dassl_does(
+    tiny_clip_dir, image_dataset, tmp_path, batch_size, keep_last_batch, steps_per_epoch
+):
+    trainer = make_trainer(
+        tiny_clip_dir, image_dataset, tmp_path, per_device_train_batch_size=batch_size, keep_last_batch=keep_last_batch
+    )
+    assert len(trainer.get_train_dataloader()) == steps_per_epoch
+    assert not trainer.args.dataloader_drop_last  # evaluation never drops images
+    assert len(trainer.get_eval_dataloader(image_dataset)) == math.ceil(12 / trainer.args.per_device_eval_batch_size)
+
+
+def test_reference_batches_for_one_shot_flowers():
+    args = CoOpTrainingArguments(output_dir="unused")
+    assert args.drops_last_batch(102) and not args.drops_last_batch(31)  # 1 shot x 102 classes: 3 steps, not 4
+    assert not CoOpTrainingArguments(output_dir="unused", keep_last_batch=True).drops_last_batch(102)
+
+
+def test_no_pin_memory_on_cpu():
+    assert CoOpTrainingArguments(output_dir="unused", use_cpu=True).dataloader_pin_memory is False
