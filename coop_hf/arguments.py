@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .losses import DEFAULT_GCE_Q
+from .noise import NoiseSpec
 
 METHODS = ("coop", "zeroshot", "linear-probe")
 
@@ -30,7 +31,9 @@ class ExperimentArguments:
     shots: int = field(default=16, metadata={"help": "Training images per class (K)."})
     seeds: list[int] = field(default_factory=lambda: [1], metadata={"help": "Seeds, e.g. --seeds 1 2 3."})
     method: str = field(default="coop", metadata={"help": f"One of {', '.join(METHODS)}."})
-    n_ctx: int = field(default=16, metadata={"help": "Context vectors M (ignored with --ctx_init)."})
+    n_ctx: int | None = field(
+        default=None, metadata={"help": "Context vectors M; default 16, or the BPE token count of --ctx_init."}
+    )
     ctx_init: str | None = field(default=None, metadata={"help": "Initialisation phrase, e.g. 'a photo of a'."})
     class_token_position: str = field(default="end", metadata={"help": "end | middle | front."})
     class_specific_context: bool = field(default=False, metadata={"help": "One context per class (CSC)."})
@@ -44,6 +47,14 @@ class ExperimentArguments:
     gce_q: float = field(default=DEFAULT_GCE_Q, metadata={"help": "q of the generalised cross-entropy, in (0, 1]."})
     noise_type: str = field(default="none", metadata={"help": "Label noise: none | symmetric | replace | confusion."})
     noise_rate: float = field(default=0.0, metadata={"help": "Fraction of noisy shots per class, in [0, 1)."})
+    noise_val: bool = field(
+        default=False,
+        metadata={"help": "Also corrupt the few-shot validation split (default: it stays clean, as in PTNL)."},
+    )
+
+    def noise(self) -> NoiseSpec:
+        """The label noise these flags ask for."""
+        return NoiseSpec(self.noise_type, self.noise_rate, val=self.noise_val)
 
     def model_kwargs(self) -> dict:
         """The prompt settings, as `CoOpModel.from_clip` takes them."""

@@ -7,8 +7,11 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +34,18 @@ from .data import (
 )
 from .feature_cache import encode_images
 from .hub import CardResults
+from .hub_access import model_load_kwargs
 from .losses import DEFAULT_GCE_Q, loss_from_name
 from .metrics import ClassificationAccuracy
 from .modeling_coop import CoOpModel
-from .noise import NoiseReport, inject_label_noise, zero_shot_class_similarity
+from .noise import NO_NOISE, NoiseReport, NoiseSpec, inject_label_noise, zero_shot_class_similarity
+from .prompts import resolve_n_ctx
+from .run_directory import claim_run_directory, splits_fingerprint
 from .training import CoOpTrainer, CoOpTrainingArguments, compute_accuracy_metrics, reference_epochs
 from .upl import UPL_TOP_K, CoOpEnsemble, pseudo_label_accuracy, pseudo_label_dataset
 
 UPL_EPOCHS = 50  # UPL trains 50 epochs on its pseudo-labelled images
+NOISY_LABEL_EPOCHS = 50  # PTNL trains noisy-label prompts 50 epochs at every shot count
 
 
 @dataclass
@@ -53,13 +60,14 @@ class Backbone:
 
     @classmethod
     def load(cls, name_or_path: str, *, cache_dir: str | None = None) -> Backbone:
-        clip = CLIPModel.from_pretrained(name_or_path).eval()
+        load_kwargs = model_load_kwargs(name_or_path)  # fails at once, naming the flag, if it cannot load
+        clip = CLIPModel.from_pretrained(name_or_path, **load_kwargs).eval()
         clip.requires_grad_(False)
         return cls(
             name_or_path=name_or_path,
             clip=clip,
-            tokenizer=AutoTokenizer.from_pretrained(name_or_path),
-            image_processor=AutoImageProcessor.from_pretrained(name_or_path),
+            tokenizer=AutoTokenizer.from_pretrained(name_or_path, **load_kwargs),
+            image_processor=AutoImageProcessor.from_pretrained(name_or_path, **load_kwargs),
             cache_dir=cache_dir,
         )
 
@@ -72,14 +80,6 @@ class Backbone:
         return {"image_embeds": columns["image_embeds"], "labels": columns["labels"]}
 
 
-@dataclass(frozen=True)
-class NoiseSpec:
-    """Label noise to inject into the few-shot train and val splits (see `coop_hf.noise`)."""
-
-    noise_type: str = "none"
-    rate: float = 0.0
-
-
 def accuracy_percent(predictions: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray) -> dict[str, float]:
     """Accuracy and macro accuracy in percent, from logits [N, C] or predicted ids [N]."""
     predictions = np.asarray(predictions)
@@ -89,28 +89,66 @@ def accuracy_percent(predictions: torch.Tensor | np.ndarray, labels: torch.Tenso
 
 
 class Experiment:
-    """One frozen CLIP on one dataset: the test features and zero-shot accuracy are computed once, before any
-    training (an unreadable test image stops the run at once), and shared by every run."""
+    """One frozen CLIP on one dataset, shared by every run of a study.
+
+    Building it reads the dataset's split files only. The test features and zero-shot accuracy are computed once,
+    when a run first needs them (after its output directory was checked), and shared by every run.
+    """
 
     def __init__(self, backbone: Backbone, dataset: str, data_dir: str | None, *, batch_size: int = 100):
         self.backbone = backbone
         self.dataset = dataset
         self.batch_size = batch_size
         self.splits, self.classnames, self.template = load_dataset_splits(dataset, data_dir)
-        self.test = backbone.features(self.splits["test"], batch_size=batch_size)
-        # The same features as a dataset that `Trainer.evaluate` feeds to `CoOpModel(image_embeds=..., labels=...)`.
-        self.test_dataset = datasets.Dataset.from_dict(
-            {key: value.numpy() for key, value in self.test.items()}
-        ).with_format("torch")
-        self.zeroshot = self.zero_shot_accuracy([self.template])
 
     @classmethod
     def from_arguments(cls, experiment: ExperimentArguments, args: CoOpTrainingArguments) -> Experiment:
-        """The experiment the example scripts' flags describe (the main process encodes and caches the test
-        features first; other processes then read them from the cache)."""
+        """The experiment the example scripts' flags describe."""
         backbone = Backbone.load(experiment.model_name_or_path, cache_dir=experiment.feature_cache_dir)
+        return cls(backbone, experiment.dataset, experiment.data_dir, batch_size=args.per_device_eval_batch_size)
+
+    @cached_property
+    def test(self) -> dict[str, torch.Tensor]:
+        """Test-transform image features and labels of the whole test split (an unreadable image stops here)."""
+        return self.backbone.features(self.splits["test"], batch_size=self.batch_size)
+
+    @cached_property
+    def test_dataset(self) -> datasets.Dataset:
+        """The test features as a dataset for `Trainer.evaluate` (fed to `CoOpModel(image_embeds=..., labels=...)`)."""
+        return datasets.Dataset.from_dict({key: value.numpy() for key, value in self.test.items()}).with_format(
+            "torch"
+        )
+
+    @cached_property
+    def zeroshot(self) -> dict[str, float]:
+        """Zero-shot CLIP with the dataset's hand-made template on the test split."""
+        return self.zero_shot_accuracy([self.template])
+
+    def prepare(self, args: CoOpTrainingArguments, config: dict[str, Any]) -> bool:
+        """Claim `args.output_dir` for a run of `config` (see `claim_run_directory`), then encode the test features
+        (the main process first; the others read them from the cache). Returns whether the directory already held
+        this configuration's run."""
+        with args.main_process_first(desc="output directory"):
+            continued = claim_run_directory(args.output_dir, config, overwrite=args.overwrite_output_dir)
         with args.main_process_first(desc="test image features"):
-            return cls(backbone, experiment.dataset, experiment.data_dir, batch_size=args.per_device_eval_batch_size)
+            self.test  # noqa: B018 (encodes and caches)
+        return continued
+
+    def run_config(self, method: str, **fields: Any) -> dict[str, Any]:
+        """What a run's results depend on: the package version, the backbone, the dataset's identity and split
+        fingerprint, the method and `fields` (shots, prompt, recipe, loss, noise)."""
+        return {
+            "coop_hf_version": version("coop-hf"),
+            "method": method,
+            "model_name_or_path": self.backbone.name_or_path,
+            "dataset": {"name": self.dataset, "splits_fingerprint": splits_fingerprint(self.splits)},
+            **fields,
+        }
+
+    def prompt_settings(self, model_kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The prompt settings as the model will have them (`n_ctx` resolved against `ctx_init`)."""
+        n_ctx = resolve_n_ctx(self.backbone.tokenizer, model_kwargs.get("n_ctx"), model_kwargs.get("ctx_init"))
+        return {**model_kwargs, "n_ctx": n_ctx}
 
     def zero_shot_accuracy(self, templates: list[str]) -> dict[str, float]:
         weights = zero_shot_weights(self.backbone.clip, self.backbone.tokenizer, self.classnames, templates)
@@ -118,22 +156,23 @@ class Experiment:
         return accuracy_percent(logits, self.test["labels"])
 
     def few_shot(
-        self, shots: int, seed: int, *, noise: NoiseSpec = NoiseSpec(), allow_fewer: bool = False
+        self, shots: int, seed: int, *, noise: NoiseSpec = NO_NOISE, allow_fewer: bool = False
     ) -> tuple[datasets.DatasetDict, NoiseReport | None]:
-        """The seed's K-shot train and min(K, 4)-shot val splits, images checked, with the requested label noise
-        in both (the clean labels stay in a `clean_label` column); the report describes the train split."""
+        """The seed's K-shot train and min(K, 4)-shot val splits, images checked, with the requested label noise in
+        train (and in val with `noise.val`; the clean labels stay in a `clean_label` column); the report describes
+        the train split."""
         splits = build_few_shot_splits(self.splits, shots, seed, allow_fewer=allow_fewer)
         check_images(splits["train"])
         check_images(splits["val"])
-        if noise.noise_type == "none":
+        if not noise.active:
             return splits, None
         similarity = None
         if noise.noise_type == "confusion":
             similarity = zero_shot_class_similarity(
                 self.backbone.clip, self.backbone.tokenizer, self.classnames, [self.template]
             )
-        noisy, reports = {}, {}
-        for name in ("train", "val"):
+        noisy, reports = dict(splits), {}
+        for name in ("train", "val") if noise.val else ("train",):
             noisy[name], reports[name] = inject_label_noise(
                 splits[name],
                 noise.noise_type,
@@ -142,7 +181,7 @@ class Experiment:
                 pool=self.splits["train"],
                 class_similarity=similarity,
             )
-        return datasets.DatasetDict({**noisy, "test": splits["test"]}), reports["train"]
+        return datasets.DatasetDict(noisy), reports["train"]
 
     def results(self, method: str, shots: int, seeds: list[int], per_seed: list[dict[str, Any]], **extra) -> dict:
         """The results record: mean and (population) std over seeds of the test accuracy in percent, each seed."""
@@ -175,10 +214,11 @@ class Experiment:
             hyperparameters=hyperparameters,
         )
 
-    def run_zeroshot(self, seeds: list[int]) -> dict[str, Any]:
+    def run_zeroshot(self, seeds: list[int], args: CoOpTrainingArguments) -> dict[str, Any]:
         """Zero-shot CLIP with the dataset template (`accuracy`) and the template ensemble (`accuracy_ensemble`);
         seed-independent, reported once per seed for a uniform record."""
         templates = ensemble_templates(self.dataset)
+        self.prepare(args, self.run_config("zeroshot", template=self.template, templates_ensemble=templates))
         ensemble = self.zero_shot_accuracy(templates)
         return self.results(
             "zeroshot", 0, seeds, [{"seed": seed, **self.zeroshot} for seed in seeds],
@@ -186,11 +226,19 @@ class Experiment:
         )  # fmt: skip
 
     def run_linear_probe(
-        self, shots: int, seeds: list[int], *, noise: NoiseSpec = NoiseSpec(), allow_fewer: bool = False
+        self,
+        shots: int,
+        seeds: list[int],
+        args: CoOpTrainingArguments,
+        *,
+        noise: NoiseSpec = NO_NOISE,
+        allow_fewer: bool = False,
     ) -> dict[str, Any]:
         """The linear probe on each seed's few-shot features, C chosen on its validation split."""
+        self.prepare(args, self.linear_probe_config(shots, noise=noise, allow_fewer=allow_fewer))
         per_seed = []
         for seed in seeds:
+            announce(args, f"linear-probe | {self.dataset} | {shots} shots | seed {seed}")
             splits, report = self.few_shot(shots, seed, noise=noise, allow_fewer=allow_fewer)
             train = self.backbone.features(splits["train"], batch_size=self.batch_size)
             val = self.backbone.features(splits["val"], batch_size=self.batch_size)
@@ -204,6 +252,36 @@ class Experiment:
             per_seed.append({"seed": seed, **scores, "C": probe.C, **noise_fields(noise, report)})
         return self.results("linear-probe", shots, seeds, per_seed, **noise_summary(noise, per_seed))
 
+    def coop_epochs(self, shots: int, args: CoOpTrainingArguments, noise: NoiseSpec = NO_NOISE) -> float:
+        """`args.num_train_epochs`, else the reference's: CoOp's by shot count, PTNL's 50 under label noise (both
+        divided by `args.cached_views` when training from cached views)."""
+        if args.num_train_epochs:
+            return args.num_train_epochs
+        epochs = NOISY_LABEL_EPOCHS if noise.active else reference_epochs(shots, self.dataset)
+        return math.ceil(epochs / max(args.cached_views, 1))
+
+    def coop_config(
+        self,
+        shots: int,
+        args: CoOpTrainingArguments,
+        model_kwargs: dict[str, Any],
+        *,
+        loss: str = "ce",
+        gce_q: float | None = None,
+        noise: NoiseSpec = NO_NOISE,
+        allow_fewer: bool = False,
+    ) -> dict[str, Any]:
+        """The run configuration of `run_coop` with these settings (see `run_config`)."""
+        return self.run_config(
+            "coop", shots=shots, allow_fewer_shots=allow_fewer, prompt=self.prompt_settings(model_kwargs),
+            training=training_fields(args, self.coop_epochs(shots, args, noise)), **loss_fields(loss, gce_q),
+            **noise.fields(),
+        )  # fmt: skip
+
+    def linear_probe_config(self, shots: int, *, noise: NoiseSpec = NO_NOISE, allow_fewer: bool = False) -> dict:
+        """The run configuration of `run_linear_probe` with these settings (see `run_config`)."""
+        return self.run_config("linear-probe", shots=shots, allow_fewer_shots=allow_fewer, **noise.fields())
+
     def run_coop(
         self,
         shots: int,
@@ -213,19 +291,22 @@ class Experiment:
         *,
         loss: str = "ce",
         gce_q: float | None = None,
-        noise: NoiseSpec = NoiseSpec(),
+        noise: NoiseSpec = NO_NOISE,
         allow_fewer: bool = False,
         callbacks: list | None = None,
     ) -> dict[str, Any]:
         """Train one prompt per seed with the CoOp recipe on the seed's few-shot split (see `train_seeds`)."""
-        epochs = args.num_train_epochs or math.ceil(reference_epochs(shots, self.dataset) / max(args.cached_views, 1))
+        epochs = self.coop_epochs(shots, args, noise)
+        prompt = self.prompt_settings(model_kwargs)
+        settings = dict(loss=loss, gce_q=gce_q, noise=noise, allow_fewer=allow_fewer)
+        continued = self.prepare(args, self.coop_config(shots, args, model_kwargs, **settings))
         per_seed = self.train_seeds(
             lambda seed: self.few_shot(shots, seed, noise=noise, allow_fewer=allow_fewer),
-            seeds, args, model_kwargs, shots=shots, epochs=epochs, loss=loss, gce_q=gce_q, noise=noise,
-            callbacks=callbacks,
+            seeds, args, prompt, shots=shots, epochs=epochs, loss=loss, gce_q=gce_q, noise=noise,
+            callbacks=callbacks, continued=continued,
         )  # fmt: skip
         return self.results(
-            "coop", shots, seeds, per_seed, epochs=epochs, cached_views=args.cached_views, **model_kwargs,
+            "coop", shots, seeds, per_seed, epochs=epochs, cached_views=args.cached_views, **prompt,
             **loss_fields(loss, gce_q), **noise_summary(noise, per_seed),
         )  # fmt: skip
 
@@ -253,17 +334,23 @@ class Experiment:
                 f"pseudo_label_templates must be 'dataset' or 'ensemble', got {pseudo_label_templates!r}."
             )
         templates = ensemble_templates(self.dataset) if pseudo_label_templates == "ensemble" else [self.template]
+        epochs = args.num_train_epochs or math.ceil(UPL_EPOCHS / max(args.cached_views, 1))
+        prompt = self.prompt_settings(model_kwargs)
+        config = self.run_config(
+            "upl", pseudo_top_k=top_k, pseudo_label_templates=templates, prompt=prompt,
+            training=training_fields(args, epochs), **loss_fields(loss, gce_q),
+        )  # fmt: skip
+        continued = self.prepare(args, config)
         unlabeled = self.splits["train"]
         features = self.backbone.features(unlabeled, batch_size=self.batch_size)
         weights = zero_shot_weights(self.backbone.clip, self.backbone.tokenizer, self.classnames, templates)
         pseudo = pseudo_label_dataset(
             unlabeled, zero_shot_logits(self.backbone.clip, weights, features["image_embeds"]), top_k
         )
-        epochs = args.num_train_epochs or math.ceil(UPL_EPOCHS / max(args.cached_views, 1))
         per_seed = self.train_seeds(
             lambda seed: (datasets.DatasetDict({"train": pseudo}), None),
-            seeds, args, model_kwargs, shots=top_k, epochs=epochs, loss=loss, gce_q=gce_q, callbacks=callbacks,
-            push=False,
+            seeds, args, prompt, shots=top_k, epochs=epochs, loss=loss, gce_q=gce_q, callbacks=callbacks,
+            push=False, continued=continued,
         )  # fmt: skip
         clip, tokenizer = self.backbone.clip, self.backbone.tokenizer
         members = [
@@ -288,7 +375,7 @@ class Experiment:
                 repo_id = args.hub_model_id or Path(args.output_dir).name
                 hub_url = ensemble.push_to_hub(repo_id, token=args.hub_token, private=args.hub_private_repo)
         record = self.results(
-            "upl", top_k, seeds, per_seed, epochs=epochs, **model_kwargs, **loss_fields(loss, gce_q),
+            "upl", top_k, seeds, per_seed, epochs=epochs, **prompt, **loss_fields(loss, gce_q),
             pseudo_label_templates=templates, pseudo_labels=len(pseudo), pseudo_label_accuracy=pseudo_accuracy,
             ensemble_dir=str(ensemble_dir),
         )  # fmt: skip
@@ -304,43 +391,58 @@ class Experiment:
         splits_for_seed: Callable[[int], tuple[datasets.DatasetDict, NoiseReport | None]],
         seeds: list[int],
         args: CoOpTrainingArguments,
-        model_kwargs: dict[str, Any],
+        prompt: dict[str, Any],
         *,
         shots: int,
         epochs: float,
         loss: str,
         gce_q: float | None,
         callbacks: list | None,
-        noise: NoiseSpec = NoiseSpec(),
+        noise: NoiseSpec = NO_NOISE,
         push: bool = True,
+        continued: bool = False,
     ) -> list[dict[str, Any]]:
         """Train, evaluate and save one prompt per seed in `args.output_dir/seed<N>`.
 
-        With `args.resume_from_checkpoint` set, a killed run continues from each seed's last checkpoint and seeds
-        already finished are not trained again. With `args.push_to_hub` (and `push`), each seed's prompt goes to
-        `args.hub_model_id` (suffixed "-seed<N>" when there are several seeds).
+        In a directory that already holds this configuration's run (`continued`), with `args.resume_from_checkpoint`
+        set, seeds already finished are not trained again and an interrupted seed continues from its last
+        checkpoint; without it, every seed starts afresh (its old checkpoints removed first). With
+        `args.push_to_hub` (and `push`), each seed's prompt goes to `args.hub_model_id` (suffixed "-seed<N>" when
+        there are several seeds).
         """
         loss_func = loss_from_name(loss, **({"q": gce_q} if gce_q is not None else {}))
+        resume = continued and bool(args.resume_from_checkpoint)
         per_seed = []
-        for seed in seeds:
+        for position, seed in enumerate(seeds, start=1):
             seed_dir = Path(args.output_dir) / f"seed{seed}"
             finished = seed_dir / "seed_result.json"
-            if args.resume_from_checkpoint and finished.is_file():
+            heading = f"{self.dataset} | {shots} shots | seed {seed} ({position}/{len(seeds)})"
+            if resume and finished.is_file():
+                announce(args, f"{heading}: already done, result read from {finished}")
                 per_seed.append(json.loads(finished.read_text()))
                 continue
+            last_checkpoint = get_last_checkpoint(str(seed_dir)) if seed_dir.is_dir() else None
+            if resume and last_checkpoint is not None:
+                announce(args, f"{heading}: resuming from {last_checkpoint}")
+            else:
+                if args.should_save and last_checkpoint is not None:
+                    for checkpoint in seed_dir.glob("checkpoint-*"):
+                        shutil.rmtree(checkpoint)
+                announce(args, f"{heading}: training {epochs:g} epochs -> {seed_dir}")
             splits, report = splits_for_seed(seed)
             seed_args = dataclasses.replace(args, output_dir=str(seed_dir), num_train_epochs=epochs, push_to_hub=False)
             repo_id = args.hub_model_id or Path(args.output_dir).name
             repo_id = repo_id if len(seeds) == 1 else f"{repo_id}-seed{seed}"
             result = self.train_coop_seed(
-                splits, seed_args, seed=seed, shots=shots, model_kwargs=model_kwargs, compute_loss_func=loss_func,
-                resume=bool(args.resume_from_checkpoint) and get_last_checkpoint(str(seed_dir)) is not None,
+                splits, seed_args, seed=seed, shots=shots, prompt=prompt, compute_loss_func=loss_func,
+                resume=resume and last_checkpoint is not None,
                 push_to=repo_id if args.push_to_hub and push else None,
-                callbacks=callbacks,
+                callbacks=callbacks, noise=noise, noise_report=report, loss_name=loss_fields(loss, gce_q),
             )  # fmt: skip
             result.update(noise_fields(noise, report))
             if args.should_save:
                 atomic_write_text(finished, json.dumps(result, indent=2) + "\n")
+            announce(args, f"{heading}: test accuracy {result['accuracy']:.2f} %")
             per_seed.append(result)
         return per_seed
 
@@ -351,16 +453,19 @@ class Experiment:
         *,
         seed: int,
         shots: int,
-        model_kwargs: dict[str, Any],
+        prompt: dict[str, Any],
         compute_loss_func=None,
         resume: bool = False,
         push_to: str | None = None,
         callbacks: list | None = None,
+        noise: NoiseSpec = NO_NOISE,
+        noise_report: NoiseReport | None = None,
+        loss_name: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Train one seed's prompt, evaluate it on the test features, save it with its card (and push it)."""
         backbone = self.backbone
         set_seed(seed)
-        model = CoOpModel.from_clip(backbone.clip, self.classnames, tokenizer=backbone.tokenizer, **model_kwargs)
+        model = CoOpModel.from_clip(backbone.clip, self.classnames, tokenizer=backbone.tokenizer, **prompt)
         model.config.base_model_name_or_path = backbone.name_or_path
         args.seed = seed
         if args.cached_views:
@@ -387,27 +492,63 @@ class Experiment:
             "macro_accuracy": metrics["test_macro_accuracy"],
             "prompt_dir": args.output_dir,
         }
+        hyperparameters = {
+            "shots": shots,
+            "seed": seed,
+            "epochs": args.num_train_epochs,
+            "optimizer": f"SGD lr {args.learning_rate}, momentum {args.momentum}, weight decay {args.weight_decay}",
+            "schedule": f"{args.warmup_epochs} warm-up epoch(s) at lr {args.warmup_lr}, then cosine",
+            "batch size": args.global_train_batch_size,
+            "loss": describe_loss(loss_name or {"loss": "ce"}),
+        }
+        if noise.active:
+            actual = f", {100 * noise_report.actual_rate:.1f} % actual" if noise_report is not None else ""
+            where = "train and val splits" if noise.val else "train split (val clean)"
+            hyperparameters["label noise"] = f"{noise.noise_type}, {100 * noise.rate:g} % requested{actual}, {where}"
         model.card_results = self.card_results(
             result["accuracy"],
             f"CoOp (this prompt, seed {seed})",
             description=f"{shots}-shot training, seed {seed}, evaluated on the full test split "
             f"({len(self.test['labels'])} images).",
-            hyperparameters={
-                "shots": shots,
-                "seed": seed,
-                "epochs": args.num_train_epochs,
-                "optimizer": f"SGD lr {args.learning_rate}, momentum {args.momentum}, "
-                f"weight decay {args.weight_decay}",
-                "schedule": f"{args.warmup_epochs} warm-up epoch(s) at lr {args.warmup_lr}, then cosine",
-                "batch size": args.per_device_train_batch_size * max(args.world_size, 1),
-                "loss": type(compute_loss_func).__name__ if compute_loss_func is not None else "cross-entropy",
-            },
+            hyperparameters=hyperparameters,
         )
         trainer.save_model()
         trainer.save_state()
         if push_to is not None and args.should_save:
             result["hub_url"] = model.push_to_hub(push_to, token=args.hub_token, private=args.hub_private_repo)
         return result
+
+
+def announce(args: CoOpTrainingArguments, message: str) -> None:
+    """One progress line on the console, from the main process."""
+    if args.should_log:
+        print(f"[coop-hf] {message}", flush=True)
+
+
+def training_fields(args: CoOpTrainingArguments, epochs: float) -> dict[str, Any]:
+    """The training settings that change a prompt, as a run configuration records them."""
+    return {
+        "epochs": epochs,
+        "max_steps": args.max_steps,
+        "learning_rate": args.learning_rate,
+        "momentum": args.momentum,
+        "weight_decay": args.weight_decay,
+        "warmup_epochs": args.warmup_epochs,
+        "warmup_lr": args.warmup_lr,
+        "batch_size": args.global_train_batch_size,
+        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        "keep_last_batch": args.keep_last_batch,
+        "max_grad_norm": args.max_grad_norm,
+        "cached_views": args.cached_views,
+        "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
+    }
+
+
+def describe_loss(fields: dict[str, Any]) -> str:
+    """"cross-entropy", or "generalised cross-entropy (q = 0.5)"."""
+    if fields["loss"] == "gce":
+        return f"generalised cross-entropy (q = {fields['gce_q']:g})"
+    return "cross-entropy"
 
 
 def loss_fields(loss: str, gce_q: float | None) -> dict[str, Any]:
@@ -417,7 +558,7 @@ def loss_fields(loss: str, gce_q: float | None) -> dict[str, Any]:
 
 def noise_fields(noise: NoiseSpec, report: NoiseReport | None) -> dict[str, Any]:
     """Per-seed noise record: the requested and the actual rate of the seed's noisy train split."""
-    if noise.noise_type == "none":
+    if not noise.active:
         return {}
     return {"noise_rate_actual": report.actual_rate, "noisy_shots": report.num_noisy}
 
@@ -444,12 +585,12 @@ def run_method(experiment: ExperimentArguments, training_args: CoOpTrainingArgum
     if experiment.method not in METHODS:
         raise ValueError(f"Unknown --method {experiment.method!r}: use one of {', '.join(METHODS)}.")
     runner = Experiment.from_arguments(experiment, training_args)
-    noise = NoiseSpec(experiment.noise_type, experiment.noise_rate)
+    noise = experiment.noise()
     if experiment.method == "zeroshot":
-        results = runner.run_zeroshot(experiment.seeds)
+        results = runner.run_zeroshot(experiment.seeds, training_args)
     elif experiment.method == "linear-probe":
         results = runner.run_linear_probe(
-            experiment.shots, experiment.seeds, noise=noise, allow_fewer=experiment.allow_fewer_shots
+            experiment.shots, experiment.seeds, training_args, noise=noise, allow_fewer=experiment.allow_fewer_shots
         )
     else:
         results = runner.run_coop(

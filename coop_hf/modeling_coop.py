@@ -23,7 +23,7 @@ from transformers.utils import ModelOutput, cached_file
 from .atomic import atomic_directory
 from .configuration_coop import CoOpConfig, check_classnames
 from .hub import render_model_card
-from .prompts import PromptTokens, context_init_ids, tokenize_prompts
+from .prompts import PromptTokens, context_init_ids, resolve_n_ctx, tokenize_prompts
 from .text_encoding import encode_prompts
 
 PROMPT_WEIGHTS_NAME = "model.safetensors"
@@ -138,23 +138,22 @@ class CoOpModel(CoOpPreTrainedModel):
         classnames: list[str],
         *,
         tokenizer: PreTrainedTokenizerBase | None = None,
-        n_ctx: int = 16,
+        n_ctx: int | None = None,
         ctx_init: str | None = None,
         class_token_position: str = "end",
         class_specific_context: bool = False,
     ) -> CoOpModel:
         """Wrap a CLIP (a loaded `CLIPModel`, or a Hub id / local path) with a new prompt for `classnames`.
 
-        With `ctx_init`, the context starts as that phrase's token embeddings and `n_ctx` becomes its BPE
-        token count, so the untrained model reproduces CLIP on the hand-written prompt exactly.
+        With `ctx_init`, the context starts as that phrase's token embeddings and its BPE token count is the
+        context length, so the untrained model reproduces CLIP on the hand-written prompt exactly; `n_ctx` (default
+        16 without a phrase) may be left out then, and an `n_ctx` that contradicts the phrase is an error.
         """
         clip, tokenizer = load_clip_and_tokenizer(clip, tokenizer)
-        if ctx_init:
-            n_ctx = len(context_init_ids(tokenizer, ctx_init))
         config = CoOpConfig(
             base_model_name_or_path=clip.name_or_path or None,
             classnames=list(classnames),
-            n_ctx=n_ctx,
+            n_ctx=resolve_n_ctx(tokenizer, n_ctx, ctx_init),
             ctx_init=ctx_init,
             class_token_position=class_token_position,
             class_specific_context=class_specific_context,

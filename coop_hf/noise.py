@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import datasets
 import numpy as np
@@ -19,6 +20,27 @@ from .data.few_shot import row_keys
 
 NOISE_TYPES = ("none", "symmetric", "replace", "confusion")
 CLEAN_LABEL = "clean_label"
+
+
+@dataclass(frozen=True)
+class NoiseSpec:
+    """Label noise to inject into the few-shot train split, and into the val split with `val` (see
+    `coop_hf.noise`); PTNL keeps the validation split clean."""
+
+    noise_type: str = "none"
+    rate: float = 0.0
+    val: bool = False
+
+    @property
+    def active(self) -> bool:
+        return self.noise_type != "none"
+
+    def fields(self) -> dict[str, Any]:
+        """The noise settings as a run configuration records them."""
+        return {"noise_type": self.noise_type, "noise_rate": self.rate, "noise_val": self.val} if self.active else {}
+
+
+NO_NOISE = NoiseSpec()
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,26 @@ def context_init_ids(tokenizer: PreTrainedTokenizerBase, ctx_init: str) -> list[
     return ids
 
 
+DEFAULT_N_CTX = 16
+"""CoOp's context length M when neither `n_ctx` nor an initialisation phrase gives one."""
+
+
+def resolve_n_ctx(tokenizer: PreTrainedTokenizerBase, n_ctx: int | None, ctx_init: str | None) -> int:
+    """The context length a model gets: the BPE token count of `ctx_init` when given, else `n_ctx` (default 16).
+
+    An explicit `n_ctx` that contradicts `ctx_init` raises a `ValueError` naming both.
+    """
+    if not ctx_init:
+        return DEFAULT_N_CTX if n_ctx is None else n_ctx
+    phrase_tokens = len(context_init_ids(tokenizer, ctx_init))
+    if n_ctx is not None and n_ctx != phrase_tokens:
+        raise ValueError(
+            f"n_ctx={n_ctx} (--n_ctx) contradicts ctx_init={ctx_init!r} (--ctx_init), which is {phrase_tokens} BPE "
+            f"tokens: the context length is the phrase's token count. Drop --n_ctx or set it to {phrase_tokens}."
+        )
+    return phrase_tokens
+
+
 def tokenize_prompts(
     tokenizer: PreTrainedTokenizerBase,
     classnames: list[str],

@@ -5,9 +5,12 @@ probe, on the same few-shot splits with 0 / 12.5 / 25 / 50 % of each class's sho
     python examples/train_noisy.py --dataset dtd --data_dir /data --study_noise_type symmetric --noise_rates 0 0.5
 
 Takes the flags of examples/train.py plus --noise_rates and --study_noise_type (replace: n of the K shots replaced
-by images of other classes, the PTNL scheme; symmetric; confusion). Each (method, rate) run writes its own
+by images of other classes, the PTNL scheme; symmetric; confusion). PTNL's protocol is the default: 50 epochs at
+every shot count (unless --num_train_epochs / --max_steps is given), a clean validation split (--noise_val true
+corrupts it too) and the last epoch's prompt. Each (method, rate) run writes its own
 output_dir/<method>-noise<rate>/results.json; output_dir/results.json holds them all and output_dir/results.md the
-table (mean ± std over seeds, test accuracy in %).
+table (mean ± std over seeds, test accuracy in %). Every run directory is checked before any training: a rerun with
+other settings stops (use a new --output_dir or --overwrite_output_dir); --resume_from_checkpoint true continues.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from transformers import HfArgumentParser
 
 from coop_hf.arguments import ExperimentArguments, NoiseStudyArguments
 from coop_hf.atomic import atomic_write_text
-from coop_hf.experiments import Experiment, NoiseSpec, write_results
+from coop_hf.experiments import Experiment, announce, write_results
+from coop_hf.noise import NoiseSpec
+from coop_hf.run_directory import claim_run_directory
 from coop_hf.training import CoOpTrainingArguments
 
 METHODS = {"CoOp (CE)": "ce", "CoOp (GCE)": "gce", "Linear probe": None}
@@ -42,23 +47,38 @@ def main(argv: list[str] | None = None) -> dict:
     parser = HfArgumentParser((ExperimentArguments, NoiseStudyArguments, CoOpTrainingArguments))
     experiment, study, training_args = parser.parse_args_into_dataclasses(args=argv)
     runner = Experiment.from_arguments(experiment, training_args)
-    runs = []
+    plan = []
     for rate in study.noise_rates:
-        noise = NoiseSpec(study.study_noise_type, rate)
+        noise = NoiseSpec(study.study_noise_type, rate, val=experiment.noise_val)
         for name, loss in METHODS.items():
             slug = f"{'linear-probe' if loss is None else f'coop-{loss}'}-noise{rate:g}"
-            if loss is None:
-                results = runner.run_linear_probe(experiment.shots, experiment.seeds, noise=noise)
-            else:
-                args = dataclasses.replace(training_args, output_dir=str(Path(training_args.output_dir) / slug))
-                results = runner.run_coop(
-                    experiment.shots, experiment.seeds, args, experiment.model_kwargs(),
-                    loss=loss, gce_q=experiment.gce_q, noise=noise,
-                )  # fmt: skip
-            results["study_method"] = name
-            if training_args.should_save:
-                write_results(results, Path(training_args.output_dir) / slug)
-            runs.append(results)
+            args = dataclasses.replace(training_args, output_dir=str(Path(training_args.output_dir) / slug))
+            plan.append((name, loss, noise, args))
+    # Every run directory is checked before the first run starts, so a mismatch never stops a study half-way.
+    for _, loss, noise, args in plan:
+        if loss is None:
+            config = runner.linear_probe_config(experiment.shots, noise=noise)
+        else:
+            config = runner.coop_config(
+                experiment.shots, args, experiment.model_kwargs(), loss=loss, gce_q=experiment.gce_q, noise=noise
+            )
+        with args.main_process_first(desc="output directory"):
+            claim_run_directory(args.output_dir, config, overwrite=args.overwrite_output_dir)
+    runs = []
+    for index, (name, loss, noise, args) in enumerate(plan, start=1):
+        announce(args, f"noise study {index}/{len(plan)}: {name}, {100 * noise.rate:g} % {noise.noise_type} noise")
+        args = dataclasses.replace(args, overwrite_output_dir=False)  # claimed above; never remove what was resumed
+        if loss is None:
+            results = runner.run_linear_probe(experiment.shots, experiment.seeds, args, noise=noise)
+        else:
+            results = runner.run_coop(
+                experiment.shots, experiment.seeds, args, experiment.model_kwargs(),
+                loss=loss, gce_q=experiment.gce_q, noise=noise,
+            )  # fmt: skip
+        results["study_method"] = name
+        if training_args.should_save:
+            write_results(results, args.output_dir)
+        runs.append(results)
     summary = {
         "study": "label-noise",
         "dataset": experiment.dataset,
@@ -66,6 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
         "seeds": experiment.seeds,
         "noise_type": study.study_noise_type,
         "noise_rates": study.noise_rates,
+        "noise_val": experiment.noise_val,
         "runs": runs,
     }
     table = results_table(runs, study.noise_rates)

@@ -5,12 +5,15 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from coop_hf import CoOpEnsemble
 from coop_hf.data import load_benchmark
-from coop_hf.experiments import Backbone
+from coop_hf.experiments import Backbone, Experiment
+from coop_hf.noise import NoiseSpec
+from coop_hf.training import CoOpTrainingArguments
 from tests.conftest import DATA
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,6 +49,24 @@ def test_noise_sweep_with_ce_gce_and_linear_probe(tiny_clip_dir, tmp_path):
     assert saved["noise_rate_actual"] == 0.5 and saved["per_seed"][0]["noisy_shots"] == 100
     table = (tmp_path / "results.md").read_text()
     assert "| Method | 0 % noise | 50 % noise |" in table and table.count("±") == 6
+    card = (tmp_path / "coop-gce-noise0.5" / "seed1" / "README.md").read_text()
+    assert "| loss | generalised cross-entropy (q = 0.5) |" in card
+    assert "| label noise | replace, 50 % requested, 50.0 % actual, train split (val clean) |" in card
+
+
+def test_noisy_label_runs_follow_the_ptnl_protocol(tmp_path):
+    experiment = Experiment(None, "caltech101", str(DATA))  # reads the split files only; no CLIP needed here
+    args = CoOpTrainingArguments(output_dir=str(tmp_path))
+    assert experiment.coop_epochs(16, args, NoiseSpec("replace", 0.0)) == 50  # PTNL: 50 epochs at every shot count
+    assert experiment.coop_epochs(16, args) == 200  # CoOp's schedule without noise
+    given = CoOpTrainingArguments(output_dir=str(tmp_path), num_train_epochs=3)
+    assert experiment.coop_epochs(16, given, NoiseSpec("replace")) == 3
+    clean, _ = experiment.few_shot(4, 1, noise=NoiseSpec("symmetric", 0.5))
+    assert "clean_label" not in clean["val"].column_names  # the validation split stays clean by default
+    assert (np.asarray(clean["train"]["label"]) != np.asarray(clean["train"]["clean_label"])).mean() == 0.5
+    noisy, _ = experiment.few_shot(4, 1, noise=NoiseSpec("symmetric", 0.5, val=True))
+    assert (np.asarray(noisy["val"]["label"]) != np.asarray(noisy["val"]["clean_label"])).mean() == 0.5
+    assert clean["train"]["image_path"] == noisy["train"]["image_path"]
 
 
 def test_upl_trains_from_pseudo_labels_and_saves_the_seed_ensemble(tiny_clip_dir, tmp_path):

@@ -14,6 +14,7 @@ from coop_hf import CoOpModel
 from coop_hf.arguments import ExperimentArguments
 from coop_hf.data import load_benchmark
 from coop_hf.experiments import Backbone, run_method
+from coop_hf.run_directory import RunConfigMismatchError
 from coop_hf.training import CoOpTrainingArguments
 from tests.conftest import DATA
 
@@ -95,7 +96,8 @@ def test_training_from_cached_augmented_views(tiny_clip_dir, tmp_path):
     results = run_in_process(arguments)
     assert results["cached_views"] == 3 and results["epochs"] == 2
     state = json.loads((tmp_path / "run" / "seed1" / "trainer_state.json").read_text())
-    assert state["global_step"] == 2 * 10  # 3 views x 102 images = 306 features, batches of 32, 2 epochs
+    # 3 views x 102 images = 306 features: 9 full batches of 32 an epoch (the last, incomplete one is dropped).
+    assert state["global_step"] == 2 * 9
     assert len([entry for entry in cache.iterdir() if entry.is_dir()]) == 2  # test features, seed 1 train views
     assert CoOpModel.from_pretrained(tmp_path / "run" / "seed1").config.classnames[0] == "pink primrose"
 
@@ -105,13 +107,17 @@ class KillAfterFirstCheckpoint(TrainerCallback):
         raise KeyboardInterrupt("killed")
 
 
-def test_resumed_run_ends_identical_to_an_uninterrupted_one(tiny_clip_dir, tmp_path):
+def test_resumed_run_ends_identical_to_an_uninterrupted_one(tiny_clip_dir, tmp_path, capsys):
     uninterrupted = run_in_process(flags(tiny_clip_dir, tmp_path / "full"))
+    assert "oxford_flowers | 1 shots | seed 1 (1/1): training 2 epochs" in capsys.readouterr().out
     with pytest.raises(KeyboardInterrupt):
         run_in_process(flags(tiny_clip_dir, tmp_path / "killed"), callbacks=[KillAfterFirstCheckpoint()])
-    assert [p.name for p in (tmp_path / "killed" / "seed1").glob("checkpoint-*")] == ["checkpoint-4"]
+    assert [p.name for p in (tmp_path / "killed" / "seed1").glob("checkpoint-*")] == ["checkpoint-3"]
     resumed = run_in_process(flags(tiny_clip_dir, tmp_path / "killed", "--resume_from_checkpoint", "true"))
+    assert "seed 1 (1/1): resuming from" in capsys.readouterr().out
     assert resumed["accuracy"] == uninterrupted["accuracy"]
+    run_in_process(flags(tiny_clip_dir, tmp_path / "killed", "--resume_from_checkpoint", "true"))
+    assert "seed 1 (1/1): already done" in capsys.readouterr().out
     ctx = [CoOpModel.from_pretrained(tmp_path / run / "seed1").prompt_learner.ctx for run in ("full", "killed")]
     torch.testing.assert_close(ctx[0], ctx[1], rtol=0, atol=0)
 
@@ -150,3 +156,30 @@ def test_class_specific_context_learns_far_above_chance_on_real_images(tiny_clip
             (model(image_embeds=features["image_embeds"]).logits.argmax(-1) == features["labels"]).float().mean()
         )
     assert accuracy > 0.3, accuracy  # 3x chance
+
+
+def test_rerun_with_another_configuration_stops_before_any_work(tiny_clip_dir, tmp_path, monkeypatch):
+    run_in_process(flags(tiny_clip_dir, tmp_path))
+    encoded = []
+    features = Backbone.features
+    monkeypatch.setattr(Backbone, "features", lambda *args, **kwargs: encoded.append(1) or features(*args, **kwargs))
+    for extra in (["--shots", "2"], ["--shots", "2", "--resume_from_checkpoint", "true"]):
+        with pytest.raises(RunConfigMismatchError, match=r"shots: 1 \(in the directory\) -> 2 \(now\)"):
+            run_in_process(flags(tiny_clip_dir, tmp_path, *extra))
+    assert encoded == []
+    assert json.loads((tmp_path / "results.json").read_text())["shots"] == 1
+    results = run_in_process(flags(tiny_clip_dir, tmp_path, "--shots", "2", "--overwrite_output_dir", "true"))
+    assert results["shots"] == 2 and json.loads((tmp_path / "results.json").read_text())["shots"] == 2
+    state = json.loads((tmp_path / "seed1" / "trainer_state.json").read_text())
+    assert state["global_step"] == 2 * 6  # 204 images in batches of 32: 6 steps an epoch
+    assert sorted(path.name for path in (tmp_path / "seed1").glob("checkpoint-*")) == ["checkpoint-12", "checkpoint-6"]
+
+
+def test_results_record_the_models_prompt_settings(tiny_clip_dir, tmp_path):
+    arguments = [flag for flag in flags(tiny_clip_dir, tmp_path) if flag not in ("--n_ctx", "4")]
+    results = run_in_process([*arguments, "--ctx_init", "a photo of a", "--max_steps", "1"])
+    assert results["n_ctx"] == 4 and results["ctx_init"] == "a photo of a"
+    recorded = json.loads((tmp_path / "run_config.json").read_text())
+    assert recorded["prompt"]["n_ctx"] == 4 and recorded["dataset"]["name"] == "oxford_flowers"
+    with pytest.raises(ValueError, match=r"n_ctx=8 \(--n_ctx\) contradicts ctx_init='a photo of a' \(--ctx_init\)"):
+        run_in_process([*arguments, "--ctx_init", "a photo of a", "--n_ctx", "8", "--output_dir", str(tmp_path / "b")])

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping
 from typing import Any
 
 import datasets
+from datasets.exceptions import DatasetNotFoundError
 
-from .benchmarks import BENCHMARKS, load_benchmark
+from .. import hub_access
+from ..hub_access import HubUnavailableError, is_local, is_offline, why_unreachable
+from .benchmarks import BENCHMARKS, LAYOUT_DOC, load_benchmark
 from .templates import templates_for
 
 SPLIT_ALIASES: dict[str, tuple[str, ...]] = {
@@ -39,9 +43,7 @@ def _find_column(features: datasets.Features, kind: type, preferred: str, reques
     kind_name = f"datasets.{kind.__name__}"
     if requested is not None:
         if requested not in matches:
-            raise ValueError(
-                f"Column {requested!r} is not a {kind_name} column; {kind_name} columns: {matches}"
-            )
+            raise ValueError(f"Column {requested!r} is not a {kind_name} column; {kind_name} columns: {matches}")
         return requested
     if not matches:
         raise ValueError(f"No {kind_name} column in the dataset; its features are {dict(features)}")
@@ -113,21 +115,49 @@ def load_image_classification(
 def load_dataset_splits(dataset: str, data_dir: str | None) -> tuple[datasets.DatasetDict, list[str], str]:
     """Load ``dataset`` and return (splits, class names, its hand-made template).
 
-    A CoOp benchmark name with ``data_dir`` loads the on-disk benchmark (``load_benchmark``); anything else
-    is a Hub id or local path for ``load_image_classification`` (``data_dir`` passed on to ``load_dataset``).
-    A benchmark name without ``data_dir`` is tried as a Hub id; if that fails, the error says to pass one.
+    A CoOp benchmark name with ``data_dir`` loads the on-disk benchmark (``load_benchmark``); anything else is a
+    Hub id or local path for ``load_image_classification``. ``data_dir`` with another name, a benchmark name
+    without ``data_dir``, an unknown name and a Hub id while the Hub cannot be reached each raise an error that
+    says which flag (``--dataset`` / ``--data_dir``) to change, at once rather than after the Hub's retries.
     """
-    if dataset in BENCHMARKS and data_dir is not None:
+    if data_dir is not None:
+        if dataset not in BENCHMARKS:
+            raise ValueError(
+                f"--data_dir is the folder of the CoOp benchmarks, but --dataset {dataset!r} is not one of them "
+                f"({', '.join(BENCHMARKS)}){_did_you_mean(dataset)}. Give a benchmark name, or drop --data_dir and "
+                "pass the dataset's own folder or Hub id as --dataset."
+            )
         splits = load_benchmark(dataset, data_dir)
     else:
-        try:
-            splits = load_image_classification(dataset, data_dir=data_dir)
-        except OSError as err:
-            if dataset not in BENCHMARKS:
-                raise
-            raise FileNotFoundError(
-                f"{dataset!r} is a CoOp benchmark: pass data_dir (the folder holding "
-                f"{BENCHMARKS[dataset].folder}/) to load it from disk. As a Hub id it failed: {err}"
-            ) from err
+        splits = _load_hub_or_local(dataset)
     first = next(iter(splits.values()))
     return splits, list(first.features["label"].names), templates_for(dataset)
+
+
+def _load_hub_or_local(dataset: str) -> datasets.DatasetDict:
+    if dataset in BENCHMARKS and not is_local(dataset):
+        hint = (
+            f"{dataset!r} is a CoOp benchmark: pass --data_dir, the folder holding {BENCHMARKS[dataset].folder}/ in "
+            f"the CoOp layout ({LAYOUT_DOC})."
+        )
+    else:
+        hint = (
+            f"--dataset takes a CoOp benchmark name with --data_dir ({', '.join(BENCHMARKS)})"
+            f"{_did_you_mean(dataset)}; anything else is loaded with datasets.load_dataset as a Hub id or local "
+            "folder."
+        )
+    if not is_local(dataset) and not is_offline() and not hub_access.hub_is_reachable():
+        raise HubUnavailableError(
+            f"--dataset {dataset!r} is not a local folder and {why_unreachable()}. {hint} To use a copy in the "
+            "datasets cache, set HF_HUB_OFFLINE=1."
+        )
+    try:
+        return load_image_classification(dataset)
+    except (ConnectionError, FileNotFoundError, DatasetNotFoundError) as err:
+        where = f" and {why_unreachable()}" if not hub_access.hub_is_reachable() else ""
+        raise HubUnavailableError(f"--dataset {dataset!r} could not be loaded{where}: {err}\n{hint}") from None
+
+
+def _did_you_mean(name: str) -> str:
+    close = difflib.get_close_matches(name, list(BENCHMARKS), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""

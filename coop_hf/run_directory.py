@@ -1,0 +1,106 @@
+"""An output directory that knows the configuration it holds, so a resumed or repeated run can never report
+another configuration's results under its own labels.
+
+The first run writes `run_config.json` (everything that changes the results, resolved: the model's actual prompt
+settings, the epochs, the dataset's split fingerprint, the package version). A later run into the same directory
+goes on only with the same configuration; otherwise it stops before any work with the differing fields listed, and
+`--overwrite_output_dir` starts afresh after removing what the old run wrote.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from .atomic import atomic_write_text
+
+RUN_CONFIG_NAME = "run_config.json"
+# What a run writes into its directory; `--overwrite_output_dir` removes exactly these (never the user's files).
+RUN_OUTPUTS = ("results.json", "results.md", "results.csv", "*.png", "seed[0-9]*", "checkpoint-*", "ensemble")
+
+
+class RunConfigMismatchError(ValueError):
+    """The output directory holds a run of another configuration."""
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}."""
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """One line per differing field: "name: recorded value (in the directory) -> value now"."""
+    old, new = flatten(recorded), flatten(json.loads(json.dumps(current)))
+    return [
+        f"{key}: {json.dumps(old.get(key))} (in the directory) -> {json.dumps(new.get(key))} (now)"
+        for key in sorted(old.keys() | new.keys())
+        if old.get(key) != new.get(key)
+    ]
+
+
+def _run_outputs(directory: Path) -> list[Path]:
+    return sorted({path for pattern in RUN_OUTPUTS for path in directory.glob(pattern)})
+
+
+def claim_run_directory(directory: str | os.PathLike, config: dict[str, Any], *, overwrite: bool = False) -> bool:
+    """Make `directory` hold a run of `config`, before any work is done.
+
+    Returns True when the directory already held a run of this configuration (its finished seeds and checkpoints
+    may be reused), False for a new or overwritten directory. Raises `RunConfigMismatchError` when it holds another
+    configuration's run (or results with no recorded configuration), unless `overwrite`, which removes that run's
+    outputs (results, prompts, checkpoints, plots) and records `config`.
+    """
+    directory = Path(directory)
+    record = directory / RUN_CONFIG_NAME
+    recorded = json.loads(record.read_text()) if record.is_file() else None
+    outputs = _run_outputs(directory) if directory.is_dir() else []
+    if recorded is not None and not config_differences(recorded, config):
+        return True
+    if (recorded is not None or outputs) and not overwrite:
+        if recorded is None:
+            problem = f"{directory} holds results of a run whose configuration was not recorded ({outputs[0].name})\n"
+        else:
+            listed = "\n  ".join(config_differences(recorded, config))
+            problem = f"{directory} holds a run of another configuration:\n  {listed}\n"
+        raise RunConfigMismatchError(
+            f"{problem}Its results would be reported under this run's settings. Pass a new --output_dir, or "
+            "--overwrite_output_dir to start afresh (it removes that run's results, prompts and checkpoints)."
+        )
+    for path in outputs:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    atomic_write_text(record, json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return False
+
+
+def splits_fingerprint(splits: datasets.DatasetDict) -> str:
+    """A fingerprint of the class list and of every split's images and labels.
+
+    Files on disk are identified by their paths relative to the folder that holds all of them, so moving a
+    dataset keeps its fingerprint; other datasets use their `datasets` fingerprint.
+    """
+    digest = hashlib.sha256()
+    first = next(iter(splits.values()))
+    digest.update(json.dumps(first.features["label"].names).encode())
+    paths = {name: list(split["image_path"]) for name, split in splits.items() if "image_path" in split.column_names}
+    root = os.path.commonpath([path for split_paths in paths.values() for path in split_paths]) if paths else ""
+    for name in sorted(splits):
+        split = splits[name]
+        digest.update(name.encode())
+        if name in paths:
+            relative = [os.path.relpath(path, root) for path in paths[name]]
+            digest.update(json.dumps([relative, list(split["label"])]).encode())
+        else:
+            digest.update(split._fingerprint.encode())
+    return digest.hexdigest()[:16]

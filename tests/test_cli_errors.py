@@ -1,0 +1,63 @@
+"""Bad model or dataset flags fail at once with a message naming the flag to change (never after Hub retries)."""
+
+import time
+
+import pytest
+
+from coop_hf import hub_access
+from coop_hf.data import load_dataset_splits
+from coop_hf.experiments import Backbone
+from coop_hf.hub_access import HubUnavailableError, model_load_kwargs
+from tests.conftest import DATA
+
+
+def test_offline_model_id_fails_at_once_naming_the_flag():
+    start = time.perf_counter()
+    with pytest.raises(HubUnavailableError, match="--model_name_or_path 'openai/clip-vit-base-patch32' is not a"):
+        Backbone.load("openai/clip-vit-base-patch32")
+    assert time.perf_counter() - start < 5
+    with pytest.raises(HubUnavailableError, match="HF_HUB_OFFLINE=1"):
+        model_load_kwargs("org/some-clip")
+
+
+def test_local_model_folder_loads_offline(tiny_clip_dir):
+    assert model_load_kwargs(str(tiny_clip_dir)) == {}
+
+
+def test_unreachable_hub_fails_fast_without_retries(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    probes = []
+    monkeypatch.setattr(hub_access, "hub_is_reachable", lambda: probes.append(1) or False)  # no real request
+    with pytest.raises(HubUnavailableError, match="cannot be reached"):
+        model_load_kwargs("org/some-clip")
+    with pytest.raises(HubUnavailableError, match="--dataset 'org/some-data' is not a local folder"):
+        load_dataset_splits("org/some-data", None)
+    assert len(probes) == 2
+
+
+def test_offline_dataset_id_names_the_dataset_flags():
+    start = time.perf_counter()
+    with pytest.raises(HubUnavailableError) as error:
+        load_dataset_splits("dpdl-benchmark/oxford_flowers102", None)
+    assert time.perf_counter() - start < 10
+    message = str(error.value)
+    assert "--dataset 'dpdl-benchmark/oxford_flowers102' could not be loaded" in message
+    assert "oxford_flowers, caltech101" in message and "--data_dir" in message
+
+
+def test_benchmark_name_without_data_dir_says_to_pass_it():
+    with pytest.raises(HubUnavailableError, match="'caltech101' is a CoOp benchmark: pass --data_dir"):
+        load_dataset_splits("caltech101", None)
+
+
+def test_unknown_dataset_lists_the_benchmarks_and_suggests_a_close_one():
+    with pytest.raises(HubUnavailableError) as error:
+        load_dataset_splits("oxford_flower", None)
+    message = str(error.value)
+    assert "did you mean 'oxford_flowers'?" in message
+    assert "anything else is loaded with datasets.load_dataset as a Hub id or local folder" in message
+
+
+def test_data_dir_with_a_non_benchmark_name_is_not_ignored():
+    with pytest.raises(ValueError, match="--data_dir is the folder of the CoOp benchmarks, but --dataset 'flowers'"):
+        load_dataset_splits("flowers", str(DATA))
