@@ -120,6 +120,7 @@ def feature_cache_key(
         "data": dataset._fingerprint,
         "transform": {
             "class": type(transform).__qualname__,
+            "version": transform.version,
             "train": transform.train,
             "processor": {key: getattr(processor, key, None) for key in PROCESSOR_KEYS},
         },

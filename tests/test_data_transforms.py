@@ -1,5 +1,7 @@
-"""CoOp image transforms and load_rgb: processor equivalence, augmentation, colour modes, corrupt files."""
+"""CoOp image transforms and load_rgb: the reference test crops, augmentation, colour modes, corrupt files."""
 
+import hashlib
+import json
 from pathlib import Path
 
 import datasets
@@ -17,7 +19,16 @@ from coop_hf.data import (
     random_resized_crop_box,
     with_coop_transform,
 )
-from tests.conftest import SHARED, VIT_B32
+from coop_hf.data.transforms import center_crop_offset
+from tests.conftest import DATA, VIT_B32
+
+REFERENCE_CROPS = json.loads((Path(__file__).parent / "fixtures" / "reference_test_crops.json").read_text())["crops"]
+SPLIT_FILES = [
+    ("caltech-101", "101_ObjectCategories", "split_zhou_Caltech101.json"),
+    ("oxford_flowers", "jpg", "split_zhou_OxfordFlowers.json"),
+]
+CLIP_MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(3, 1, 1)  # openai/CLIP's, as CoOp's configs
+CLIP_STD = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(3, 1, 1)
 
 
 @pytest.fixture(scope="module")
@@ -43,21 +54,100 @@ def odd_images(tmp_path_factory) -> list[str]:
     return paths
 
 
-def test_test_transform_equals_clip_image_processor(processor, odd_images):
-    originals = [Image.open(path) for path in odd_images]
-    reference = processor(images=originals, return_tensors="pt")["pixel_values"]
-    out = CoOpTransform(processor, train=False)({"image": odd_images, "label": list(range(len(odd_images)))})
-    assert out["pixel_values"].shape == reference.shape == (len(odd_images), 3, 224, 224)
-    torch.testing.assert_close(out["pixel_values"], reference, atol=1e-6, rtol=0)
-    assert out["labels"].dtype == torch.long and out["labels"].tolist() == list(range(len(odd_images)))
+def _sha256(image: Image.Image) -> str:
+    return hashlib.sha256(np.asarray(image).tobytes()).hexdigest()
 
 
-def test_test_transform_equals_processor_on_real_jpegs(processor):
-    test = load_benchmark("oxford_flowers", SHARED / "data")["test"].select(range(0, 1020, 170))
-    reference = processor(images=list(test["image"]), return_tensors="pt")["pixel_values"]
+def _split_images(split: str) -> list[str]:
+    """Paths, relative to shared/data, of the images of ``split`` in the split_zhou files of the shared data."""
+    paths = []
+    for folder, image_dir, split_file in SPLIT_FILES:
+        rows = json.loads((DATA / folder / split_file).read_text())[split]
+        paths += [f"{folder}/{image_dir}/{row[0]}" for row in rows]
+    return paths
+
+
+def test_reference_crops_cover_every_listed_image():
+    listed = [path for split in ("train", "val", "test") for path in _split_images(split)]
+    assert len(listed) == 6834 and set(listed) == set(REFERENCE_CROPS)
+
+
+@pytest.mark.parametrize(
+    "split", ["test", pytest.param("val", marks=pytest.mark.slow), pytest.param("train", marks=pytest.mark.slow)]
+)
+def test_test_geometry_is_pixel_identical_to_the_reference(processor, split):
+    """Pinned from torchvision's Resize(224, BICUBIC) + CenterCrop(224), see tests/fixtures."""
+    transform = CoOpTransform(processor, train=False)
+    paths = _split_images(split)
+    mismatched = [
+        path for path in paths if _sha256(transform.test_geometry(load_rgb(DATA / path))) != REFERENCE_CROPS[path]
+    ]
+    assert not mismatched, f"{len(mismatched)} of {len(paths)} {split} images differ, e.g. {mismatched[:3]}"
+
+
+def test_test_transform_normalises_the_reference_crop(processor):
+    test = load_benchmark("oxford_flowers", DATA)["test"].select(range(0, 1020, 170))
     out = with_coop_transform(test, processor, train=False)[:]
-    torch.testing.assert_close(out["pixel_values"], reference, atol=1e-6, rtol=0)
+    transform = CoOpTransform(processor, train=False)
+    files = test.cast_column("image", datasets.Image(decode=False))["image"]
+    assert len(files) == len(out["pixel_values"]) == 6
+    for pixel_values, file in zip(out["pixel_values"], files, strict=True):
+        crop = transform.test_geometry(load_rgb(file["path"]))
+        assert _sha256(crop) == REFERENCE_CROPS[Path(file["path"]).relative_to(DATA).as_posix()]
+        expected = (torch.from_numpy(np.array(crop)).permute(2, 0, 1) / 255.0 - CLIP_MEAN) / CLIP_STD
+        torch.testing.assert_close(pixel_values, expected, atol=1e-5, rtol=0)
     assert out["labels"].tolist() == list(test["label"])
+
+
+def test_centre_crop_offset_rounds_half_to_even():
+    offsets = [center_crop_offset(size, 224) for size in range(220, 232)]
+    assert offsets == [-2, -1, -1, 0, 0, 0, 1, 2, 2, 2, 3, 4]  # below 224 the side is padded, the extra pixel after
+
+
+@pytest.mark.parametrize("size, resized_size, long_axis", [((454, 448), (227, 224), 1), ((448, 454), (224, 227), 0)])
+def test_test_geometry_crop_rounds_half_to_even(processor, size, resized_size, long_axis):
+    """The shorter side goes to 224 and the longer to 227: the offset is round(1.5) = 2, not 3 // 2 = 1."""
+    image = _noise(*size)
+    resized = np.asarray(image.resize(resized_size, Image.Resampling.BICUBIC))
+    out = np.asarray(CoOpTransform(processor, train=False).test_geometry(image))
+    assert np.array_equal(out, resized.take(range(2, 226), axis=long_axis))
+    assert not np.array_equal(out, resized.take(range(1, 225), axis=long_axis))
+
+
+def test_test_transform_is_the_processor_but_for_its_floored_crop(processor, tmp_path):
+    """``CLIPImageProcessor`` resizes and normalises as the reference but floors the crop offset: the outputs are
+    equal where (resized long side - 224) is not 3 mod 4, and one pixel apart where it is."""
+    sizes = [(301, 227), (227, 301), (500, 375), (100, 80), (224, 224), (640, 231), (227, 224), (83, 96)]
+    paths = [
+        _save(_noise(width, height, seed), tmp_path / f"{seed}.png") for seed, (width, height) in enumerate(sizes)
+    ]
+    reference = processor(images=[Image.open(path) for path in paths], return_tensors="pt")["pixel_values"]
+    out = CoOpTransform(processor, train=False)({"image": paths, "label": list(range(len(paths)))})
+    assert out["pixel_values"].shape == reference.shape == (len(paths), 3, 224, 224)
+    assert out["labels"].dtype == torch.long and out["labels"].tolist() == list(range(len(paths)))
+    shifted = 0
+    for ours, theirs, (width, height) in zip(out["pixel_values"], reference, sizes, strict=True):
+        long_side = int(224 * max(width, height) / min(width, height))
+        if (long_side - 224) % 4 != 3:
+            torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=0)
+        elif width > height:
+            torch.testing.assert_close(ours[:, :, :-1], theirs[:, :, 1:], atol=1e-6, rtol=0)
+            shifted += 1
+        else:
+            torch.testing.assert_close(ours[:, :-1], theirs[:, 1:], atol=1e-6, rtol=0)
+            shifted += 1
+    assert shifted == 2
+
+
+def test_fixed_size_processors_resize_then_crop():
+    image = _noise(300, 200)
+    resize_only = CLIPImageProcessor.from_pretrained(VIT_B32, size={"height": 224, "width": 224}, do_center_crop=False)
+    out = np.asarray(CoOpTransform(resize_only, train=False).test_geometry(image))
+    assert np.array_equal(out, np.asarray(image.resize((224, 224), Image.Resampling.BICUBIC)))
+    resize_and_crop = CLIPImageProcessor.from_pretrained(VIT_B32, size={"height": 240, "width": 231})
+    out = np.asarray(CoOpTransform(resize_and_crop, train=False).test_geometry(image))
+    resized = np.asarray(image.resize((231, 240), Image.Resampling.BICUBIC))
+    assert np.array_equal(out, resized[8:232, 4:228])  # offsets 16 / 2 and round(7 / 2) = 4
 
 
 def test_train_transform_shape_dtype_normalisation_and_seeding(processor, odd_images):

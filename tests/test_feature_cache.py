@@ -89,14 +89,15 @@ def test_views_do_not_depend_on_batch_size_or_workers(model, flowers, processor)
     torch.testing.assert_close(one[:]["image_embeds"], other[:]["image_embeds"], rtol=1e-5, atol=1e-6)
 
 
-def test_test_transform_gives_the_processor_view(model, flowers, processor):
-    features = encode_images(model.clip, flowers, CoOpTransform(processor, train=False), use_cache=False)
-    pixel_values = processor(images=[image.convert("RGB") for image in flowers["image"]], return_tensors="pt")
+def test_test_transform_gives_its_own_view(model, flowers, processor):
+    transform = CoOpTransform(processor, train=False)
+    features = encode_images(model.clip, flowers, transform, use_cache=False)
+    pixel_values = transform({"image": flowers["image"], "label": flowers["label"]})["pixel_values"]
     with torch.no_grad():
-        expected = model.clip.get_image_features(pixel_values=pixel_values["pixel_values"]).pooler_output
+        expected = model.clip.get_image_features(pixel_values=pixel_values).pooler_output
     torch.testing.assert_close(features[:]["image_embeds"], expected, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="num_views=1"):
-        encode_images(model.clip, flowers, CoOpTransform(processor, train=False), num_views=2)
+        encode_images(model.clip, flowers, transform, num_views=2)
 
 
 def test_cache_key_covers_model_data_transform_views_and_seed(model, flowers, processor):
@@ -114,3 +115,11 @@ def test_cache_key_covers_model_data_transform_views_and_seed(model, flowers, pr
         feature_cache_key(model.clip, flowers, train, num_views=2, seed=1),
     ]
     assert len({key, *variants}) == 1 + len(variants)
+
+
+def test_cache_key_changes_with_the_transform_version(model, flowers, processor, monkeypatch):
+    """Features cached before a change of the transform's pixels (e.g. its centre-crop rounding) are not reused."""
+    test = CoOpTransform(processor, train=False)
+    key = feature_cache_key(model.clip, flowers, test, num_views=1, seed=0)
+    monkeypatch.setattr(CoOpTransform, "version", CoOpTransform.version - 1)
+    assert feature_cache_key(model.clip, flowers, test, num_views=1, seed=0) != key

@@ -1,7 +1,8 @@
 """CoOp's image transforms: the geometry in PIL, rescaling and normalisation by the base model's processor.
 
 Train: RandomResizedCrop (scale 0.08-1, ratio 3/4-4/3, torchvision's sampling) + horizontal flip (p=0.5).
-Test: resize the shorter side + centre crop, exactly as the image processor itself does.
+Test: resize the shorter side (or to a fixed size) + centre crop, pixel for pixel as the reference's torchvision
+``Resize`` + ``CenterCrop`` (whose crop offset rounds half to even, where the image processors floor).
 Randomness comes from torch's global RNG, so ``torch.manual_seed`` and DataLoader worker seeding apply.
 """
 
@@ -50,6 +51,17 @@ def random_resized_crop_box(
     return (height - crop_height) // 2, (width - crop_width) // 2, crop_height, crop_width
 
 
+def center_crop_offset(size: int, crop: int) -> int:
+    """Offset of a centre crop of ``crop`` pixels along a side of ``size``, as torchvision's ``CenterCrop``.
+
+    The offset is ``(size - crop) / 2`` rounded half to even (Python's ``round``), so it differs from floor
+    division when ``size - crop`` is 3 mod 4. A crop larger than the side is padded evenly, the extra pixel after.
+    """
+    if size < crop:
+        return -((crop - size) // 2)
+    return round((size - crop) / 2)
+
+
 def _size_entry(size: Any, key: str) -> int | None:
     return size.get(key) if size is not None else None
 
@@ -61,6 +73,9 @@ class CoOpTransform:
     "labels": LongTensor[B]}``. Output size, resampling filter, mean and std come from ``image_processor``
     (its ``crop_size``, its ``size`` for the test-time resize). Every image goes through ``load_rgb``.
     """
+
+    version = 2
+    """Bumped whenever the pixels of a view change (2: centre crop rounded as torchvision), to renew feature caches."""
 
     def __init__(self, image_processor: BaseImageProcessor, train: bool) -> None:
         self.image_processor = image_processor
@@ -90,27 +105,23 @@ class CoOpTransform:
         return image
 
     def test_geometry(self, image: Image.Image) -> Image.Image:
-        """Resize as the image processor does (shorter side or fixed size), then centre-crop as it does."""
+        """Resize the shorter side (long side truncated) or to the fixed size, then centre-crop as torchvision does."""
         if self.shortest_edge is not None:
             short, long = sorted((image.width, image.height))
             new_short, new_long = self.shortest_edge, int(self.shortest_edge * long / short)
-            new_width, new_height = (
-                (new_short, new_long) if image.width <= image.height else (new_long, new_short)
-            )
+            new_width, new_height = (new_short, new_long) if image.width <= image.height else (new_long, new_short)
         else:
             new_height, new_width = self.resize_to
         image = image.resize((new_width, new_height), self.resample)
         out_height, out_width = self.output_size
-        top, left = (image.height - out_height) // 2, (image.width - out_width) // 2
+        top, left = center_crop_offset(image.height, out_height), center_crop_offset(image.width, out_width)
         return image.crop((left, top, left + out_width, top + out_height))
 
     def __call__(self, batch: dict[str, list]) -> dict[str, torch.Tensor]:
         geometry = self.train_geometry if self.train else self.test_geometry
         images = [geometry(load_rgb(image)) for image in batch["image"]]
-        pixel_values = self.image_processor(
-            images=images, do_resize=False, do_center_crop=False, return_tensors="pt"
-        )["pixel_values"]
-        return {"pixel_values": pixel_values, "labels": torch.as_tensor(batch["label"], dtype=torch.long)}
+        processed = self.image_processor(images=images, do_resize=False, do_center_crop=False, return_tensors="pt")
+        return {"pixel_values": processed["pixel_values"], "labels": torch.as_tensor(batch["label"], dtype=torch.long)}
 
 
 def with_coop_transform(
