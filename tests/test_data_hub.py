@@ -113,5 +113,5 @@ def test_load_dataset_splits_dispatches_benchmarks():
 
 
 def test_benchmark_name_without_data_dir_says_to_pass_one():
-    with pytest.raises(FileNotFoundError, match=r"'dtd' is a CoOp benchmark: pass data_dir.*dtd/"):
+    with pytest.raises(OSError, match=r"'dtd' is a CoOp benchmark: pass --data_dir, the folder holding dtd/"):
         load_dataset_splits("dtd", None)
