@@ -1,17 +1,23 @@
-"""coop-hf: CoOp prompt learning for CLIP, native to transformers, datasets and the Hugging Face Hub."""
+"""coop-hf: prompt learning for CLIP (CoOp and its successors), native to transformers, datasets and the Hub."""
 
-from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
+from .methods import PROMPT_MODELS, register_auto_classes
+from .methods.coop import CoOpConfig, CoOpModel, PromptLearner
+from .methods.upl import CoOpEnsemble, CoOpEnsembleConfig
+from .modeling_utils import PromptModelOutput, PromptPreTrainedModel
 
-from .configuration_coop import CoOpConfig
-from .modeling_coop import CoOpModel, CoOpOutput, PromptLearner
-from .upl import CoOpEnsemble, CoOpEnsembleConfig
+CoOpOutput = PromptModelOutput
 
-AutoConfig.register(CoOpConfig.model_type, CoOpConfig, exist_ok=True)
-AutoModel.register(CoOpConfig, CoOpModel, exist_ok=True)
-AutoModelForImageClassification.register(CoOpConfig, CoOpModel, exist_ok=True)
-AutoConfig.register(CoOpEnsembleConfig.model_type, CoOpEnsembleConfig, exist_ok=True)
-AutoModel.register(CoOpEnsembleConfig, CoOpEnsemble, exist_ok=True)
-AutoModelForImageClassification.register(CoOpEnsembleConfig, CoOpEnsemble, exist_ok=True)
+register_auto_classes()
 
-__all__ = ["CoOpConfig", "CoOpEnsemble", "CoOpEnsembleConfig", "CoOpModel", "CoOpOutput", "PromptLearner"]
+__all__ = [
+    "PROMPT_MODELS",
+    "CoOpConfig",
+    "CoOpEnsemble",
+    "CoOpEnsembleConfig",
+    "CoOpModel",
+    "CoOpOutput",
+    "PromptLearner",
+    "PromptModelOutput",
+    "PromptPreTrainedModel",
+]
 __version__ = "0.1.0"

@@ -6,17 +6,15 @@ class at every layer: `encode_shared_prefix` computes them once (batch 1) and le
 tokens attend to the prefix keys/values plus their own. `encode_plain` is the straightforward computation
 (every prompt through the whole encoder), kept as the reference that the fast path is tested against.
 
-`encode_prompts` always takes the shared-prefix path, with the prefix the token layout allows: [SOS] + context
-(end position), [SOS] + the first half of the context (middle), or [SOS] alone (front position, class-specific
-context). Measured on ViT-B/32 and TinyCLIP (CPU, fp32, forward + backward of the text features, 10 and 102
-classes), it is faster than the plain pass even with [SOS] alone (1.05-1.5x; its packing of per-class tokens
+`CoOpModel.get_text_features` always takes the shared-prefix path, with the prefix the token layout allows:
+[SOS] + context (end position), [SOS] + the first half of the context (middle), or [SOS] alone (front position,
+class-specific context). Measured on ViT-B/32 and TinyCLIP (CPU, fp32, forward + backward of the text features, 10
+and 102 classes), it is faster than the plain pass even with [SOS] alone (1.05-1.5x; its packing of per-class tokens
 without padding and its last-layer shortcut pay for themselves), 1.3-1.9x with 6-9 shared tokens and 1.6-3.8x
 with 17; at 1000 classes with [SOS] alone the two are on par.
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -24,34 +22,6 @@ from torch.utils.checkpoint import checkpoint as checkpoint_function
 from transformers import CLIPModel
 from transformers.masking_utils import create_causal_mask
 from transformers.models.clip.modeling_clip import CLIPEncoderLayer
-
-if TYPE_CHECKING:
-    from .modeling_coop import PromptLearner
-
-
-def encode_prompts(
-    clip: CLIPModel,
-    prompt_learner: PromptLearner,
-    *,
-    chunk_size: int | None = None,
-    checkpoint: bool = False,
-) -> torch.Tensor:
-    """[classes, projection_dim] text features of the prompts of `prompt_learner`, as `CLIPModel.get_text_features`.
-
-    The shared prefix is found from the token layout (`shared_prefix_length`). `chunk_size` encodes that many
-    classes at a time; `checkpoint` recomputes each layer's activations in the backward pass instead of keeping
-    them (less memory for many classes, about one more forward pass of time). Neither changes the result.
-    """
-    prompt_embeds = prompt_learner(clip.text_model.embeddings.token_embedding)
-    prefix_length = shared_prefix_length(
-        prompt_learner.input_ids,
-        prompt_learner.context_positions,
-        prompt_learner.eot_positions,
-        class_specific=prompt_learner.class_specific,
-    )
-    return encode_shared_prefix(
-        clip, prompt_embeds, prompt_learner.eot_positions, prefix_length, chunk_size=chunk_size, checkpoint=checkpoint
-    )
 
 
 def shared_prefix_length(

@@ -177,7 +177,7 @@ class CoOpTrainer(Trainer):
         if self.is_world_process_zero():
             model = self.accelerator.unwrap_model(self.model)
             path = Path(self.args.output_dir) / "README.md"
-            atomic_write_text(path, render_model_card(model, repo_id=self.args.hub_model_id))
+            atomic_write_text(path, render_model_card(model.card_info(), repo_id=self.args.hub_model_id))
 
 
 @contextmanager

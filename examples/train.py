@@ -16,17 +16,17 @@ import json
 
 from transformers import HfArgumentParser
 
-from coop_hf.arguments import ExperimentArguments
-from coop_hf.experiments import run_method
+from coop_hf.runners import ExperimentArguments, PromptArguments, run_method
 from coop_hf.training import CoOpTrainingArguments
 
 
-def main() -> None:
-    parser = HfArgumentParser((ExperimentArguments, CoOpTrainingArguments))
-    experiment, training_args = parser.parse_args_into_dataclasses()
-    results = run_method(experiment, training_args)
+def main(argv: list[str] | None = None) -> dict:
+    parser = HfArgumentParser((ExperimentArguments, PromptArguments, CoOpTrainingArguments))
+    experiment, prompt, training_args = parser.parse_args_into_dataclasses(args=argv)
+    results = run_method(experiment, prompt, training_args)
     if training_args.should_log:
         print(json.dumps({key: value for key, value in results.items() if key != "per_seed"}, indent=2))
+    return results
 
 
 if __name__ == "__main__":

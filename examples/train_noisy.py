@@ -21,12 +21,16 @@ from pathlib import Path
 
 from transformers import HfArgumentParser
 
-from coop_hf.arguments import ExperimentArguments, NoiseStudyArguments
 from coop_hf.atomic import atomic_write_text
-from coop_hf.experiments import Experiment, announce, write_results
 from coop_hf.noise import NoiseSpec
 from coop_hf.run_directory import claim_run_directory
+from coop_hf.runners import ExperimentArguments, NoiseStudyArguments, PromptArguments, load_experiment, prompt_settings
+from coop_hf.runners.baselines import linear_probe_config, run_linear_probe
+from coop_hf.runners.methods import PROMPT_METHODS
+from coop_hf.runners.records import announce, write_results
 from coop_hf.training import CoOpTrainingArguments
+
+COOP = PROMPT_METHODS["coop"]
 
 METHODS = {"CoOp (CE)": "ce", "CoOp (GCE)": "gce", "Linear probe": None}
 
@@ -44,9 +48,10 @@ def results_table(runs: list[dict], rates: list[float]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = HfArgumentParser((ExperimentArguments, NoiseStudyArguments, CoOpTrainingArguments))
-    experiment, study, training_args = parser.parse_args_into_dataclasses(args=argv)
-    runner = Experiment.from_arguments(experiment, training_args)
+    parser = HfArgumentParser((ExperimentArguments, PromptArguments, NoiseStudyArguments, CoOpTrainingArguments))
+    experiment, prompt, study, training_args = parser.parse_args_into_dataclasses(args=argv)
+    settings = prompt_settings(prompt, "coop")
+    runner = load_experiment(experiment, training_args)
     plan = []
     for rate in study.noise_rates:
         noise = NoiseSpec(study.study_noise_type, rate, val=experiment.noise_val)
@@ -57,10 +62,10 @@ def main(argv: list[str] | None = None) -> dict:
     # Every run directory is checked before the first run starts, so a mismatch never stops a study half-way.
     for _, loss, noise, args in plan:
         if loss is None:
-            config = runner.linear_probe_config(experiment.shots, noise=noise)
+            config = linear_probe_config(runner, experiment.shots, noise=noise)
         else:
-            config = runner.coop_config(
-                experiment.shots, args, experiment.model_kwargs(), loss=loss, gce_q=experiment.gce_q, noise=noise
+            config = COOP.run_config(
+                runner, experiment.shots, args, settings, loss=loss, gce_q=experiment.gce_q, noise=noise
             )
         with args.main_process_first(desc="output directory"):
             claim_run_directory(args.output_dir, config, overwrite=args.overwrite_output_dir)
@@ -69,11 +74,11 @@ def main(argv: list[str] | None = None) -> dict:
         announce(args, f"noise study {index}/{len(plan)}: {name}, {100 * noise.rate:g} % {noise.noise_type} noise")
         args = dataclasses.replace(args, overwrite_output_dir=False)  # claimed above; never remove what was resumed
         if loss is None:
-            results = runner.run_linear_probe(experiment.shots, experiment.seeds, args, noise=noise)
+            results = run_linear_probe(runner, experiment.shots, experiment.seeds, args, noise=noise)
         else:
-            results = runner.run_coop(
-                experiment.shots, experiment.seeds, args, experiment.model_kwargs(),
-                loss=loss, gce_q=experiment.gce_q, noise=noise,
+            results = COOP.run(
+                runner, experiment.shots, experiment.seeds, args, settings, loss=loss, gce_q=experiment.gce_q,
+                noise=noise,
             )  # fmt: skip
         results["study_method"] = name
         if training_args.should_save:

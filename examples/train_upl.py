@@ -18,9 +18,10 @@ from pathlib import Path
 
 from transformers import HfArgumentParser
 
-from coop_hf.arguments import ExperimentArguments, UPLArguments
 from coop_hf.atomic import atomic_write_text
-from coop_hf.experiments import Experiment, write_results
+from coop_hf.runners import ExperimentArguments, PromptArguments, UPLArguments, load_experiment, prompt_settings
+from coop_hf.runners.records import write_results
+from coop_hf.runners.upl import run_upl
 from coop_hf.training import CoOpTrainingArguments
 
 
@@ -45,13 +46,14 @@ def results_table(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = HfArgumentParser((ExperimentArguments, UPLArguments, CoOpTrainingArguments))
-    experiment, upl, training_args = parser.parse_args_into_dataclasses(args=argv)
-    runner = Experiment.from_arguments(experiment, training_args)
-    results = runner.run_upl(
+    parser = HfArgumentParser((ExperimentArguments, PromptArguments, UPLArguments, CoOpTrainingArguments))
+    experiment, prompt, upl, training_args = parser.parse_args_into_dataclasses(args=argv)
+    settings = prompt_settings(prompt, "coop")
+    results = run_upl(
+        load_experiment(experiment, training_args),
         experiment.seeds,
         training_args,
-        experiment.model_kwargs(),
+        settings,
         top_k=upl.pseudo_top_k or experiment.shots,
         pseudo_label_templates=upl.pseudo_label_templates,
         loss=experiment.loss,

@@ -6,8 +6,8 @@ import pytest
 
 from coop_hf import hub_access
 from coop_hf.data import load_dataset_splits
-from coop_hf.experiments import Backbone
 from coop_hf.hub_access import HubUnavailableError, model_load_kwargs
+from coop_hf.runners import Backbone
 from tests.conftest import DATA
 
 

@@ -11,8 +11,9 @@ import torch
 
 from coop_hf import CoOpEnsemble
 from coop_hf.data import load_benchmark
-from coop_hf.experiments import Backbone, Experiment
 from coop_hf.noise import NoiseSpec
+from coop_hf.runners import Backbone, Experiment
+from coop_hf.runners.methods import PROMPT_METHODS
 from coop_hf.training import CoOpTrainingArguments
 from tests.conftest import DATA
 
@@ -57,10 +58,11 @@ def test_noise_sweep_with_ce_gce_and_linear_probe(tiny_clip_dir, tmp_path):
 def test_noisy_label_runs_follow_the_ptnl_protocol(tmp_path):
     experiment = Experiment(None, "caltech101", str(DATA))  # reads the split files only; no CLIP needed here
     args = CoOpTrainingArguments(output_dir=str(tmp_path))
-    assert experiment.coop_epochs(16, args, NoiseSpec("replace", 0.0)) == 50  # PTNL: 50 epochs at every shot count
-    assert experiment.coop_epochs(16, args) == 200  # CoOp's schedule without noise
+    coop = PROMPT_METHODS["coop"]
+    assert coop.epochs(experiment, 16, args, NoiseSpec("replace", 0.0)) == 50  # PTNL: 50 epochs at every shot count
+    assert coop.epochs(experiment, 16, args) == 200  # CoOp's schedule without noise
     given = CoOpTrainingArguments(output_dir=str(tmp_path), num_train_epochs=3)
-    assert experiment.coop_epochs(16, given, NoiseSpec("replace")) == 3
+    assert coop.epochs(experiment, 16, given, NoiseSpec("replace")) == 3
     clean, _ = experiment.few_shot(4, 1, noise=NoiseSpec("symmetric", 0.5))
     assert "clean_label" not in clean["val"].column_names  # the validation split stays clean by default
     assert (np.asarray(clean["train"]["label"]) != np.asarray(clean["train"]["clean_label"])).mean() == 0.5

@@ -27,7 +27,8 @@ def trained(tiny_clip_dir):
 
 def test_round_trip_gives_identical_logits(trained, tmp_path):
     trained.save_pretrained(tmp_path)
-    assert sorted(os.listdir(tmp_path)) == ["README.md", "config.json", "model.safetensors"]
+    saved = ["README.md", "config.json", "model.safetensors", "preprocessor_config.json"]
+    assert sorted(os.listdir(tmp_path)) == saved
     assert list(load_file(tmp_path / "model.safetensors")) == ["prompt_learner.ctx"]
     reloaded = CoOpModel.from_pretrained(tmp_path)
     assert reloaded.config.base_model_name_or_path == trained.config.base_model_name_or_path
@@ -112,10 +113,13 @@ def test_missing_base_model_is_a_clear_error(trained, tmp_path):
 
 
 def test_model_card_carries_hub_metadata_and_usage(trained, tmp_path):
+    trained.save_pretrained(tmp_path / "local")
+    assert "base_model:" not in (tmp_path / "local" / "README.md").read_text()  # a local path is no Hub id
+    trained.config.base_model_name_or_path = "openai/clip-vit-base-patch32"
     trained.save_pretrained(tmp_path)
     card = (tmp_path / "README.md").read_text()
     assert card.startswith("---\n")
-    assert "library_name: coop-hf" in card and f"base_model: {trained.config.base_model_name_or_path}" in card
+    assert "library_name: coop-hf" in card and "base_model: openai/clip-vit-base-patch32" in card
     assert "pipeline_tag: image-classification" in card
     assert "CoOpModel.from_pretrained(" in card
     assert "| context vectors (`n_ctx`) | 4 |" in card and "| classes | 3 (cat, dog, sunflower) |" in card
@@ -126,7 +130,7 @@ def test_interrupted_save_keeps_the_previous_prompt(trained, tmp_path):
     before = {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)}
     with torch.no_grad():
         trained.prompt_learner.ctx.add_(1.0)
-    with mock.patch("coop_hf.modeling_coop.render_model_card", side_effect=RuntimeError("disk full")):
+    with mock.patch("coop_hf.modeling_utils.render_model_card", side_effect=RuntimeError("disk full")):
         with pytest.raises(RuntimeError, match="disk full"):
             trained.save_pretrained(tmp_path)
     assert {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)} == before

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from coop_hf import CoOpModel
-from coop_hf.text_encoding import encode_plain, encode_prompts, encode_shared_prefix, shared_prefix_length
+from coop_hf.text_encoding import encode_plain, encode_shared_prefix, shared_prefix_length
 from tests.conftest import random_clip, tiny_clip_config
 
 CLASSNAMES = ["cat", "golden retriever", "st. john's wort", "bird of paradise", "sunflower", "pink primrose"]
@@ -120,20 +120,20 @@ def test_chunked_and_checkpointed_variants_are_equal(tiny_clip, clip_tokenizer, 
     assert_same(actual, expected)
 
 
-def test_encode_prompts_shares_the_prefix_the_layout_allows(tiny_clip, clip_tokenizer, monkeypatch):
-    import coop_hf.text_encoding as text_encoding
+def test_text_features_share_the_prefix_the_layout_allows(tiny_clip, clip_tokenizer, monkeypatch):
+    import coop_hf.methods.coop.modeling_coop as modeling_coop
 
     prefixes = []
-    original = text_encoding.encode_shared_prefix
+    original = modeling_coop.encode_shared_prefix
     monkeypatch.setattr(
-        text_encoding,
+        modeling_coop,
         "encode_shared_prefix",
         lambda *args, **kwargs: prefixes.append(args[3]) or original(*args, **kwargs),
     )
     with torch.no_grad():
         for position in POSITIONS:
             model = make_model(tiny_clip, clip_tokenizer, position)
-            encode_prompts(model.clip, model.prompt_learner)
+            model.get_text_features()
     assert prefixes == [1 + 6, 1 + 3, 1]
 
 

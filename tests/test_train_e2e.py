@@ -11,10 +11,9 @@ import torch
 from transformers import HfArgumentParser, TrainerCallback
 
 from coop_hf import CoOpModel
-from coop_hf.arguments import ExperimentArguments
 from coop_hf.data import load_benchmark
-from coop_hf.experiments import Backbone, run_method
 from coop_hf.run_directory import RunConfigMismatchError
+from coop_hf.runners import Backbone, ExperimentArguments, PromptArguments, run_method
 from coop_hf.training import CoOpTrainingArguments
 from tests.conftest import DATA
 
@@ -30,7 +29,7 @@ def flags(tiny_clip_dir, output_dir, *extra: str) -> list[str]:
 
 
 def run_in_process(arguments: list[str], callbacks=None) -> dict:
-    parser = HfArgumentParser((ExperimentArguments, CoOpTrainingArguments))
+    parser = HfArgumentParser((ExperimentArguments, PromptArguments, CoOpTrainingArguments))
     return run_method(*parser.parse_args_into_dataclasses(args=arguments), callbacks=callbacks)
 
 

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from transformers import AutoModel, CLIPModel
 
 from coop_hf import CoOpModel
-from coop_hf.upl import (
+from coop_hf.methods.upl import (
     CoOpEnsemble,
     pseudo_label_accuracy,
     pseudo_label_dataset,
@@ -145,7 +145,8 @@ def test_images_are_encoded_once_for_all_members(members):
 def test_save_load_round_trip_gives_identical_logits(members, tmp_path):
     ensemble = CoOpEnsemble(members)
     ensemble.save_pretrained(tmp_path)
-    assert sorted(os.listdir(tmp_path)) == ["README.md", "config.json", "model.safetensors"]
+    saved = ["README.md", "config.json", "model.safetensors", "preprocessor_config.json"]
+    assert sorted(os.listdir(tmp_path)) == saved
     state = load_file(tmp_path / "model.safetensors")
     assert sorted(state) == [f"members.{i}.prompt_learner.ctx" for i in range(3)]
     card = (tmp_path / "README.md").read_text()

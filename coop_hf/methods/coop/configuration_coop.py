@@ -6,6 +6,8 @@ from huggingface_hub.dataclasses import strict
 from transformers import PretrainedConfig
 
 CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
+# Config fields that are not prompt settings: they come from the base CLIP and the dataset.
+NOT_PROMPT_SETTINGS = ("base_model_name_or_path", "classnames")
 
 
 @strict
@@ -49,6 +51,12 @@ class CoOpConfig(PretrainedConfig):
         self.id2label = dict(enumerate(self.classnames or []))
         self.label2id = {name: index for index, name in self.id2label.items()}
         super().__post_init__(**kwargs)
+
+    @classmethod
+    def prompt_settings(cls) -> tuple[str, ...]:
+        """Names of this config's own prompt settings: what `from_clip` takes and the command line sets."""
+        skipped = {*PretrainedConfig.__dataclass_fields__, *NOT_PROMPT_SETTINGS}
+        return tuple(name for name in cls.__dataclass_fields__ if name not in skipped)
 
     def check_prompt_settings(self) -> None:
         """Raise a `ValueError` that names the setting to change when the prompt settings are inconsistent."""

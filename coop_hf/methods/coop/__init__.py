@@ -1,0 +1,6 @@
+"""CoOp (Zhou et al., IJCV 2022): learned context vectors in front of the class name."""
+
+from .configuration_coop import CoOpConfig
+from .modeling_coop import CoOpModel, PromptLearner
+
+__all__ = ["CoOpConfig", "CoOpModel", "PromptLearner"]

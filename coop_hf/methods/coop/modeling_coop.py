@@ -1,0 +1,255 @@
+"""CoOp: learned prompt context in front of a frozen CLIP (Zhou et al., "Learning to Prompt for Vision-Language
+Models", IJCV 2022).
+
+The whole computation, top to bottom:
+1. `PromptLearner` writes the learned context vectors into the token embeddings of every class prompt.
+2. `CoOpModel.get_text_features` runs those embeddings through CLIP's own text modules (position embeddings,
+   causal encoder, final layer norm, pooling at the end-of-text token, text projection), encoding the prompt
+   prefix that all classes share only once (`coop_hf.text_encoding`).
+3. `CoOpModel.forward` compares them with CLIP's image features: scaled cosine similarities are the logits.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import CLIPModel, PreTrainedTokenizerBase
+
+from ...modeling_utils import PromptModelOutput, PromptPreTrainedModel, load_clip_and_tokenizer
+from ...prompts import PromptTokens, context_init_ids, resolve_n_ctx, tokenize_prompts
+from ...text_encoding import encode_shared_prefix, shared_prefix_length
+from .configuration_coop import CoOpConfig, check_classnames
+
+CONTEXT_KEY = "prompt_learner.ctx"
+COOP_PAPER = (
+    "Zhou et al., Learning to Prompt for Vision-Language Models, IJCV 2022",
+    "https://arxiv.org/abs/2109.01134",
+    """@article{zhou2022coop,
+  title   = {Learning to Prompt for Vision-Language Models},
+  author  = {Zhou, Kaiyang and Yang, Jingkang and Loy, Chen Change and Liu, Ziwei},
+  journal = {International Journal of Computer Vision},
+  year    = {2022}
+}""",
+)
+
+
+
+class PromptLearner(nn.Module):
+    """The learned context and the token ids of every class prompt.
+
+    `ctx` is [n_ctx, width] for a unified context or [classes, n_ctx, width] for class-specific context; it
+    is the only trainable tensor of a CoOp model and the only one saved.
+    """
+
+    def __init__(self, ctx: torch.Tensor, tokens: PromptTokens):
+        super().__init__()
+        self.ctx = nn.Parameter(ctx)
+        self.set_tokens(tokens)
+
+    def set_tokens(self, tokens: PromptTokens) -> None:
+        """Install the token ids of a class list (derived from the tokenizer, so not saved)."""
+        device = self.ctx.device
+        self.register_buffer("input_ids", tokens.input_ids.to(device), persistent=False)
+        self.register_buffer("context_positions", tokens.context_positions.to(device), persistent=False)
+        self.register_buffer("eot_positions", tokens.eot_positions.to(device), persistent=False)
+
+    @property
+    def class_specific(self) -> bool:
+        return self.ctx.dim() == 3
+
+    def forward(self, token_embedding: nn.Embedding) -> torch.Tensor:
+        """[classes, length, width] prompt embeddings: the class tokens' embeddings with the context written in."""
+        embeds = token_embedding(self.input_ids)
+        num_classes, n_ctx = self.context_positions.shape
+        ctx = self.ctx.to(embeds.dtype).expand(num_classes, n_ctx, -1)
+        rows = torch.arange(num_classes, device=embeds.device).unsqueeze(1).expand(-1, n_ctx)
+        return embeds.index_put((rows, self.context_positions), ctx)
+
+
+class CoOpModel(PromptPreTrainedModel):
+    """A frozen `CLIPModel` whose class prompts carry learned context vectors.
+
+    Build one with [`CoOpModel.from_clip`], load a saved prompt with [`CoOpModel.from_pretrained`]. Only
+    `prompt_learner.ctx` trains; every CLIP parameter is frozen and CLIP stays in eval mode (dropout off).
+
+    Example:
+
+    ```python
+    >>> from coop_hf import CoOpModel
+
+    >>> model = CoOpModel.from_clip("openai/clip-vit-base-patch32", ["daisy", "rose"], ctx_init="a photo of a")
+    >>> logits = model(pixel_values=pixel_values).logits  # [batch, 2]; untrained: zero-shot CLIP on the phrase
+    ```
+    """
+
+    config: CoOpConfig
+    config_class = CoOpConfig
+    method_name = "CoOp"
+    paper = COOP_PAPER
+
+    def __init__(
+        self,
+        config: CoOpConfig,
+        clip: CLIPModel,
+        tokenizer: PreTrainedTokenizerBase,
+        image_processor: Any | None = None,
+    ):
+        super().__init__(config, clip, tokenizer, image_processor)
+        if not config.classnames:
+            raise ValueError(f"{type(config).__name__}.classnames is empty: a prompt model needs the class names.")
+        self.prompt_learner = PromptLearner(self.initial_context(), self._tokenize(config.classnames))
+        self._text_features_cache: tuple[tuple, torch.Tensor] | None = None
+        self.post_init()
+
+    def initial_context(self) -> torch.Tensor:
+        """The context before training: the token embeddings of `ctx_init`, or N(0, 0.02) vectors (one set per
+        class with class-specific context)."""
+        config = self.config
+        if config.ctx_init is not None:
+            init_ids = context_init_ids(self.tokenizer, config.ctx_init)
+            if len(init_ids) != config.n_ctx:
+                raise ValueError(
+                    f"ctx_init={config.ctx_init!r} is {len(init_ids)} BPE tokens but n_ctx={config.n_ctx}: the "
+                    "context length is the phrase's token count. Set n_ctx to it or change the phrase."
+                )
+            token_embedding = self.clip.text_model.embeddings.token_embedding
+            return token_embedding(torch.tensor(init_ids, device=token_embedding.weight.device)).detach().float()
+        shape = (len(config.classnames),) if config.class_specific_context else ()
+        return torch.randn(*shape, config.n_ctx, self.clip.config.text_config.hidden_size) * 0.02
+
+    @classmethod
+    def build_config(
+        cls, clip: CLIPModel, classnames: list[str], tokenizer: PreTrainedTokenizerBase, **settings
+    ) -> CoOpConfig:
+        """The config `from_clip` gives for these prompt settings (`n_ctx` resolved against `ctx_init`), without
+        building the model: what a run records before any work."""
+        settings = {key: value for key, value in settings.items() if value is not None}
+        if "n_ctx" in settings or settings.get("ctx_init"):
+            settings["n_ctx"] = resolve_n_ctx(tokenizer, settings.get("n_ctx"), settings.get("ctx_init"))
+        return cls.config_class(
+            base_model_name_or_path=clip.name_or_path or None, classnames=list(classnames), **settings
+        )
+
+    @classmethod
+    def from_clip(
+        cls,
+        clip: CLIPModel | str | os.PathLike,
+        classnames: list[str],
+        *,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        image_processor: Any | None = None,
+        **settings,
+    ) -> CoOpModel:
+        """Wrap a CLIP (a loaded `CLIPModel`, or a Hub id / local path) with a new prompt for `classnames`.
+
+        `settings` are the config's prompt settings (for CoOp: `n_ctx`, `ctx_init`, `class_token_position`,
+        `class_specific_context`); left out, they take the config's defaults. With `ctx_init`, the context starts
+        as that phrase's token embeddings and its BPE token count is the context length, so the untrained model
+        reproduces CLIP on the hand-written prompt exactly; an `n_ctx` that contradicts the phrase is an error.
+        """
+        clip, tokenizer = load_clip_and_tokenizer(clip, tokenizer)
+        config = cls.build_config(clip, classnames, tokenizer, **settings)
+        return cls(config, clip=clip, tokenizer=tokenizer, image_processor=image_processor)
+
+    def _tokenize(self, classnames: list[str]) -> PromptTokens:
+        return tokenize_prompts(
+            self.tokenizer,
+            classnames,
+            n_ctx=self.config.n_ctx,
+            ctx_init=self.config.ctx_init,
+            class_token_position=self.config.class_token_position,
+            max_length=self.clip.config.text_config.max_position_embeddings,
+        )
+
+    def train(self, mode: bool = True) -> CoOpModel:
+        super().train(mode)
+        self.prompt_changed()
+        return self
+
+    def prompt_changed(self) -> None:
+        self._text_features_cache = None
+
+    def set_classnames(self, classnames: list[str]) -> None:
+        """Move a unified context to a new class list: only the class-name tokens change."""
+        if self.prompt_learner.class_specific:
+            raise ValueError(
+                "This prompt has class-specific context (one context per training class), which cannot move to "
+                "a new class list. Only a unified context (class_specific_context=False) transfers."
+            )
+        check_classnames(classnames)
+        self.prompt_learner.set_tokens(self._tokenize(list(classnames)))
+        self.config.classnames = list(classnames)
+        self.config.id2label = dict(enumerate(classnames))
+        self.config.label2id = {name: index for index, name in self.config.id2label.items()}
+        self.prompt_changed()
+
+    def get_text_features(self, *, chunk_size: int | None = None, checkpoint: bool = False) -> torch.Tensor:
+        """[classes, projection_dim] unnormalised text features of the current prompts, exactly as
+        `CLIPModel.get_text_features` returns them for the equivalent text.
+
+        The [SOS] + context prefix that all prompts share (as far as the token layout allows) is encoded once;
+        `chunk_size` (classes per pass) and `checkpoint` (recompute activations in backward) only save memory.
+        """
+        learner = self.prompt_learner
+        prompt_embeds = learner(self.clip.text_model.embeddings.token_embedding)
+        prefix_length = shared_prefix_length(
+            learner.input_ids, learner.context_positions, learner.eot_positions, class_specific=learner.class_specific
+        )
+        eot_positions = learner.eot_positions
+        return encode_shared_prefix(
+            self.clip, prompt_embeds, eot_positions, prefix_length, chunk_size=chunk_size, checkpoint=checkpoint
+        )
+
+    def _text_features_for_logits(self) -> torch.Tensor:
+        """Text features, computed once and reused while the context is unchanged and no gradient is needed."""
+        if torch.is_grad_enabled():
+            return self.get_text_features()
+        ctx = self.prompt_learner.ctx
+        key = (ctx._version, ctx.data_ptr(), ctx.device, ctx.dtype, self.prompt_learner.input_ids.data_ptr())
+        if self._text_features_cache is None or self._text_features_cache[0] != key:
+            self._text_features_cache = (key, self.get_text_features())
+        return self._text_features_cache[1]
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        image_embeds: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+    ) -> PromptModelOutput | tuple:
+        """Class logits of images: `pixel_values` [batch, 3, H, W], or precomputed CLIP `image_embeds`
+        [batch, projection_dim]. With `labels` [batch], also the training loss (`compute_loss`)."""
+        image_embeds = F.normalize(self.image_features(pixel_values, image_embeds), dim=-1)
+        text_embeds = F.normalize(self._text_features_for_logits(), dim=-1)
+        logits = self.clip.logit_scale.exp() * image_embeds @ text_embeds.to(image_embeds.dtype).t()
+        loss = None
+        if labels is not None:
+            self.check_labels(labels, logits.shape[-1])
+            loss = self.compute_loss(logits, labels, text_embeds)
+        output = PromptModelOutput(loss=loss, logits=logits, image_embeds=image_embeds, text_embeds=text_embeds)
+        return output if return_dict is not False else output.to_tuple()
+
+    def compute_loss(self, logits: torch.Tensor, labels: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
+        """CoOp's loss: cross-entropy of the logits (methods built on CoOp add their regularisers here)."""
+        return F.cross_entropy(logits.float(), labels)
+
+    # -- what is saved ---------------------------------------------------------------------------------------------
+
+    def describe_prompt(self) -> str:
+        return (
+            f"{len(self.config.classnames)} classes, n_ctx={self.config.n_ctx}, text width "
+            f"{self.clip.config.text_config.hidden_size}, class-specific={self.config.class_specific_context}"
+        )
+
+    def card_settings(self) -> list[tuple[str, str]]:
+        config = self.config
+        return [
+            ("context vectors (`n_ctx`)", str(config.n_ctx)),
+            ("initialisation (`ctx_init`)", f'"{config.ctx_init}"' if config.ctx_init else "random N(0, 0.02)"),
+            ("class token position", config.class_token_position),
+            ("class-specific context", str(config.class_specific_context)),
+        ]

@@ -1,0 +1,349 @@
+"""What every prompt model shares: a frozen CLIP underneath, a few trainable tensors on top, and one save / load /
+push path that stores exactly those tensors.
+
+A method (`coop_hf.methods.<name>`) subclasses [`PromptPreTrainedModel`], builds its trainable modules in
+`__init__(config, clip, tokenizer)` and writes its forward pass; saving, loading, the Hub, the image processor and
+the model card come from here.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from huggingface_hub import HfApi
+from safetensors.torch import load_file
+from torch import nn
+from transformers import (
+    AutoImageProcessor,
+    AutoTokenizer,
+    CLIPModel,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+from transformers.utils import ModelOutput, cached_file
+
+from .atomic import atomic_directory
+from .hub import CardResults, ModelCardInfo, render_model_card
+
+PROMPT_WEIGHTS_NAME = "model.safetensors"
+# Download settings that apply to the prompt repository only, to both it and the base CLIP, and keys that
+# `AutoModel.from_pretrained` adds for the model class but that do not concern the base CLIP.
+PROMPT_ONLY_HUB_KWARGS = ("revision", "subfolder")
+SHARED_HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "proxies", "token")
+AUTO_CLASS_KWARGS = ("_from_auto", "trust_remote_code", "adapter_kwargs")
+
+
+@dataclass
+class PromptModelOutput(ModelOutput):
+    """Output of a prompt model.
+
+    Args:
+        loss: The training loss against `labels`, when labels are given (cross-entropy, plus the method's own
+            regulariser if it has one).
+        logits: [batch, classes] CLIP's scaled cosine similarities between images and class prompts.
+        image_embeds: [batch, projection_dim] L2-normalised image features.
+        text_embeds: L2-normalised text features of the class prompts: [classes, projection_dim], or one set per
+            image or per ensemble member where the method computes several.
+    """
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    image_embeds: torch.Tensor | None = None
+    text_embeds: torch.Tensor | None = None
+
+
+class PromptPreTrainedModel(PreTrainedModel):
+    """Base class of the prompt models: a frozen `CLIPModel` (kept in eval mode) plus the method's trainable
+    tensors, which are all that `save_pretrained` stores.
+
+    Subclasses set `config_class`, `method_name` and `paper` (title, URL and BibTeX for the model card) and build
+    their modules in `__init__(config, clip, tokenizer)` after calling this `__init__`.
+    """
+
+    config_class = PretrainedConfig
+    base_model_prefix = "prompt"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    method_name = "Prompt"
+    paper: tuple[str, str, str] = ("", "", "")
+
+    def __init__(
+        self,
+        config: PretrainedConfig,
+        clip: CLIPModel,
+        tokenizer: PreTrainedTokenizerBase,
+        image_processor: Any | None = None,
+    ):
+        super().__init__(config)
+        clip.requires_grad_(False)
+        clip.eval()
+        self.clip = clip
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor if image_processor is not None else find_image_processor(clip)
+        # CLIP's weights come from its own checkpoint: never saved with the prompt, and not "missing" when a
+        # Trainer checkpoint (prompt only) is loaded back.
+        self._keys_to_ignore_on_save = {f"clip.{key}" for key in clip.state_dict()}
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # CLIP arrives trained and each method initialises its own tensors: nothing may be re-initialised.
+        return
+
+    def train(self, mode: bool = True) -> PromptPreTrainedModel:
+        super().train(mode)
+        self.clip.eval()  # frozen CLIP keeps dropout off in training, as in the reference
+        return self
+
+    @property
+    def classnames(self) -> list[str]:
+        return list(self.config.classnames)
+
+    @staticmethod
+    def check_labels(labels: torch.Tensor, num_classes: int) -> None:
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+            raise ValueError(
+                f"Labels must lie in [0, {num_classes}) for this model's {num_classes} classes, got values from "
+                f"{int(labels.min())} to {int(labels.max())}: the dataset's class list does not match the model's."
+            )
+
+    def image_features(self, pixel_values: torch.Tensor | None, image_embeds: torch.Tensor | None) -> torch.Tensor:
+        """CLIP's (unnormalised) image features: `image_embeds` when given, else encoded from `pixel_values`."""
+        if image_embeds is not None:
+            return image_embeds
+        if pixel_values is None:
+            raise ValueError(f"{type(self).__name__} needs pixel_values or precomputed image_embeds.")
+        return self.clip.get_image_features(pixel_values=pixel_values).pooler_output
+
+    # -- what is saved ---------------------------------------------------------------------------------------------
+
+    def prompt_state_dict(self) -> dict[str, torch.Tensor]:
+        """Every parameter that is not CLIP's, keyed by its module name: exactly what the method learns."""
+        clip_parameters = {id(parameter) for parameter in self.clip.parameters()}
+        return {
+            name: parameter.detach().contiguous()
+            for name, parameter in self.named_parameters()
+            if id(parameter) not in clip_parameters
+        }
+
+    def describe_prompt(self) -> str:
+        """The settings that fix the shapes of the saved tensors, for error messages."""
+        return f"{len(self.config.classnames)} classes, text width {self.clip.config.text_config.hidden_size}"
+
+    def load_prompt(self, state_dict: dict[str, torch.Tensor], source: str = "the state dict") -> None:
+        """Copy saved prompt tensors into this model, refusing any missing, extra or mis-shaped tensor."""
+        expected = self.prompt_state_dict()
+        missing, unexpected = expected.keys() - state_dict.keys(), state_dict.keys() - expected.keys()
+        if missing or unexpected:
+            raise ValueError(
+                f"{source} is not a {self.method_name} prompt for this model: missing {sorted(missing)}, unexpected "
+                f"{sorted(unexpected)}."
+            )
+        for key, target in expected.items():
+            if state_dict[key].shape != target.shape:
+                raise ValueError(
+                    f"{source} holds {key} of shape {tuple(state_dict[key].shape)} but this model expects "
+                    f"{tuple(target.shape)} ({self.describe_prompt()}). Was it learned on another CLIP or class list?"
+                )
+        parameters = dict(self.named_parameters())
+        with torch.no_grad():
+            for key in expected:
+                parameters[key].copy_(state_dict[key])
+        self.prompt_changed()
+
+    def prompt_changed(self) -> None:
+        """Called after the prompt tensors or the class list changed outside training (drop cached features)."""
+
+    # -- saving, the Hub and loading ---------------------------------------------------------------------------
+
+    def card_info(self) -> ModelCardInfo:
+        """What the model card says about this model (its settings); subclasses add their own rows."""
+        return ModelCardInfo(
+            class_name=type(self).__name__,
+            method_name=self.method_name,
+            paper=self.paper,
+            base_model=self.config.base_model_name_or_path,
+            classnames=self.classnames,
+            prompt_bytes=sum(tensor.numel() * tensor.element_size() for tensor in self.prompt_state_dict().values()),
+            settings=self.card_settings(),
+        )
+
+    def card_settings(self) -> list[tuple[str, str]]:
+        """(setting, value) rows of the model card's prompt table."""
+        return []
+
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        is_main_process: bool = True,
+        state_dict: dict[str, torch.Tensor] | None = None,
+        push_to_hub: bool = False,
+        *,
+        card_results: CardResults | None = None,
+        **kwargs,
+    ) -> None:
+        """Write config.json, a model.safetensors holding only the prompt tensors, the base CLIP's image processor
+        config (so `pipeline("image-classification", model=<folder>)` needs nothing else) and a model card
+        (README.md, with `card_results` when given).
+
+        The files are written to a temporary folder and moved into place one by one, so an interrupted save never
+        leaves a half-written prompt. A full `state_dict` (as `Trainer` passes it) is saved without CLIP's weights.
+        """
+        if not is_main_process:
+            return
+        if state_dict is None:
+            state_dict = self.prompt_state_dict()
+        repo_id = kwargs.pop("repo_id", None)
+        with atomic_directory(save_directory) as staging:
+            super().save_pretrained(staging, state_dict=state_dict, **kwargs)
+            if self.image_processor is not None:
+                self.image_processor.save_pretrained(staging)
+            card = render_model_card(self.card_info(), results=card_results, repo_id=repo_id)
+            (staging / "README.md").write_text(card, encoding="utf-8")
+        if push_to_hub:
+            self.push_to_hub(repo_id or os.path.basename(os.path.abspath(save_directory)), card_results=card_results)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        commit_message: str | None = None,
+        private: bool | None = None,
+        token: bool | str | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+        card_results: CardResults | None = None,
+        **kwargs,
+    ) -> str:
+        """Upload the prompt folder (config, prompt tensors, image processor config, model card) to the Hub;
+        returns the commit URL."""
+        api = HfApi(token=token)
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(folder, card_results=card_results, repo_id=repo_id)
+            commit = api.upload_folder(
+                repo_id=repo_id,
+                folder_path=folder,
+                commit_message=commit_message or f"Upload {self.method_name} prompt",
+                revision=revision,
+                create_pr=create_pr,
+            )
+        return str(commit)
+
+    @classmethod
+    def from_saved_config(
+        cls, config: PretrainedConfig, clip: CLIPModel, tokenizer: PreTrainedTokenizerBase, image_processor: Any
+    ) -> PromptPreTrainedModel:
+        """The model of a saved config, with freshly initialised prompt tensors (`from_pretrained` fills them)."""
+        return cls(config, clip=clip, tokenizer=tokenizer, image_processor=image_processor)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        *model_args,
+        clip_model: CLIPModel | str | os.PathLike | None = None,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        config: PretrainedConfig | None = None,
+        **kwargs,
+    ) -> PromptPreTrainedModel:
+        """Load a saved prompt and the CLIP it sits on.
+
+        The base CLIP is `clip_model` when given (a loaded `CLIPModel`, a Hub id or a local path), otherwise the
+        `base_model_name_or_path` of the prompt's config. Remaining keyword arguments go to the Hub download
+        (`token`, `cache_dir`, ...; `revision` and `subfolder` concern the prompt repository only) and to
+        `CLIPModel.from_pretrained` (e.g. `dtype`).
+        """
+        if model_args:
+            raise TypeError(f"{cls.__name__}.from_pretrained takes no extra positional arguments, got {model_args}.")
+        hub_kwargs, kwargs = split_pretrained_kwargs(kwargs)
+        if config is None:
+            config = load_config(cls.config_class, pretrained_model_name_or_path, **hub_kwargs)
+        clip, tokenizer = load_base_clip(config, clip_model, tokenizer, pretrained_model_name_or_path, **kwargs)
+        image_processor = find_image_processor(pretrained_model_name_or_path, **hub_kwargs) or find_image_processor(
+            clip
+        )
+        model = cls.from_saved_config(config, clip, tokenizer, image_processor)
+        weights_file = cached_file(pretrained_model_name_or_path, PROMPT_WEIGHTS_NAME, **hub_kwargs)
+        model.load_prompt(load_file(weights_file), source=str(pretrained_model_name_or_path))
+        model.eval()
+        return model
+
+
+def load_config(config_class: type[PretrainedConfig], source: str | os.PathLike, **hub_kwargs) -> PretrainedConfig:
+    """The saved config, refused with a clear error when it belongs to another kind of prompt model."""
+    config_dict, _ = config_class.get_config_dict(source, **hub_kwargs)
+    found = config_dict.get("model_type")
+    if found != config_class.model_type:
+        loader = next(iter(config_dict.get("architectures") or []), None)
+        loader = f"{loader}.from_pretrained or " if loader else ""
+        raise ValueError(
+            f"{source} holds a model of type {found!r}, not {config_class.model_type!r}: load it with {loader}"
+            "AutoModel.from_pretrained (after `import coop_hf`)."
+        )
+    return config_class.from_dict(config_dict)
+
+
+def split_pretrained_kwargs(kwargs: dict) -> tuple[dict, dict]:
+    """Split `from_pretrained` keyword arguments into (download settings for the prompt repository, keyword
+    arguments for the base CLIP's `from_pretrained`)."""
+    kwargs = {key: value for key, value in kwargs.items() if key not in AUTO_CLASS_KWARGS}
+    shared = {key: kwargs[key] for key in SHARED_HUB_KWARGS if key in kwargs}
+    return shared | {key: kwargs.pop(key) for key in PROMPT_ONLY_HUB_KWARGS if key in kwargs}, kwargs
+
+
+def find_image_processor(source: CLIPModel | str | os.PathLike, **hub_kwargs) -> Any | None:
+    """The image processor saved beside a checkpoint (a folder, Hub id, or the folder a CLIPModel was loaded
+    from), or None when there is none (e.g. a CLIP built from a config)."""
+    path = source.name_or_path if isinstance(source, CLIPModel) else source
+    if not path:
+        return None
+    try:
+        return AutoImageProcessor.from_pretrained(path, **hub_kwargs)
+    except (OSError, ValueError):
+        return None
+
+
+def load_base_clip(
+    config: PretrainedConfig,
+    clip_model: CLIPModel | str | os.PathLike | None,
+    tokenizer: PreTrainedTokenizerBase | None,
+    source: str | os.PathLike,
+    **from_pretrained_kwargs,
+) -> tuple[CLIPModel, PreTrainedTokenizerBase]:
+    """The CLIP a saved prompt sits on: `clip_model` when given, else the config's `base_model_name_or_path`."""
+    base = clip_model if clip_model is not None else config.base_model_name_or_path
+    if base is None:
+        raise ValueError(
+            f"The prompt at {source} does not name its base CLIP (config.base_model_name_or_path is empty): "
+            "pass clip_model=<CLIPModel, Hub id or path>."
+        )
+    return load_clip_and_tokenizer(base, tokenizer, **from_pretrained_kwargs)
+
+
+def load_clip_and_tokenizer(
+    clip: CLIPModel | str | os.PathLike,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    **from_pretrained_kwargs,
+) -> tuple[CLIPModel, PreTrainedTokenizerBase]:
+    """Resolve a CLIP given as a model or an id/path, and its tokenizer (loaded from the same place if absent)."""
+    if not isinstance(clip, CLIPModel):
+        if not isinstance(clip, (str, os.PathLike)):
+            raise TypeError(f"clip must be a transformers CLIPModel or a Hub id / local path, got {type(clip)}.")
+        try:
+            clip = CLIPModel.from_pretrained(clip, **from_pretrained_kwargs)
+        except OSError as error:
+            raise OSError(
+                f"Could not load the base CLIP {str(clip)!r}: {error}\nPass clip_model= a loaded CLIPModel or a "
+                "local path to it (offline, the Hub id must already be in the Hugging Face cache)."
+            ) from error
+    if tokenizer is None:
+        if not clip.name_or_path:
+            raise ValueError(
+                "This CLIPModel was not loaded from a checkpoint, so its tokenizer cannot be found: pass tokenizer=."
+            )
+        tokenizer = AutoTokenizer.from_pretrained(clip.name_or_path)
+    return clip, tokenizer

@@ -1,0 +1,127 @@
+"""Command-line arguments shared by the example scripts (parsed with `transformers.HfArgumentParser`).
+
+The prompt flags have one source: the prompt settings of the methods' configs (`PromptArguments` is built from
+them), so a method's new setting is a flag without any code here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..losses import DEFAULT_GCE_Q
+from ..noise import NoiseSpec
+from .methods import METHOD_NAMES, PROMPT_METHODS
+
+
+@dataclass
+class ExperimentArguments:
+    """The experiment of `examples/train.py`: base CLIP, dataset, few-shot protocol, method, prompt, loss, noise."""
+
+    model_name_or_path: str = field(
+        default="openai/clip-vit-base-patch32", metadata={"help": "Base CLIP: Hub id or local path."}
+    )
+    dataset: str = field(
+        default="dpdl-benchmark/oxford_flowers102",
+        metadata={
+            "help": "A CoOp benchmark name (oxford_flowers, caltech101, oxford_pets, stanford_cars, fgvc_aircraft, "
+            "food101, sun397, dtd, eurosat, ucf101, imagenet, imagenet_v2, imagenet_sketch, imagenet_a, imagenet_r) "
+            "with --data_dir, or a Hub id / local image-classification dataset."
+        },
+    )
+    data_dir: str | None = field(
+        default=None, metadata={"help": "Folder holding the per-dataset folders in the CoOp layout."}
+    )
+    shots: int = field(default=16, metadata={"help": "Training images per class (K)."})
+    seeds: list[int] = field(default_factory=lambda: [1], metadata={"help": "Seeds, e.g. --seeds 1 2 3."})
+    method: str = field(default="coop", metadata={"help": f"One of {', '.join(METHOD_NAMES)}."})
+    allow_fewer_shots: bool = field(
+        default=False,
+        metadata={"help": "Take all images of a class that has fewer than --shots, as CoOp does (default: an error)."},
+    )
+    feature_cache_dir: str | None = field(
+        default=None, metadata={"help": "Where image features are cached (default: the datasets cache)."}
+    )
+    loss: str = field(default="ce", metadata={"help": "ce (cross-entropy) or gce (generalised cross-entropy)."})
+    gce_q: float = field(default=DEFAULT_GCE_Q, metadata={"help": "q of the generalised cross-entropy, in (0, 1]."})
+    noise_type: str = field(default="none", metadata={"help": "Label noise: none | symmetric | replace | confusion."})
+    noise_rate: float = field(default=0.0, metadata={"help": "Fraction of noisy shots per class, in [0, 1)."})
+    noise_val: bool = field(
+        default=False,
+        metadata={"help": "Also corrupt the few-shot validation split (default: it stays clean, as in PTNL)."},
+    )
+
+    def noise(self) -> NoiseSpec:
+        """The label noise these flags ask for."""
+        return NoiseSpec(self.noise_type, self.noise_rate, val=self.noise_val)
+
+
+
+def _setting_help(config_class: type, name: str) -> str:
+    """The description of setting `name` in the config class's docstring (its "Args:" entry)."""
+    match = re.search(rf"^\s*{name} \(`[^`]*`(?:, [^)]*)?\):\n((?:\s{{12,}}.*\n?)+)", config_class.__doc__ or "", re.M)
+    return " ".join(match.group(1).split()) if match else ""
+
+
+def _prompt_arguments() -> type:
+    """A dataclass with one optional flag per prompt setting of every prompt method's config; a flag left out
+    takes the method's default."""
+    settings: dict[str, dict[str, Any]] = {}
+    for name, method in PROMPT_METHODS.items():
+        config_class = method.model_class.config_class
+        for setting in config_class.prompt_settings():
+            entry = settings.setdefault(setting, {"field": config_class.__dataclass_fields__[setting], "methods": []})
+            entry["methods"].append(f"{name}: {entry['field'].default!r}")
+            entry.setdefault("help", _setting_help(config_class, setting))
+    fields = []
+    for setting, entry in settings.items():
+        annotation = entry["field"].type.replace(" | None", "") + " | None"
+        help_text = f"{entry['help']} Default by method: {', '.join(entry['methods'])}."
+        fields.append((setting, annotation, field(default=None, metadata={"help": help_text})))
+    return dataclasses.make_dataclass("PromptArguments", fields, namespace={"__module__": __name__})
+
+
+PromptArguments = _prompt_arguments()
+PromptArguments.__doc__ = "The prompt settings of every prompt method, as flags (None: the method's default)."
+
+
+def prompt_settings(prompt: Any, method: str) -> dict[str, Any]:
+    """The prompt flags given on the command line, for `method` (none for a baseline, which learns no prompt); a
+    flag that the prompt method does not have is an error."""
+    given = {key: value for key, value in dataclasses.asdict(prompt).items() if value is not None}
+    if method not in PROMPT_METHODS:
+        return {}
+    known = PROMPT_METHODS[method].model_class.config_class.prompt_settings()
+    unknown = [key for key in given if key not in known]
+    if unknown:
+        raise ValueError(
+            f"--method {method} has no setting {', '.join(f'--{key}' for key in unknown)}; its prompt settings: "
+            f"{', '.join(f'--{key}' for key in known)}."
+        )
+    return given
+
+
+@dataclass
+class NoiseStudyArguments:
+    """The label-noise sweep of `examples/train_noisy.py`."""
+
+    noise_rates: list[float] = field(
+        default_factory=lambda: [0.0, 0.125, 0.25, 0.5], metadata={"help": "Noise rates to sweep, e.g. 0 0.25 0.5."}
+    )
+    study_noise_type: str = field(
+        default="replace", metadata={"help": "Scheme of the sweep: replace (the PTNL study) | symmetric | confusion."}
+    )
+
+
+@dataclass
+class UPLArguments:
+    """Unsupervised prompt learning in `examples/train_upl.py`."""
+
+    pseudo_top_k: int | None = field(
+        default=None, metadata={"help": "Most confident pseudo-labelled images kept per class (default: --shots)."}
+    )
+    pseudo_label_templates: str = field(
+        default="dataset", metadata={"help": "Zero-shot pseudo-labels from the dataset template or the ensemble."}
+    )

@@ -1,0 +1,196 @@
+"""The backbone/data part of a study: one frozen CLIP and one dataset, shared by every run on them.
+
+A run (`coop_hf.runners.baselines`, `.prompt_learning`, `.upl`) takes an [`Experiment`]: its splits and class
+names, the seed's few-shot splits, the test features and zero-shot accuracy (computed once), its output directory
+check and the results record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from importlib.metadata import version
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
+
+from ..baselines import zero_shot_logits, zero_shot_weights
+from ..data import CoOpTransform, build_few_shot_splits, check_images, load_dataset_splits
+from ..feature_cache import encode_images
+from ..hub import CardResults
+from ..hub_access import model_load_kwargs
+from ..noise import NO_NOISE, NoiseReport, NoiseSpec, inject_label_noise, zero_shot_class_similarity
+from ..run_directory import claim_run_directory, splits_fingerprint
+from ..training import CoOpTrainingArguments
+from .records import accuracy_percent
+
+
+@dataclass
+class Backbone:
+    """The frozen CLIP shared by every run of an experiment, with its tokenizer and image processor."""
+
+    name_or_path: str
+    clip: CLIPModel
+    tokenizer: Any
+    image_processor: Any
+    cache_dir: str | None = None
+
+    @classmethod
+    def load(cls, name_or_path: str, *, cache_dir: str | None = None) -> Backbone:
+        load_kwargs = model_load_kwargs(name_or_path)  # fails at once, naming the flag, if it cannot load
+        clip = CLIPModel.from_pretrained(name_or_path, **load_kwargs).eval()
+        clip.requires_grad_(False)
+        return cls(
+            name_or_path=name_or_path,
+            clip=clip,
+            tokenizer=AutoTokenizer.from_pretrained(name_or_path, **load_kwargs),
+            image_processor=AutoImageProcessor.from_pretrained(name_or_path, **load_kwargs),
+            cache_dir=cache_dir,
+        )
+
+    def features(self, dataset: datasets.Dataset, *, batch_size: int) -> dict[str, torch.Tensor]:
+        """Test-transform CLIP image features of a split, {"image_embeds": [N, D], "labels": [N]}, encoded once
+        and cached on disk (`coop_hf.feature_cache`, under `cache_dir` or the `datasets` cache)."""
+        transform = CoOpTransform(self.image_processor, train=False)
+        encoded = encode_images(self.clip, dataset, transform, batch_size=batch_size, cache_dir=self.cache_dir)
+        columns = encoded.select_columns(["image_embeds", "labels"])[:]
+        return {"image_embeds": columns["image_embeds"], "labels": columns["labels"]}
+
+
+class Experiment:
+    """One frozen CLIP on one dataset, shared by every run of a study.
+
+    Building it reads the dataset's split files only. The test features and zero-shot accuracy are computed once,
+    when a run first needs them (after its output directory was checked), and shared by every run.
+    """
+
+    def __init__(self, backbone: Backbone, dataset: str, data_dir: str | None, *, batch_size: int = 100):
+        self.backbone = backbone
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.splits, self.classnames, self.template = load_dataset_splits(dataset, data_dir)
+
+    @classmethod
+    def load(
+        cls,
+        model_name_or_path: str,
+        dataset: str,
+        data_dir: str | None = None,
+        *,
+        feature_cache_dir: str | None = None,
+        batch_size: int = 100,
+    ) -> Experiment:
+        """Load the backbone and read the dataset's split files."""
+        backbone = Backbone.load(model_name_or_path, cache_dir=feature_cache_dir)
+        return cls(backbone, dataset, data_dir, batch_size=batch_size)
+
+    @cached_property
+    def test(self) -> dict[str, torch.Tensor]:
+        """Test-transform image features and labels of the whole test split (an unreadable image stops here)."""
+        return self.backbone.features(self.splits["test"], batch_size=self.batch_size)
+
+    @cached_property
+    def test_dataset(self) -> datasets.Dataset:
+        """The test features as a dataset for `Trainer.evaluate` (fed to `CoOpModel(image_embeds=..., labels=...)`)."""
+        return datasets.Dataset.from_dict({key: value.numpy() for key, value in self.test.items()}).with_format(
+            "torch"
+        )
+
+    @cached_property
+    def zeroshot(self) -> dict[str, float]:
+        """Zero-shot CLIP with the dataset's hand-made template on the test split."""
+        return self.zero_shot_accuracy([self.template])
+
+    @cached_property
+    def splits_fingerprint(self) -> str:
+        """Fingerprint of the class list and of every split's images and labels (`splits_fingerprint`)."""
+        return splits_fingerprint(self.splits)
+
+    def prepare(self, args: CoOpTrainingArguments, config: dict[str, Any]) -> bool:
+        """Claim `args.output_dir` for a run of `config` (see `claim_run_directory`), then encode the test features
+        (the main process first; the others read them from the cache). Returns whether the directory already held
+        this configuration's run."""
+        with args.main_process_first(desc="output directory"):
+            continued = claim_run_directory(args.output_dir, config, overwrite=args.overwrite_output_dir)
+        with args.main_process_first(desc="test image features"):
+            self.test  # noqa: B018 (encodes and caches)
+        return continued
+
+    def run_config(self, method: str, **fields: Any) -> dict[str, Any]:
+        """What a run's results depend on: the package version, the backbone, the dataset's identity and split
+        fingerprint, the method and `fields` (shots, prompt, recipe, loss, noise)."""
+        return {
+            "coop_hf_version": version("coop-hf"),
+            "method": method,
+            "model_name_or_path": self.backbone.name_or_path,
+            "dataset": {"name": self.dataset, "splits_fingerprint": self.splits_fingerprint},
+            **fields,
+        }
+
+    def zero_shot_accuracy(self, templates: list[str]) -> dict[str, float]:
+        weights = zero_shot_weights(self.backbone.clip, self.backbone.tokenizer, self.classnames, templates)
+        logits = zero_shot_logits(self.backbone.clip, weights, self.test["image_embeds"])
+        return accuracy_percent(logits, self.test["labels"])
+
+    def few_shot(
+        self, shots: int, seed: int, *, noise: NoiseSpec = NO_NOISE, allow_fewer: bool = False
+    ) -> tuple[datasets.DatasetDict, NoiseReport | None]:
+        """The seed's K-shot train and min(K, 4)-shot val splits, images checked, with the requested label noise in
+        train (and in val with `noise.val`; the clean labels stay in a `clean_label` column); the report describes
+        the train split."""
+        splits = build_few_shot_splits(self.splits, shots, seed, allow_fewer=allow_fewer)
+        check_images(splits["train"])
+        check_images(splits["val"])
+        if not noise.active:
+            return splits, None
+        similarity = None
+        if noise.noise_type == "confusion":
+            similarity = zero_shot_class_similarity(
+                self.backbone.clip, self.backbone.tokenizer, self.classnames, [self.template]
+            )
+        noisy, reports = dict(splits), {}
+        for name in ("train", "val") if noise.val else ("train",):
+            noisy[name], reports[name] = inject_label_noise(
+                splits[name],
+                noise.noise_type,
+                noise.rate,
+                seed,
+                pool=self.splits["train"],
+                class_similarity=similarity,
+            )
+        return datasets.DatasetDict(noisy), reports["train"]
+
+    def results(self, method: str, shots: int, seeds: list[int], per_seed: list[dict[str, Any]], **extra) -> dict:
+        """The results record: mean and (population) std over seeds of the test accuracy in percent, each seed."""
+        accuracies = np.array([run["accuracy"] for run in per_seed])
+        return {
+            "method": method,
+            "dataset": self.dataset,
+            "model_name_or_path": self.backbone.name_or_path,
+            "num_classes": len(self.classnames),
+            "shots": shots,
+            "seeds": seeds,
+            "accuracy": float(accuracies.mean()),
+            "accuracy_std": float(accuracies.std()),
+            "macro_accuracy": float(np.mean([run["macro_accuracy"] for run in per_seed])),
+            "zeroshot_accuracy": self.zeroshot["accuracy"],
+            **extra,
+            "per_seed": per_seed,
+        }
+
+    def card_results(
+        self, accuracy: float, label: str, *, task: str, description: str, hyperparameters: dict[str, Any]
+    ) -> CardResults:
+        """What a model card shows: this model's test accuracy against zero-shot CLIP's, and how it was trained."""
+        return CardResults(
+            dataset_name=self.dataset,
+            dataset_id=self.dataset,
+            accuracy=accuracy,
+            task_name=task,
+            rows=[("Zero-shot CLIP", f"{self.zeroshot['accuracy']:.2f}"), (label, f"{accuracy:.2f}")],
+            description=description,
+            hyperparameters=hyperparameters,
+        )

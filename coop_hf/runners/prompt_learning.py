@@ -1,0 +1,247 @@
+"""Prompt learning on an experiment's few-shot splits: one prompt per seed, trained by `CoOpTrainer` with the
+method's recipe, evaluated on the test features, saved with its model card (and pushed)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+from transformers import PretrainedConfig, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from ..atomic import atomic_write_text
+from ..data import CoOpTransform, with_coop_transform
+from ..feature_cache import encode_images
+from ..losses import loss_from_name
+from ..modeling_utils import PromptPreTrainedModel
+from ..noise import NO_NOISE, NoiseReport, NoiseSpec
+from ..training import CoOpTrainer, CoOpTrainingArguments, compute_accuracy_metrics, reference_epochs
+from .experiment import Experiment
+from .records import announce, describe_loss, loss_fields, noise_fields, noise_summary, training_fields
+
+NOISY_LABEL_EPOCHS = 50  # PTNL trains noisy-label prompts 50 epochs at every shot count
+
+SplitsForSeed = Callable[[int], tuple[datasets.DatasetDict, NoiseReport | None]]
+
+
+@dataclass(frozen=True)
+class PromptLearning:
+    """Runs one prompt-learning method (`model_class`, a [`PromptPreTrainedModel`] with `from_clip` and
+    `build_config`) on an [`Experiment`]."""
+
+    name: str
+    model_class: type[PromptPreTrainedModel]
+    trainer_class: type[CoOpTrainer] = CoOpTrainer
+
+    def prompt_config(self, experiment: Experiment, settings: dict[str, Any]) -> PretrainedConfig:
+        """The model config these prompt settings give (resolved, as the model will have it)."""
+        backbone = experiment.backbone
+        return self.model_class.build_config(backbone.clip, experiment.classnames, backbone.tokenizer, **settings)
+
+    def prompt_fields(self, experiment: Experiment, settings: dict[str, Any]) -> dict[str, Any]:
+        """The prompt settings as the model will have them: its config's own fields, without the class list."""
+        config = self.prompt_config(experiment, settings)
+        return {key: getattr(config, key) for key in config.prompt_settings()}
+
+    def epochs(
+        self, experiment: Experiment, shots: int, args: CoOpTrainingArguments, noise: NoiseSpec = NO_NOISE
+    ) -> float:
+        """`args.num_train_epochs`, else the reference's: CoOp's by shot count, PTNL's 50 under label noise (both
+        divided by `args.cached_views` when training from cached views)."""
+        if args.num_train_epochs:
+            return args.num_train_epochs
+        epochs = NOISY_LABEL_EPOCHS if noise.active else reference_epochs(shots, experiment.dataset)
+        return math.ceil(epochs / max(args.cached_views, 1))
+
+    def run_config(
+        self,
+        experiment: Experiment,
+        shots: int,
+        args: CoOpTrainingArguments,
+        settings: dict[str, Any],
+        *,
+        loss: str = "ce",
+        gce_q: float | None = None,
+        noise: NoiseSpec = NO_NOISE,
+        allow_fewer: bool = False,
+    ) -> dict[str, Any]:
+        """The run configuration of `run` with these settings (see `Experiment.run_config`)."""
+        return experiment.run_config(
+            self.name, shots=shots, allow_fewer_shots=allow_fewer, prompt=self.prompt_fields(experiment, settings),
+            training=training_fields(args, self.epochs(experiment, shots, args, noise)), **loss_fields(loss, gce_q),
+            **noise.fields(),
+        )  # fmt: skip
+
+    def run(
+        self,
+        experiment: Experiment,
+        shots: int,
+        seeds: list[int],
+        args: CoOpTrainingArguments,
+        settings: dict[str, Any],
+        *,
+        loss: str = "ce",
+        gce_q: float | None = None,
+        noise: NoiseSpec = NO_NOISE,
+        allow_fewer: bool = False,
+        callbacks: list | None = None,
+    ) -> dict[str, Any]:
+        """Train one prompt per seed on the seed's few-shot split (see `train_seeds`); the results record."""
+        epochs = self.epochs(experiment, shots, args, noise)
+        options = dict(loss=loss, gce_q=gce_q, noise=noise, allow_fewer=allow_fewer)
+        continued = experiment.prepare(args, self.run_config(experiment, shots, args, settings, **options))
+        per_seed = self.train_seeds(
+            experiment, lambda seed: experiment.few_shot(shots, seed, noise=noise, allow_fewer=allow_fewer),
+            seeds, args, settings, shots=shots, epochs=epochs, loss=loss, gce_q=gce_q, noise=noise,
+            callbacks=callbacks, continued=continued,
+        )  # fmt: skip
+        return experiment.results(
+            self.name, shots, seeds, per_seed, epochs=epochs, cached_views=args.cached_views,
+            **self.prompt_fields(experiment, settings), **loss_fields(loss, gce_q), **noise_summary(noise, per_seed),
+        )  # fmt: skip
+
+    def train_seeds(
+        self,
+        experiment: Experiment,
+        splits_for_seed: SplitsForSeed,
+        seeds: list[int],
+        args: CoOpTrainingArguments,
+        settings: dict[str, Any],
+        *,
+        shots: int,
+        epochs: float,
+        loss: str,
+        gce_q: float | None,
+        callbacks: list | None,
+        noise: NoiseSpec = NO_NOISE,
+        push: bool = True,
+        continued: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Train, evaluate and save one prompt per seed in `args.output_dir/seed<N>`.
+
+        In a directory that already holds this configuration's run (`continued`), with `args.resume_from_checkpoint`
+        set, seeds already finished are not trained again and an interrupted seed continues from its last
+        checkpoint; without it, every seed starts afresh (its old checkpoints removed first). With
+        `args.push_to_hub` (and `push`), each seed's prompt goes to `args.hub_model_id` (suffixed "-seed<N>" when
+        there are several seeds).
+        """
+        resume = continued and bool(args.resume_from_checkpoint)
+        per_seed = []
+        for position, seed in enumerate(seeds, start=1):
+            seed_dir = Path(args.output_dir) / f"seed{seed}"
+            finished = seed_dir / "seed_result.json"
+            heading = f"{self.name} | {experiment.dataset} | {shots} shots | seed {seed} ({position}/{len(seeds)})"
+            if resume and finished.is_file():
+                announce(args, f"{heading}: already done, result read from {finished}")
+                per_seed.append(json.loads(finished.read_text()))
+                continue
+            last_checkpoint = get_last_checkpoint(str(seed_dir)) if seed_dir.is_dir() else None
+            if resume and last_checkpoint is not None:
+                announce(args, f"{heading}: resuming from {last_checkpoint}")
+            else:
+                if args.should_save and last_checkpoint is not None:
+                    for checkpoint in seed_dir.glob("checkpoint-*"):
+                        shutil.rmtree(checkpoint)
+                announce(args, f"{heading}: training {epochs:g} epochs -> {seed_dir}")
+            splits, report = splits_for_seed(seed)
+            seed_args = dataclasses.replace(args, output_dir=str(seed_dir), num_train_epochs=epochs, push_to_hub=False)
+            repo_id = args.hub_model_id or Path(args.output_dir).name
+            repo_id = repo_id if len(seeds) == 1 else f"{repo_id}-seed{seed}"
+            result = self.train_seed(
+                experiment, splits, seed_args, settings, seed=seed, shots=shots, loss=loss, gce_q=gce_q,
+                resume=resume and last_checkpoint is not None, push_to=repo_id if args.push_to_hub and push else None,
+                callbacks=callbacks, noise=noise, noise_report=report,
+            )  # fmt: skip
+            result.update(noise_fields(noise, report))
+            if args.should_save:
+                atomic_write_text(finished, json.dumps(result, indent=2) + "\n")
+            announce(args, f"{heading}: test accuracy {result['accuracy']:.2f} %")
+            per_seed.append(result)
+        return per_seed
+
+    def train_seed(
+        self,
+        experiment: Experiment,
+        splits: datasets.DatasetDict,
+        args: CoOpTrainingArguments,
+        settings: dict[str, Any],
+        *,
+        seed: int,
+        shots: int,
+        loss: str = "ce",
+        gce_q: float | None = None,
+        resume: bool = False,
+        push_to: str | None = None,
+        callbacks: list | None = None,
+        noise: NoiseSpec = NO_NOISE,
+        noise_report: NoiseReport | None = None,
+    ) -> dict[str, Any]:
+        """Train one seed's prompt, evaluate it on the test features, save it with its card (and push it)."""
+        backbone = experiment.backbone
+        set_seed(seed)
+        model = self.model_class.from_clip(
+            backbone.clip, experiment.classnames, tokenizer=backbone.tokenizer,
+            image_processor=backbone.image_processor, **settings,
+        )  # fmt: skip
+        model.config.base_model_name_or_path = backbone.name_or_path
+        args.seed = seed
+        if args.cached_views:
+            train = encode_images(
+                backbone.clip, splits["train"], CoOpTransform(backbone.image_processor, train=True),
+                num_views=args.cached_views, seed=seed, batch_size=experiment.batch_size, cache_dir=backbone.cache_dir,
+            ).select_columns(["image_embeds", "labels"])  # fmt: skip
+        else:
+            train = with_coop_transform(splits["train"], backbone.image_processor, train=True)
+        trainer = self.trainer_class(
+            model=model,
+            args=args,
+            train_dataset=train,
+            processing_class=backbone.image_processor,
+            compute_metrics=compute_accuracy_metrics,
+            compute_loss_func=loss_from_name(loss, **({"q": gce_q} if gce_q is not None else {})),
+            callbacks=callbacks,
+        )
+        trainer.train(resume_from_checkpoint=True if resume else None)
+        metrics = trainer.evaluate(eval_dataset=experiment.test_dataset, metric_key_prefix="test")
+        result = {
+            "seed": seed,
+            "accuracy": metrics["test_accuracy"],
+            "macro_accuracy": metrics["test_macro_accuracy"],
+            "prompt_dir": args.output_dir,
+        }
+        hyperparameters = {
+            "shots": shots,
+            "seed": seed,
+            "epochs": args.num_train_epochs,
+            "optimizer": f"SGD lr {args.learning_rate}, momentum {args.momentum}, weight decay {args.weight_decay}",
+            "schedule": f"{args.warmup_epochs} warm-up epoch(s) at lr {args.warmup_lr}, then cosine",
+            "batch size": args.global_train_batch_size,
+            "loss": describe_loss(loss_fields(loss, gce_q)),
+        }
+        if noise.active:
+            actual = f", {100 * noise_report.actual_rate:.1f} % actual" if noise_report is not None else ""
+            where = "train and val splits" if noise.val else "train split (val clean)"
+            hyperparameters["label noise"] = f"{noise.noise_type}, {100 * noise.rate:g} % requested{actual}, {where}"
+        card_results = experiment.card_results(
+            result["accuracy"],
+            f"{model.method_name} (this prompt, seed {seed})",
+            task=f"{shots}-shot image classification",
+            description=f"{shots}-shot training, seed {seed}, evaluated on the full test split "
+            f"({len(experiment.test['labels'])} images).",
+            hyperparameters=hyperparameters,
+        )
+        trainer.save_state()
+        if args.should_save:
+            model.save_pretrained(args.output_dir, card_results=card_results)
+            if push_to is not None:
+                result["hub_url"] = model.push_to_hub(
+                    push_to, token=args.hub_token, private=args.hub_private_repo, card_results=card_results
+                )
+        return result

@@ -1,0 +1,86 @@
+"""What the runners report: accuracies, the fields of `results.json`, console progress lines."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..atomic import atomic_write_text
+from ..losses import DEFAULT_GCE_Q
+from ..metrics import ClassificationAccuracy
+from ..noise import NoiseReport, NoiseSpec
+from ..training import CoOpTrainingArguments
+
+
+def accuracy_percent(predictions: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray) -> dict[str, float]:
+    """Accuracy and macro accuracy in percent, from logits [N, C] or predicted ids [N]."""
+    predictions = np.asarray(predictions)
+    predictions = predictions.argmax(-1) if predictions.ndim == 2 else predictions
+    scores = ClassificationAccuracy().compute(predictions=predictions, references=np.asarray(labels))
+    return {name: 100.0 * value for name, value in scores.items()}
+
+
+def announce(args: CoOpTrainingArguments, message: str) -> None:
+    """One progress line on the console, from the main process."""
+    if args.should_log:
+        print(f"[coop-hf] {message}", flush=True)
+
+
+def training_fields(args: CoOpTrainingArguments, epochs: float) -> dict[str, Any]:
+    """The training settings that change a prompt, as a run configuration records them."""
+    return {
+        "epochs": epochs,
+        "max_steps": args.max_steps,
+        "learning_rate": args.learning_rate,
+        "momentum": args.momentum,
+        "weight_decay": args.weight_decay,
+        "warmup_epochs": args.warmup_epochs,
+        "warmup_lr": args.warmup_lr,
+        "batch_size": args.global_train_batch_size,
+        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        "keep_last_batch": args.keep_last_batch,
+        "max_grad_norm": args.max_grad_norm,
+        "cached_views": args.cached_views,
+        "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
+    }
+
+
+def loss_fields(loss: str, gce_q: float | None) -> dict[str, Any]:
+    """Results-level loss fields: the loss name, and q for the generalised cross-entropy."""
+    return {"loss": loss} | ({"gce_q": gce_q if gce_q is not None else DEFAULT_GCE_Q} if loss == "gce" else {})
+
+
+def describe_loss(fields: dict[str, Any]) -> str:
+    """ "cross-entropy", or "generalised cross-entropy (q = 0.5)", from `loss_fields`."""
+    if fields["loss"] == "gce":
+        return f"generalised cross-entropy (q = {fields['gce_q']:g})"
+    return "cross-entropy"
+
+
+def noise_fields(noise: NoiseSpec, report: NoiseReport | None) -> dict[str, Any]:
+    """Per-seed noise record: the requested and the actual rate of the seed's noisy train split."""
+    if not noise.active:
+        return {}
+    return {"noise_rate_actual": report.actual_rate, "noisy_shots": report.num_noisy}
+
+
+def noise_summary(noise: NoiseSpec, per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """Results-level noise fields: the scheme, the requested rate and the actual rate (mean over seeds)."""
+    actual = [run["noise_rate_actual"] for run in per_seed if "noise_rate_actual" in run]
+    return {
+        "noise_type": noise.noise_type,
+        "noise_rate_requested": noise.rate,
+        "noise_rate_actual": float(np.mean(actual)) if actual else 0.0,
+    }
+
+
+def write_results(results: dict[str, Any], output_dir: str | os.PathLike) -> Path:
+    """Write `output_dir/results.json` atomically."""
+    path = Path(output_dir) / "results.json"
+    atomic_write_text(path, json.dumps(results, indent=2) + "\n")
+    return path

@@ -1,0 +1,50 @@
+"""`run_method`: one method on one dataset over several seeds, as `examples/train.py` runs it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..training import CoOpTrainingArguments
+from .arguments import ExperimentArguments, prompt_settings
+from .baselines import run_linear_probe, run_zeroshot
+from .experiment import Experiment
+from .methods import METHOD_NAMES, PROMPT_METHODS
+from .records import write_results
+
+
+def load_experiment(experiment: ExperimentArguments, args: CoOpTrainingArguments) -> Experiment:
+    """The backbone and dataset the flags name (split files read; nothing encoded yet)."""
+    return Experiment.load(
+        experiment.model_name_or_path,
+        experiment.dataset,
+        experiment.data_dir,
+        feature_cache_dir=experiment.feature_cache_dir,
+        batch_size=args.per_device_eval_batch_size,
+    )
+
+
+def run_method(
+    experiment: ExperimentArguments, prompt: Any, training_args: CoOpTrainingArguments, callbacks=None
+) -> dict[str, Any]:
+    """Run `experiment.method` for every seed and write `output_dir/results.json`; `prompt` holds the prompt
+    flags (`PromptArguments`)."""
+    if experiment.method not in METHOD_NAMES:
+        raise ValueError(f"Unknown --method {experiment.method!r}: use one of {', '.join(METHOD_NAMES)}.")
+    settings = prompt_settings(prompt, experiment.method)
+    runner = load_experiment(experiment, training_args)
+    noise = experiment.noise()
+    if experiment.method == "zeroshot":
+        results = run_zeroshot(runner, experiment.seeds, training_args)
+    elif experiment.method == "linear-probe":
+        results = run_linear_probe(
+            runner, experiment.shots, experiment.seeds, training_args, noise=noise,
+            allow_fewer=experiment.allow_fewer_shots,
+        )  # fmt: skip
+    else:
+        results = PROMPT_METHODS[experiment.method].run(
+            runner, experiment.shots, experiment.seeds, training_args, settings, loss=experiment.loss,
+            gce_q=experiment.gce_q, noise=noise, allow_fewer=experiment.allow_fewer_shots, callbacks=callbacks,
+        )  # fmt: skip
+    if training_args.should_save:
+        write_results(results, training_args.output_dir)
+    return results

@@ -1,0 +1,103 @@
+"""Unsupervised prompt learning (UPL) on an experiment: zero-shot pseudo-labels, one prompt per seed on the most
+confident ones, and the ensemble that averages the seeds' logits."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import datasets
+import torch
+
+from ..baselines import zero_shot_logits, zero_shot_weights
+from ..data import ensemble_templates
+from ..methods.coop import CoOpModel
+from ..methods.upl import UPL_TOP_K, CoOpEnsemble, pseudo_label_accuracy, pseudo_label_dataset
+from ..training import CoOpTrainingArguments
+from .experiment import Experiment
+from .prompt_learning import PromptLearning
+from .records import accuracy_percent, loss_fields, training_fields
+
+UPL_EPOCHS = 50  # UPL trains 50 epochs on its pseudo-labelled images
+UPL_MEMBERS = PromptLearning("upl", CoOpModel)
+
+
+def run_upl(
+    experiment: Experiment,
+    seeds: list[int],
+    args: CoOpTrainingArguments,
+    settings: dict[str, Any],
+    *,
+    top_k: int = UPL_TOP_K,
+    pseudo_label_templates: str = "dataset",
+    loss: str = "ce",
+    gce_q: float | None = None,
+    callbacks: list | None = None,
+) -> dict[str, Any]:
+    """Pseudo-label the unlabeled train split with zero-shot CLIP (the dataset template, or the template
+    "ensemble"), keep the `top_k` most confident images per predicted class, train one CoOp prompt per seed on
+    them, and evaluate the ensemble that averages the seeds' logits.
+
+    The ensemble is saved (with its model card) in `args.output_dir/ensemble` and pushed to `args.hub_model_id`
+    with `args.push_to_hub`. The true train labels are used only to report `pseudo_label_accuracy`.
+    """
+    if pseudo_label_templates not in ("dataset", "ensemble"):
+        raise ValueError(f"pseudo_label_templates must be 'dataset' or 'ensemble', got {pseudo_label_templates!r}.")
+    templates = [experiment.template]
+    if pseudo_label_templates == "ensemble":
+        templates = ensemble_templates(experiment.dataset)
+    epochs = args.num_train_epochs or math.ceil(UPL_EPOCHS / max(args.cached_views, 1))
+    prompt = UPL_MEMBERS.prompt_fields(experiment, settings)
+    config = experiment.run_config(
+        "upl", pseudo_top_k=top_k, pseudo_label_templates=templates, prompt=prompt,
+        training=training_fields(args, epochs), **loss_fields(loss, gce_q),
+    )  # fmt: skip
+    continued = experiment.prepare(args, config)
+    backbone = experiment.backbone
+    unlabeled = experiment.splits["train"]
+    features = backbone.features(unlabeled, batch_size=experiment.batch_size)
+    weights = zero_shot_weights(backbone.clip, backbone.tokenizer, experiment.classnames, templates)
+    pseudo = pseudo_label_dataset(unlabeled, zero_shot_logits(backbone.clip, weights, features["image_embeds"]), top_k)
+    per_seed = UPL_MEMBERS.train_seeds(
+        experiment, lambda seed: (datasets.DatasetDict({"train": pseudo}), None),
+        seeds, args, settings, shots=top_k, epochs=epochs, loss=loss, gce_q=gce_q, callbacks=callbacks,
+        push=False, continued=continued,
+    )  # fmt: skip
+    members = [
+        CoOpModel.from_pretrained(run["prompt_dir"], clip_model=backbone.clip, tokenizer=backbone.tokenizer)
+        for run in per_seed
+    ]
+    ensemble = CoOpEnsemble(members)
+    test = experiment.test
+    with torch.no_grad():
+        scores = accuracy_percent(ensemble(image_embeds=test["image_embeds"]).logits, test["labels"])
+    pseudo_accuracy = 100.0 * pseudo_label_accuracy(pseudo)
+    card_results = experiment.card_results(
+        scores["accuracy"],
+        f"UPL ensemble of {len(seeds)} prompts (this model)",
+        task="Unsupervised image classification",
+        description=f"Trained without labels on the {len(pseudo)} most confident zero-shot pseudo-labels (top "
+        f"{top_k} per class, pseudo-label accuracy {pseudo_accuracy:.2f} %), evaluated on the full test split.",
+        hyperparameters={"pseudo-labels per class": top_k, "seeds": seeds, "epochs": epochs, "loss": loss},
+    )
+    ensemble_dir = Path(args.output_dir) / "ensemble"
+    hub_url = None
+    if args.should_save:
+        ensemble.save_pretrained(ensemble_dir, card_results=card_results)
+        if args.push_to_hub:
+            repo_id = args.hub_model_id or Path(args.output_dir).name
+            hub_url = ensemble.push_to_hub(
+                repo_id, token=args.hub_token, private=args.hub_private_repo, card_results=card_results
+            )
+    record = experiment.results(
+        "upl", top_k, seeds, per_seed, epochs=epochs, **prompt, **loss_fields(loss, gce_q),
+        pseudo_label_templates=templates, pseudo_labels=len(pseudo), pseudo_label_accuracy=pseudo_accuracy,
+        ensemble_dir=str(ensemble_dir),
+    )  # fmt: skip
+    record["accuracy_members_mean"] = record["accuracy"]
+    record.update(accuracy=scores["accuracy"], macro_accuracy=scores["macro_accuracy"])
+    record["accuracy_zeroshot"] = experiment.zeroshot["accuracy"]
+    if hub_url is not None:
+        record["hub_url"] = hub_url
+    return record
