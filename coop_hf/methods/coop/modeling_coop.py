@@ -237,6 +237,32 @@ class CoOpModel(PromptPreTrainedModel):
         """CoOp's loss: cross-entropy of the logits (methods built on CoOp add their regularisers here)."""
         return F.cross_entropy(logits.float(), labels)
 
+    @torch.no_grad()
+    def nearest_tokens(self, top_k: int = 5) -> list[list[tuple[str, float]]] | list[list[list[tuple[str, float]]]]:
+        """What the prompt learned, in words: for each context vector, the `top_k` vocabulary tokens nearest to it in
+        CLIP's token-embedding space (Euclidean distance, as the reference's `interpret_prompt.py`), nearest first,
+        as (word, distance) pairs. [n_ctx][top_k] for a unified context, [classes][n_ctx][top_k] for
+        class-specific context."""
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"top_k must be a positive number of tokens, got {top_k!r}.")
+        vocabulary = self.clip.text_model.embeddings.token_embedding.weight
+        ctx = self.prompt_learner.ctx.to(vocabulary)
+        exact = "donot_use_mm_for_euclid_dist"  # the matmul shortcut is off by ~1e-4 near zero distance
+        distances = torch.cdist(ctx.reshape(-1, ctx.shape[-1]), vocabulary, compute_mode=exact)
+        nearest = distances.topk(min(top_k, len(vocabulary)), dim=-1, largest=False)
+        words = [
+            [(self._readable_token(index), float(distance)) for index, distance in zip(indices, values, strict=True)]
+            for indices, values in zip(nearest.indices.tolist(), nearest.values.tolist(), strict=True)
+        ]
+        if not self.prompt_learner.class_specific:
+            return words
+        n_ctx = ctx.shape[-2]
+        return [words[start : start + n_ctx] for start in range(0, len(words), n_ctx)]
+
+    def _readable_token(self, token_id: int) -> str:
+        token = self.tokenizer.convert_ids_to_tokens(token_id)
+        return token.replace("</w>", "") if isinstance(token, str) else str(token)
+
     # -- what is saved ---------------------------------------------------------------------------------------------
 
     def describe_prompt(self) -> str:
@@ -247,9 +273,13 @@ class CoOpModel(PromptPreTrainedModel):
 
     def card_settings(self) -> list[tuple[str, str]]:
         config = self.config
-        return [
+        settings = [
             ("context vectors (`n_ctx`)", str(config.n_ctx)),
             ("initialisation (`ctx_init`)", f'"{config.ctx_init}"' if config.ctx_init else "random N(0, 0.02)"),
             ("class token position", config.class_token_position),
             ("class-specific context", str(config.class_specific_context)),
         ]
+        if not config.class_specific_context:
+            nearest = " · ".join(f"`{vector[0][0]}`" for vector in self.nearest_tokens(top_k=1))
+            settings.append(("nearest word of each context vector", nearest))
+        return settings

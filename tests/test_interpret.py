@@ -1,0 +1,80 @@
+"""What the prompt learned: the nearest vocabulary tokens of each context vector, in code, card and command."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from transformers import pipeline
+
+from coop_hf import CoOpEnsemble, CoOpModel
+from tests.conftest import random_clip, tiny_clip_config
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSNAMES = ["cat", "dog", "sunflower"]
+
+
+def load_example(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "examples" / f"{name}.py")
+    module = sys.modules[name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture()
+def model(clip_tokenizer):
+    return CoOpModel.from_clip(
+        random_clip(tiny_clip_config()), CLASSNAMES, tokenizer=clip_tokenizer, ctx_init="a photo of a"
+    )
+
+
+def test_an_initialised_context_is_its_own_words(model):
+    nearest = model.nearest_tokens(top_k=3)
+    assert [tokens[0][0] for tokens in nearest] == ["a", "photo", "of", "a"]
+    assert all(tokens[0][1] == 0.0 for tokens in nearest)
+    assert all(len(tokens) == 3 and tokens[1][1] <= tokens[2][1] for tokens in nearest)
+
+
+def test_nearest_tokens_are_the_euclidean_nearest_of_the_vocabulary(model):
+    with torch.no_grad():
+        model.prompt_learner.ctx.normal_(generator=torch.Generator().manual_seed(0))
+    vocabulary = model.clip.text_model.embeddings.token_embedding.weight
+    for vector, tokens in zip(model.prompt_learner.ctx, model.nearest_tokens(top_k=2), strict=True):
+        distances = (vocabulary - vector).norm(dim=-1)
+        expected = distances.argsort()[:2].tolist()
+        words = [model.tokenizer.convert_ids_to_tokens(i).replace("</w>", "") for i in expected]
+        assert [word for word, _ in tokens] == words
+        assert [distance for _, distance in tokens] == pytest.approx(distances[expected].tolist(), rel=1e-5)
+
+
+def test_class_specific_context_is_interpreted_per_class(clip_tokenizer):
+    csc = CoOpModel.from_clip(
+        random_clip(tiny_clip_config()), CLASSNAMES, tokenizer=clip_tokenizer, n_ctx=2, class_specific_context=True
+    )
+    nearest = csc.nearest_tokens(top_k=1)
+    assert len(nearest) == 3 and all(len(per_class) == 2 and len(per_class[0]) == 1 for per_class in nearest)
+    with pytest.raises(ValueError, match="top_k"):
+        csc.nearest_tokens(top_k=0)
+
+
+def test_card_and_command_show_the_nearest_words(model, tmp_path, tiny_clip_dir, capsys):
+    model.config.base_model_name_or_path = str(tiny_clip_dir)
+    model.save_pretrained(tmp_path)
+    card = (tmp_path / "README.md").read_text()
+    assert "| nearest word of each context vector | `a` · `photo` · `of` · `a` |" in card
+    lines = load_example("interpret_prompt").main([str(tmp_path), "--top_k", "2"])
+    assert len(lines) == 4 and lines[1].startswith("  2: photo (0.0000), ")
+    assert "photo (0.0000)" in capsys.readouterr().out
+
+
+def test_a_saved_prompt_folder_serves_in_the_pipeline_with_nothing_else(tiny_clip_dir, tmp_path):
+    image = Image.new("RGB", (64, 48), color=(200, 30, 30))
+    single = CoOpModel.from_clip(str(tiny_clip_dir), CLASSNAMES, n_ctx=4)
+    single.save_pretrained(tmp_path / "single")
+    ensemble = CoOpEnsemble([single, CoOpModel.from_clip(single.clip, CLASSNAMES, n_ctx=4)])
+    ensemble.save_pretrained(tmp_path / "ensemble")
+    for folder in ("single", "ensemble"):
+        predictions = pipeline("image-classification", model=str(tmp_path / folder))(image, top_k=3)
+        assert sorted(prediction["label"] for prediction in predictions) == sorted(CLASSNAMES)
