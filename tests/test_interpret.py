@@ -1,6 +1,7 @@
 """What the prompt learned: the nearest vocabulary tokens of each context vector, in code, card and command."""
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
@@ -78,3 +79,16 @@ def test_a_saved_prompt_folder_serves_in_the_pipeline_with_nothing_else(tiny_cli
     for folder in ("single", "ensemble"):
         predictions = pipeline("image-classification", model=str(tmp_path / folder))(image, top_k=3)
         assert sorted(prediction["label"] for prediction in predictions) == sorted(CLASSNAMES)
+
+
+def test_the_model_cards_usage_snippets_run(tiny_clip_dir, tmp_path):
+    model = CoOpModel.from_clip(str(tiny_clip_dir), CLASSNAMES, n_ctx=4)
+    model.save_pretrained(tmp_path / "prompt", repo_id="org/coop-demo")
+    Image.new("RGB", (64, 48), color=(30, 200, 30)).save(tmp_path / "image.jpg")
+    card = (tmp_path / "prompt" / "README.md").read_text()
+    snippets = re.findall(r"```python\n(.*?)```", card, re.S)
+    assert len(snippets) == 2
+    for snippet in snippets:
+        code = snippet.replace("org/coop-demo", str(tmp_path / "prompt"))
+        code = code.replace("image.jpg", str(tmp_path / "image.jpg"))
+        exec(compile(code, "model-card-snippet", "exec"), {})
