@@ -1,7 +1,10 @@
 """coop-hf: prompt learning for CLIP (CoOp and its successors), native to transformers, datasets and the Hub."""
 
 from .methods import PROMPT_MODELS, register_auto_classes
+from .methods.cocoop import CoCoOpConfig, CoCoOpModel
 from .methods.coop import CoOpConfig, CoOpModel, PromptLearner
+from .methods.kgcoop import KgCoOpConfig, KgCoOpModel
+from .methods.prograd import ProGradConfig, ProGradModel
 from .methods.upl import CoOpEnsemble, CoOpEnsembleConfig
 from .modeling_utils import PromptModelOutput, PromptPreTrainedModel
 
@@ -11,11 +14,17 @@ register_auto_classes()
 
 __all__ = [
     "PROMPT_MODELS",
+    "CoCoOpConfig",
+    "CoCoOpModel",
     "CoOpConfig",
     "CoOpEnsemble",
     "CoOpEnsembleConfig",
     "CoOpModel",
     "CoOpOutput",
+    "KgCoOpConfig",
+    "KgCoOpModel",
+    "ProGradConfig",
+    "ProGradModel",
     "PromptLearner",
     "PromptModelOutput",
     "PromptPreTrainedModel",

@@ -12,6 +12,10 @@ class-specific context). Measured on ViT-B/32 and TinyCLIP (CPU, fp32, forward +
 and 102 classes), it is faster than the plain pass even with [SOS] alone (1.05-1.5x; its packing of per-class tokens
 without padding and its last-layer shortcut pay for themselves), 1.3-1.9x with 6-9 shared tokens and 1.6-3.8x
 with 17; at 1000 classes with [SOS] alone the two are on par.
+
+`encode_prefixes` generalises this to several prefixes, each followed by every class's suffix: CoCoOp's prompts
+for a batch of images share the class tokens but each image has its own [SOS] + context prefix, encoded once for
+all of its classes (`CoCoOpModel.get_text_features`).
 """
 
 from __future__ import annotations
@@ -90,20 +94,59 @@ def encode_shared_prefix(
     """Same result as `encode_plain` for prompts whose first `prefix_length` embeddings are the same in every row.
 
     The prefix is read from row 0 and encoded once; the remaining tokens of each class (up to its EOT) attend to
-    the prefix keys and values of each layer and, causally, to their own. The per-class tokens of all classes
-    are packed without padding for the token-wise parts of each layer (projections, MLP, layer norms) and
-    attend in groups of equal length. Every EOT must lie at or after `prefix_length`. Attention dropout is not
-    applied: CoOp keeps CLIP in eval mode.
+    the prefix keys and values of each layer and, causally, to their own (`encode_prefixes` with one prefix).
+    Every EOT must lie at or after `prefix_length`.
     """
-    text_model = clip.text_model
-    embeddings = text_model.embeddings
-    layers = text_model.encoder.layers
     if not 0 < prefix_length <= int(eot_positions.min()):
         raise ValueError(
             f"prefix_length={prefix_length} must be >= 1 and at most the first end-of-text position "
             f"({int(eot_positions.min())})."
         )
-    prefix = embeddings(inputs_embeds=prompt_embeds[:1, :prefix_length])
+    return encode_prefixes(
+        clip,
+        prompt_embeds[:1, :prefix_length],
+        prompt_embeds[:, prefix_length:],
+        eot_positions,
+        chunk_size=chunk_size,
+        checkpoint=checkpoint,
+    )[0]
+
+
+def encode_prefixes(
+    clip: CLIPModel,
+    prefix_embeds: torch.Tensor,
+    suffix_embeds: torch.Tensor,
+    eot_positions: torch.Tensor,
+    *,
+    chunk_size: int | None = None,
+    checkpoint: bool = False,
+) -> torch.Tensor:
+    """[groups, classes, projection_dim] text features of the prompts "prefix g, then suffix c" for every prefix
+    `prefix_embeds` [groups, prefix_length, width] and every class suffix `suffix_embeds` [classes, rest, width]
+    (token embeddings; `eot_positions` [classes] count from the start of the whole prompt).
+
+    Each prefix is encoded once for all classes; the suffix tokens of each class (up to its EOT) attend to the
+    prefix keys and values of each layer and, causally, to their own. The suffix tokens of all prompts are packed
+    without padding for the token-wise parts of each layer (projections, MLP, layer norms) and attend in groups of
+    equal length; the last layer computes each prompt's EOT token only. Per layer this holds groups x classes x
+    suffix tokens, never the full padded length. Every EOT must lie in the suffix. Attention dropout is not
+    applied: CLIP stays in eval mode.
+    """
+    text_model = clip.text_model
+    embeddings = text_model.embeddings
+    layers = text_model.encoder.layers
+    num_groups, prefix_length = prefix_embeds.shape[:2]
+    if not 0 < prefix_length <= int(eot_positions.min()):
+        raise ValueError(
+            f"The prefixes are {prefix_length} tokens long but must end before the first end-of-text position "
+            f"({int(eot_positions.min())}) and hold at least one token."
+        )
+    if int(eot_positions.max()) >= prefix_length + suffix_embeds.shape[1]:
+        raise ValueError(
+            f"suffix_embeds holds {suffix_embeds.shape[1]} tokens, too few to reach the last end-of-text position "
+            f"({int(eot_positions.max())}) after the {prefix_length} prefix tokens."
+        )
+    prefix = embeddings(inputs_embeds=prefix_embeds)
     prefix_keys_values = []
     for layer in layers:
         prefix, key, value = _prefix_layer(layer, prefix)
@@ -111,26 +154,31 @@ def encode_shared_prefix(
 
     length = int(eot_positions.max()) + 1
     # Suffix token i sees every prefix token and suffix tokens 0..i of its own prompt.
-    mask = torch.ones(length - prefix_length, length, dtype=torch.bool, device=prompt_embeds.device)
+    mask = torch.ones(length - prefix_length, length, dtype=torch.bool, device=suffix_embeds.device)
     mask = mask.tril(prefix_length)
     order, chunks = _class_chunks(eot_positions, chunk_size)
     pooled = []
     for groups in chunks:
-        shapes = [(len(rows), eot + 1 - prefix_length) for rows, eot in groups]
+        # Prompts are packed prefix-major within each group of equal EOT: prompt (g, i) is row g * classes + i.
+        shapes = [(num_groups * len(rows), eot + 1 - prefix_length) for rows, eot in groups]
         hidden = torch.cat(
             [
                 embeddings(
-                    inputs_embeds=prompt_embeds[rows, prefix_length : eot + 1],
+                    inputs_embeds=suffix_embeds[rows, : eot + 1 - prefix_length],
                     position_ids=embeddings.position_ids[:, prefix_length : eot + 1],
-                ).flatten(0, 1)
+                )
+                .expand(num_groups, -1, -1, -1)
+                .flatten(0, 2)
                 for rows, eot in groups
             ]
         )
         for index, (layer, (key, value)) in enumerate(zip(layers, prefix_keys_values, strict=True)):
             last = index == len(layers) - 1
             hidden = _maybe_checkpoint(checkpoint, _suffix_layer, layer, hidden, key, value, mask, shapes, last)
-        pooled.append(hidden)
-    return clip.text_projection(text_model.final_layer_norm(_in_class_order(pooled, order)))
+        pooled.extend(hidden.split([prompts for prompts, _ in shapes]))
+    pooled = [states.view(num_groups, -1, states.shape[-1]) for states in pooled]
+    features = torch.cat(pooled, dim=1)[:, torch.argsort(order)]
+    return clip.text_projection(text_model.final_layer_norm(features))
 
 
 def _class_chunks(
@@ -197,15 +245,16 @@ def _suffix_layer(
     shapes: list[tuple[int, int]],
     last_token_only: bool,
 ) -> torch.Tensor:
-    """One layer over packed per-class tokens [tokens, width]; `shapes` holds (classes, suffix length) per group.
+    """One layer over packed suffix tokens [tokens, width]; `shapes` holds (prompts, suffix length) per group of
+    equal length, its prompts prefix-major (prompt g * classes + i continues prefix g).
 
-    Each group attends to the shared prefix and causally to itself. With `last_token_only` (the last layer, read
-    at the EOT, which ends every suffix) only each prompt's last token is computed and returned; the keys and
-    values of all its tokens are still needed for it.
+    Each prompt attends to its prefix's keys and values [prefixes, heads, prefix, head_dim] and causally to
+    itself. With `last_token_only` (the last layer, read at the EOT, which ends every suffix) only each prompt's
+    last token is computed and returned; the keys and values of all its tokens are still needed for it.
     """
     attention = layer.self_attn
     normed = layer.layer_norm1(hidden)
-    token_counts = [classes * suffix for classes, suffix in shapes]
+    token_counts = [prompts * suffix for prompts, suffix in shapes]
     keys = attention.k_proj(normed).split(token_counts)
     values = attention.v_proj(normed).split(token_counts)
     query_lengths = [suffix for _, suffix in shapes]
@@ -213,15 +262,15 @@ def _suffix_layer(
         last_rows = _last_token_rows(shapes, hidden.device)
         hidden, normed = hidden[last_rows], normed[last_rows]
         query_lengths = [1] * len(shapes)
-    query_counts = [classes * length for (classes, _), length in zip(shapes, query_lengths, strict=True)]
+    query_counts = [prompts * length for (prompts, _), length in zip(shapes, query_lengths, strict=True)]
     queries = attention.q_proj(normed).split(query_counts)
     attended = []
-    for (classes, suffix), query_length, query, key, value in zip(
+    for (prompts, suffix), query_length, query, key, value in zip(
         shapes, query_lengths, queries, keys, values, strict=True
     ):
-        key = _after_prefix(layer, prefix_key, key.view(classes, suffix, -1))
-        value = _after_prefix(layer, prefix_value, value.view(classes, suffix, -1))
-        query = _split_heads(layer, query.view(classes, query_length, -1))
+        key = _after_prefix(layer, prefix_key, key.view(prompts, suffix, -1))
+        value = _after_prefix(layer, prefix_value, value.view(prompts, suffix, -1))
+        query = _split_heads(layer, query.view(prompts, query_length, -1))
         group_mask = mask[suffix - query_length : suffix, : key.shape[2]]
         output = F.scaled_dot_product_attention(query, key, value, attn_mask=group_mask, scale=attention.scale)
         attended.append(_merge_heads(output))
@@ -229,14 +278,19 @@ def _suffix_layer(
 
 
 def _after_prefix(layer: CLIPEncoderLayer, prefix_states: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
-    """The prefix's [1, heads, prefix, head_dim] keys or values, then each prompt's own: [classes, heads, ...]."""
-    return torch.cat([prefix_states.expand(len(states), -1, -1, -1), _split_heads(layer, states)], dim=2)
+    """Each prompt's prefix keys or values (from [prefixes, heads, prefix, head_dim], prefix-major), then its own:
+    [prompts, heads, prefix + suffix, head_dim]."""
+    num_prefixes, heads, prefix_length, head_dim = prefix_states.shape
+    own = _split_heads(layer, states)
+    own = own.view(num_prefixes, -1, *own.shape[1:])
+    prefix_states = prefix_states.unsqueeze(1).expand(-1, own.shape[1], -1, -1, -1)
+    return torch.cat([prefix_states, own], dim=3).flatten(0, 1)
 
 
 def _last_token_rows(shapes: list[tuple[int, int]], device: torch.device) -> torch.Tensor:
     """Row of each prompt's last token in the packed layout (groups one after the other, prompts within)."""
     rows, start = [], 0
-    for classes, suffix in shapes:
-        rows.append(torch.arange(start + suffix - 1, start + classes * suffix, suffix, device=device))
-        start += classes * suffix
+    for prompts, suffix in shapes:
+        rows.append(torch.arange(start + suffix - 1, start + prompts * suffix, suffix, device=device))
+        start += prompts * suffix
     return torch.cat(rows)

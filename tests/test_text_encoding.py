@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from coop_hf import CoOpModel
-from coop_hf.text_encoding import encode_plain, encode_shared_prefix, shared_prefix_length
+from coop_hf.text_encoding import encode_plain, encode_prefixes, encode_shared_prefix, shared_prefix_length
 from tests.conftest import random_clip, tiny_clip_config
 
 CLASSNAMES = ["cat", "golden retriever", "st. john's wort", "bird of paradise", "sunflower", "pink primrose"]
@@ -153,3 +153,44 @@ def test_shared_prefix_rejects_a_prefix_past_the_eot(tiny_clip, clip_tokenizer):
     embeds = learner(tiny_clip.text_model.embeddings.token_embedding)
     with pytest.raises(ValueError, match="end-of-text"):
         encode_shared_prefix(tiny_clip, embeds, learner.eot_positions, int(learner.eot_positions.min()) + 1)
+
+
+@pytest.mark.parametrize("options", [{}, {"chunk_size": 2}, {"checkpoint": True}])
+def test_several_prefixes_equal_plain_on_every_prefix_suffix_pair(tiny_clip, clip_tokenizer, options):
+    """`encode_prefixes`: each of 3 prefixes followed by each class's suffix, as every full prompt encoded plainly;
+    the same gradient w.r.t. the prefixes."""
+    model = make_model(tiny_clip, clip_tokenizer)
+    learner = model.prompt_learner
+    prefix = prefix_of(model)
+    with torch.no_grad():
+        embeds = learner(tiny_clip.text_model.embeddings.token_embedding)
+    generator = torch.Generator().manual_seed(2)
+    prefixes = embeds[:1, :prefix] + torch.randn(3, prefix, embeds.shape[-1], generator=generator)
+    weights = torch.randn(3, len(CLASSNAMES), 16, generator=generator)
+
+    def features_and_grad(encode):
+        leaf = prefixes.clone().requires_grad_(True)
+        features = encode(leaf)
+        (features * weights).sum().backward()
+        return features.detach(), leaf.grad
+
+    def plain(leaf):
+        suffixes = embeds[:, prefix:]
+        prompts = [torch.cat([row.expand(len(suffixes), -1, -1), suffixes], dim=1) for row in leaf]
+        return torch.stack([encode_plain(tiny_clip, prompt, learner.eot_positions) for prompt in prompts])
+
+    expected = features_and_grad(plain)
+    actual = features_and_grad(
+        lambda leaf: encode_prefixes(tiny_clip, leaf, embeds[:, prefix:], learner.eot_positions, **options)
+    )
+    assert actual[0].shape == (3, len(CLASSNAMES), 16) and expected[1].abs().sum() > 0
+    assert_same(actual, expected)
+
+
+def test_several_prefixes_reject_a_suffix_that_ends_before_the_eot(tiny_clip, clip_tokenizer):
+    model = make_model(tiny_clip, clip_tokenizer)
+    learner = model.prompt_learner
+    prefix = prefix_of(model)
+    embeds = learner(tiny_clip.text_model.embeddings.token_embedding)
+    with pytest.raises(ValueError, match="too few to reach the last end-of-text position"):
+        encode_prefixes(tiny_clip, embeds[:2, :prefix], embeds[:, prefix:-1], learner.eot_positions)

@@ -208,3 +208,22 @@ def test_members_must_share_the_clip_weights(clip, clip_tokenizer, tiny_clip_dir
     ensemble = CoOpEnsemble([members[0], copy])
     assert copy.clip is members[0].clip is ensemble.clip  # an identical copy is dropped for the shared CLIP
     torch.testing.assert_close(copy(image_embeds=IMAGE_EMBEDS).logits, expected, rtol=0, atol=0)
+
+
+def test_an_ensemble_moves_to_new_class_names(members):
+    ensemble = CoOpEnsemble(members)
+    image_embeds = torch.randn(5, 16)
+    ensemble.set_classnames(["tulip", "rose"])
+    assert ensemble.classnames == ["tulip", "rose"] and ensemble.config.id2label == {0: "tulip", 1: "rose"}
+    with torch.no_grad():
+        moved = [member(image_embeds=image_embeds).logits for member in ensemble.members]
+        torch.testing.assert_close(ensemble(image_embeds=image_embeds).logits, torch.stack(moved).mean(0))
+    assert moved[0].shape == (5, 2)
+
+
+def test_an_ensemble_takes_only_plain_coop_prompts(members, clip_tokenizer):
+    from coop_hf import CoCoOpModel
+
+    cocoop = CoCoOpModel.from_clip(members[0].clip, CLASSNAMES, tokenizer=clip_tokenizer)
+    with pytest.raises(TypeError, match="members \\[1\\] are not"):
+        CoOpEnsemble([members[0], cocoop])

@@ -7,14 +7,20 @@ Adding a method: a folder `methods/<name>/` with `configuration_<name>.py` and `
 from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
 
 from ..modeling_utils import PromptPreTrainedModel
+from .cocoop import CoCoOpModel
 from .coop import CoOpConfig, CoOpModel
+from .kgcoop import KgCoOpModel
+from .prograd import ProGradModel
 from .upl import CoOpEnsemble, CoOpEnsembleConfig
 
 PROMPT_MODELS: dict[str, type[PromptPreTrainedModel]] = {
     model.config_class.model_type: model
     for model in (
         CoOpModel,
+        CoCoOpModel,
         CoOpEnsemble,
+        KgCoOpModel,
+        ProGradModel,
     )
 }
 """Every prompt model, keyed by its config's `model_type`."""

@@ -58,7 +58,6 @@ class ExperimentArguments:
         return NoiseSpec(self.noise_type, self.noise_rate, val=self.noise_val)
 
 
-
 def _setting_help(config_class: type, name: str) -> str:
     """The description of setting `name` in the config class's docstring (its "Args:" entry)."""
     match = re.search(rf"^\s*{name} \(`[^`]*`(?:, [^)]*)?\):\n((?:\s{{12,}}.*\n?)+)", config_class.__doc__ or "", re.M)
@@ -72,13 +71,18 @@ def _prompt_arguments() -> type:
     for name, method in PROMPT_METHODS.items():
         config_class = method.model_class.config_class
         for setting in config_class.prompt_settings():
-            entry = settings.setdefault(setting, {"field": config_class.__dataclass_fields__[setting], "methods": []})
-            entry["methods"].append(f"{name}: {entry['field'].default!r}")
-            entry.setdefault("help", _setting_help(config_class, setting))
+            config_field = config_class.__dataclass_fields__[setting]
+            entry = settings.setdefault(setting, {"type": config_field.type, "defaults": [], "helps": {}})
+            entry["defaults"].append(f"{name}: {config_field.default!r}")
+            entry["helps"].setdefault(_setting_help(config_class, setting), []).append(name)
     fields = []
     for setting, entry in settings.items():
-        annotation = entry["field"].type.replace(" | None", "") + " | None"
-        help_text = f"{entry['help']} Default by method: {', '.join(entry['methods'])}."
+        annotation = entry["type"].replace(" | None", "") + " | None"
+        helps = entry["helps"]
+        described = (
+            next(iter(helps)) if len(helps) == 1 else "; ".join(f"{', '.join(m)}: {h}" for h, m in helps.items())
+        )
+        help_text = f"{described} Default by method: {', '.join(entry['defaults'])}."
         fields.append((setting, annotation, field(default=None, metadata={"help": help_text})))
     return dataclasses.make_dataclass("PromptArguments", fields, namespace={"__module__": __name__})
 
@@ -124,4 +128,31 @@ class UPLArguments:
     )
     pseudo_label_templates: str = field(
         default="dataset", metadata={"help": "Zero-shot pseudo-labels from the dataset template or the ensemble."}
+    )
+
+
+FEW_SHOT_BENCHMARKS = (
+    "imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101", "fgvc_aircraft", "sun397",
+    "dtd", "eurosat", "ucf101",
+)  # fmt: skip
+"""The 11 datasets of CoOp's few-shot study, in the paper's order."""
+
+
+@dataclass
+class SweepArguments(ExperimentArguments):
+    """The grid of `examples/sweep.py`: every dataset x method x shot count, each over `seeds`, on one frozen CLIP."""
+
+    dataset: list[str] = field(
+        default_factory=lambda: list(FEW_SHOT_BENCHMARKS),
+        metadata={
+            "help": "Datasets, each as --dataset of examples/train.py (CoOp benchmark names with --data_dir, or Hub "
+            "ids / local folders). Default: the 11 datasets of CoOp's few-shot study."
+        },
+    )
+    shots: list[int] = field(
+        default_factory=lambda: [1, 2, 4, 8, 16], metadata={"help": "Training images per class (K), e.g. 1 2 4 8 16."}
+    )
+    method: list[str] = field(
+        default_factory=lambda: ["zeroshot", "linear-probe", "coop"],
+        metadata={"help": f"Methods, any of {', '.join(METHOD_NAMES)} (zeroshot runs once per dataset)."},
     )

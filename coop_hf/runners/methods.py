@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from ..methods.cocoop import CoCoOpModel
 from ..methods.coop import CoOpModel
+from ..methods.kgcoop import KgCoOpModel
+from ..methods.prograd import ProGradModel
+from ..methods.prograd.trainer import ProGradTrainer
 from .prompt_learning import PromptLearning
 
 BASELINES = ("zeroshot", "linear-probe")
@@ -11,6 +15,9 @@ PROMPT_METHODS: dict[str, PromptLearning] = {
     method.name: method
     for method in (
         PromptLearning("coop", CoOpModel),
+        PromptLearning("cocoop", CoCoOpModel, recipe={"per_device_train_batch_size": 1, "num_train_epochs": 10}),
+        PromptLearning("kgcoop", KgCoOpModel, recipe={"per_device_train_batch_size": 128, "num_train_epochs": 100}),
+        PromptLearning("prograd", ProGradModel, ProGradTrainer),
     )
 }
 """Prompt-learning methods by `--method` name: the model class each trains (and its trainer, if not CoOp's)."""

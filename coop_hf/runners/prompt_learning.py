@@ -8,7 +8,7 @@ import json
 import math
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from ..atomic import atomic_write_text
 from ..data import CoOpTransform, with_coop_transform
 from ..feature_cache import encode_images
 from ..losses import loss_from_name
+from ..methods.coop import CoOpModel
 from ..modeling_utils import PromptPreTrainedModel
 from ..noise import NO_NOISE, NoiseReport, NoiseSpec
 from ..training import CoOpTrainer, CoOpTrainingArguments, compute_accuracy_metrics, reference_epochs
@@ -34,15 +35,53 @@ SplitsForSeed = Callable[[int], tuple[datasets.DatasetDict, NoiseReport | None]]
 @dataclass(frozen=True)
 class PromptLearning:
     """Runs one prompt-learning method (`model_class`, a [`PromptPreTrainedModel`] with `from_clip` and
-    `build_config`) on an [`Experiment`]."""
+    `build_config`) on an [`Experiment`].
+
+    `recipe` holds the method's own training defaults as `CoOpTrainingArguments` values (e.g. CoCoOp's
+    `{"per_device_train_batch_size": 1, "num_train_epochs": 10}`). Each replaces an argument the user left at its
+    default: a flag set to the default value (`--per_device_train_batch_size 32`) counts as left out, so the recipe
+    applies; `num_train_epochs` applies when no epoch count is given (see `epochs`).
+    """
 
     name: str
     model_class: type[PromptPreTrainedModel]
     trainer_class: type[CoOpTrainer] = CoOpTrainer
+    recipe: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        unknown = sorted(set(self.recipe) - set(CoOpTrainingArguments.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"The recipe of method {self.name!r} names unknown training arguments: {unknown}.")
+
+    def training_arguments(self, args: CoOpTrainingArguments) -> CoOpTrainingArguments:
+        """`args` with the recipe's values in place of the arguments left at their defaults (but the epochs)."""
+        defaults = {name: spec.default for name, spec in type(args).__dataclass_fields__.items()}
+        changes = {
+            name: value
+            for name, value in self.recipe.items()
+            if name != "num_train_epochs" and getattr(args, name) == defaults[name] != value
+        }
+        return dataclasses.replace(args, **changes) if changes else args
+
+    def check_loss(self, loss: str) -> None:
+        """`--loss` other than "ce" replaces the model's own loss; refused for a method whose loss adds a term."""
+        own_loss = self.model_class.compute_loss is not CoOpModel.compute_loss
+        if loss != "ce" and own_loss:
+            raise ValueError(
+                f"--loss {loss} would replace {self.model_class.method_name}'s own loss (cross-entropy plus its "
+                f"regulariser): use --loss ce with --method {self.name}."
+            )
+
+    def method_settings(self, experiment: Experiment, settings: dict[str, Any]) -> dict[str, Any]:
+        """The prompt settings given, over the method's defaults for the experiment's dataset (KgCoOp's and ProGrad's
+        hand-crafted template per benchmark: `config_class.dataset_settings`)."""
+        defaults = self.model_class.config_class.dataset_settings(experiment.dataset)
+        return {**defaults, **{key: value for key, value in settings.items() if value is not None}}
 
     def prompt_config(self, experiment: Experiment, settings: dict[str, Any]) -> PretrainedConfig:
         """The model config these prompt settings give (resolved, as the model will have it)."""
         backbone = experiment.backbone
+        settings = self.method_settings(experiment, settings)
         return self.model_class.build_config(backbone.clip, experiment.classnames, backbone.tokenizer, **settings)
 
     def prompt_fields(self, experiment: Experiment, settings: dict[str, Any]) -> dict[str, Any]:
@@ -53,11 +92,14 @@ class PromptLearning:
     def epochs(
         self, experiment: Experiment, shots: int, args: CoOpTrainingArguments, noise: NoiseSpec = NO_NOISE
     ) -> float:
-        """`args.num_train_epochs`, else the reference's: CoOp's by shot count, PTNL's 50 under label noise (both
-        divided by `args.cached_views` when training from cached views)."""
+        """`args.num_train_epochs`, else the method's recipe epochs, else the reference's: CoOp's by shot count,
+        PTNL's 50 under label noise (all divided by `args.cached_views` when training from cached views)."""
         if args.num_train_epochs:
             return args.num_train_epochs
-        epochs = NOISY_LABEL_EPOCHS if noise.active else reference_epochs(shots, experiment.dataset)
+        if "num_train_epochs" in self.recipe:
+            epochs = self.recipe["num_train_epochs"]
+        else:
+            epochs = NOISY_LABEL_EPOCHS if noise.active else reference_epochs(shots, experiment.dataset)
         return math.ceil(epochs / max(args.cached_views, 1))
 
     def run_config(
@@ -73,6 +115,8 @@ class PromptLearning:
         allow_fewer: bool = False,
     ) -> dict[str, Any]:
         """The run configuration of `run` with these settings (see `Experiment.run_config`)."""
+        self.check_loss(loss)
+        args = self.training_arguments(args)
         return experiment.run_config(
             self.name, shots=shots, allow_fewer_shots=allow_fewer, prompt=self.prompt_fields(experiment, settings),
             training=training_fields(args, self.epochs(experiment, shots, args, noise)), **loss_fields(loss, gce_q),
@@ -93,7 +137,9 @@ class PromptLearning:
         allow_fewer: bool = False,
         callbacks: list | None = None,
     ) -> dict[str, Any]:
-        """Train one prompt per seed on the seed's few-shot split (see `train_seeds`); the results record."""
+        """Train one prompt per seed on the seed's few-shot split (see `train_seeds`), with the method's recipe
+        for the arguments left at their defaults; the results record."""
+        args = self.training_arguments(args)
         epochs = self.epochs(experiment, shots, args, noise)
         options = dict(loss=loss, gce_q=gce_q, noise=noise, allow_fewer=allow_fewer)
         continued = experiment.prepare(args, self.run_config(experiment, shots, args, settings, **options))
@@ -188,7 +234,7 @@ class PromptLearning:
         set_seed(seed)
         model = self.model_class.from_clip(
             backbone.clip, experiment.classnames, tokenizer=backbone.tokenizer,
-            image_processor=backbone.image_processor, **settings,
+            image_processor=backbone.image_processor, **self.method_settings(experiment, settings),
         )  # fmt: skip
         model.config.base_model_name_or_path = backbone.name_or_path
         args.seed = seed

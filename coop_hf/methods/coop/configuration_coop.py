@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from huggingface_hub.dataclasses import strict
 from transformers import PretrainedConfig
 
@@ -57,6 +59,12 @@ class CoOpConfig(PretrainedConfig):
         """Names of this config's own prompt settings: what `from_clip` takes and the command line sets."""
         skipped = {*PretrainedConfig.__dataclass_fields__, *NOT_PROMPT_SETTINGS}
         return tuple(name for name in cls.__dataclass_fields__ if name not in skipped)
+
+    @classmethod
+    def dataset_settings(cls, dataset: str) -> dict[str, Any]:
+        """Prompt settings whose default depends on the dataset (e.g. a method's hand-crafted template); none for
+        CoOp."""
+        return {}
 
     def check_prompt_settings(self) -> None:
         """Raise a `ValueError` that names the setting to change when the prompt settings are inconsistent."""

@@ -177,8 +177,10 @@ class CoOpModel(PromptPreTrainedModel):
         """Move a unified context to a new class list: only the class-name tokens change."""
         if self.prompt_learner.class_specific:
             raise ValueError(
-                "This prompt has class-specific context (one context per training class), which cannot move to "
-                "a new class list. Only a unified context (class_specific_context=False) transfers."
+                f"This prompt has class-specific context (one context for each of its {len(self.config.classnames)} "
+                f"training classes, --class_specific_context true), so it cannot move to a new class list (here "
+                f"{len(classnames)} classes). Evaluate it on the classes it was trained on (the training --dataset), "
+                "or train a unified context (--class_specific_context false) to transfer it to other classes."
             )
         check_classnames(classnames)
         self.prompt_learner.set_tokens(self._tokenize(list(classnames)))

@@ -45,7 +45,8 @@ class CoOpEnsemble(PromptPreTrainedModel):
         members = list(members)
         if not members:
             raise ValueError("A CoOpEnsemble needs at least one CoOpModel.")
-        not_coop = [index for index, member in enumerate(members) if not isinstance(member, CoOpModel)]
+        # Exactly CoOpModel: a subclass (CoCoOp, KgCoOp, ...) holds more than a context and would load back as CoOp.
+        not_coop = [index for index, member in enumerate(members) if type(member) is not CoOpModel]
         if not_coop:
             raise TypeError(f"CoOpEnsemble members must be CoOpModel instances; members {not_coop} are not.")
         first = members[0]
@@ -60,6 +61,17 @@ class CoOpEnsemble(PromptPreTrainedModel):
         super().__init__(config, first.clip, first.tokenizer, image_processor or first.image_processor)
         self.members = nn.ModuleList(members)
         self.post_init()
+
+    def set_classnames(self, classnames: list[str]) -> None:
+        """Move every member (unified contexts only) to a new class list."""
+        for member in self.members:
+            member.set_classnames(classnames)
+        first = self.members[0].config
+        self.config.classnames, self.config.id2label, self.config.label2id = (
+            list(first.classnames),
+            dict(first.id2label),
+            dict(first.label2id),
+        )
 
     def forward(
         self,

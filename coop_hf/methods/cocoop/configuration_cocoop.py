@@ -1,0 +1,52 @@
+"""Configuration of a CoCoOp prompt: CoOp's context plus a meta-network that conditions it on each image."""
+
+from __future__ import annotations
+
+from huggingface_hub.dataclasses import strict
+
+from ..coop.configuration_coop import CoOpConfig
+
+COCOOP_CTX_INIT = "a photo of a"
+# CoOp settings that CoCoOp does not have: its class name always follows one context shared by all classes.
+FIXED_SETTINGS = {"class_token_position": "end", "class_specific_context": False}
+
+
+@strict
+class CoCoOpConfig(CoOpConfig):
+    r"""Configuration of a [`CoCoOpModel`]: which CLIP it sits on, the class list and the context length. The
+    meta-network's shape follows from the CLIP (projection dim -> projection dim // 16 -> text width).
+
+    Args:
+        base_model_name_or_path (`str`):
+            Hub id or local path of the frozen `CLIPModel` the prompt was learned on; `from_pretrained` loads it.
+        classnames (`list[str]`):
+            The class names in label order; each becomes the class token(s) of one prompt. They are also the
+            labels (`id2label`) that pipelines report.
+        n_ctx (`int`, defaults to 4):
+            Number of learned context vectors M. With `ctx_init` it is the phrase's BPE token count.
+        ctx_init (`str`, *optional*, defaults to "a photo of a"):
+            A phrase whose token embeddings initialise the context; empty or None for N(0, 0.02) vectors (the
+            reference's c8 / c16 configs, with `n_ctx` 8 or 16).
+        class_token_position (`str`, defaults to "end"):
+            Always "end" in CoCoOp: the class tokens follow the context.
+        class_specific_context (`bool`, defaults to False):
+            Always False in CoCoOp: one context for all classes, shifted per image by the meta-network.
+    """
+
+    model_type = "cocoop"
+
+    n_ctx: int = 4
+    ctx_init: str | None = COCOOP_CTX_INIT
+
+    @classmethod
+    def prompt_settings(cls) -> tuple[str, ...]:
+        return tuple(name for name in super().prompt_settings() if name not in FIXED_SETTINGS)
+
+    def check_prompt_settings(self) -> None:
+        for name, value in FIXED_SETTINGS.items():
+            if getattr(self, name) != value:
+                raise ValueError(
+                    f"CoCoOp has no {name} setting ({name}={getattr(self, name)!r}): its class tokens always follow "
+                    f"one context shared by all classes ({name}={value!r}). Use --method coop for other layouts."
+                )
+        super().check_prompt_settings()

@@ -1,0 +1,208 @@
+"""CoCoOp: CoOp's context shifted per image by a small meta-network (Zhou et al., "Conditional Prompt Learning for
+Vision-Language Models", CVPR 2022).
+
+The whole computation, top to bottom:
+1. CLIP's image features f are L2-normalised; the meta-network (Linear, ReLU, Linear) maps f/||f|| to one vector
+   pi(x) that is added to every context vector: image x's prompts are [SOS] (ctx + pi(x)) <class> . [EOS].
+2. `CoCoOpModel.get_text_features` encodes those prompts for every image and class through CLIP's own text
+   modules; each image's [SOS] + context prefix is encoded once for all of its classes
+   (`coop_hf.text_encoding.encode_prefixes`).
+3. The logits of image x are the scaled cosine similarities between f/||f|| and its own class text features.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import CLIPModel, PreTrainedTokenizerBase
+
+from ...hub import ModelCardInfo
+from ...modeling_utils import PromptModelOutput
+from ...prompts import context_init_ids
+from ...text_encoding import encode_prefixes, shared_prefix_length
+from ..coop.modeling_coop import COOP_PAPER, CoOpModel
+from .configuration_cocoop import COCOOP_CTX_INIT, CoCoOpConfig
+
+COCOOP_PAPER = (
+    "Zhou et al., Conditional Prompt Learning for Vision-Language Models, CVPR 2022",
+    "https://arxiv.org/abs/2203.05557",
+    """@inproceedings{zhou2022cocoop,
+  title     = {Conditional Prompt Learning for Vision-Language Models},
+  author    = {Zhou, Kaiyang and Yang, Jingkang and Loy, Chen Change and Liu, Ziwei},
+  booktitle = {IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
+  year      = {2022}
+}""",
+)
+META_NET_REDUCTION = 16  # hidden width of the meta-network: the image feature width // 16
+
+
+def build_meta_net(vision_dim: int, text_width: int) -> nn.Sequential:
+    """The reference's meta-network: Linear(vision_dim, vision_dim // 16), ReLU, Linear(-> text_width), with
+    biases and PyTorch's default initialisation."""
+    hidden = vision_dim // META_NET_REDUCTION
+    return nn.Sequential(
+        OrderedDict(
+            linear1=nn.Linear(vision_dim, hidden),
+            relu=nn.ReLU(inplace=True),
+            linear2=nn.Linear(hidden, text_width),
+        )
+    )
+
+
+class CoCoOpModel(CoOpModel):
+    """A frozen `CLIPModel` whose class prompts carry a learned context that a meta-network shifts per image.
+
+    Build one with [`CoCoOpModel.from_clip`], load a saved prompt with [`CoCoOpModel.from_pretrained`]. The
+    trainable tensors are `prompt_learner.ctx` and the meta-network `meta_net.linear{1,2}.{weight,bias}`; every
+    CLIP parameter is frozen and CLIP stays in eval mode. The prompt moves to new classes with `set_classnames`.
+
+    Example:
+
+    ```python
+    >>> from coop_hf import CoCoOpModel
+
+    >>> model = CoCoOpModel.from_clip("openai/clip-vit-base-patch32", ["daisy", "rose"])  # ctx "a photo of a"
+    >>> logits = model(pixel_values=pixel_values).logits  # [batch, 2]
+    >>> model.set_classnames(["tulip", "sunflower", "orchid"])  # the same prompt for unseen classes
+    ```
+    """
+
+    config: CoCoOpConfig
+    config_class = CoCoOpConfig
+    method_name = "CoCoOp"
+    paper = COCOOP_PAPER
+
+    def __init__(
+        self,
+        config: CoCoOpConfig,
+        clip: CLIPModel,
+        tokenizer: PreTrainedTokenizerBase,
+        image_processor: Any | None = None,
+    ):
+        super().__init__(config, clip, tokenizer, image_processor)
+        # Built after the context, as in the reference (same random-number order).
+        self.meta_net = build_meta_net(clip.config.projection_dim, clip.config.text_config.hidden_size)
+        self.post_init()
+
+    @classmethod
+    def build_config(
+        cls, clip: CLIPModel, classnames: list[str], tokenizer: PreTrainedTokenizerBase, **settings
+    ) -> CoCoOpConfig:
+        """The config `from_clip` gives for these settings. Left out, `ctx_init` is "a photo of a" (4 tokens);
+        an `n_ctx` without `ctx_init` must be 4, or ask for random context with an empty `ctx_init`."""
+        n_ctx = settings.get("n_ctx")
+        if settings.get("ctx_init") is None and n_ctx is not None:
+            phrase_tokens = len(context_init_ids(tokenizer, COCOOP_CTX_INIT))
+            if n_ctx != phrase_tokens:
+                raise ValueError(
+                    f"n_ctx={n_ctx} (--n_ctx) contradicts CoCoOp's default ctx_init={COCOOP_CTX_INIT!r}, which is "
+                    f'{phrase_tokens} BPE tokens: for {n_ctx} random context vectors also pass --ctx_init "" '
+                    "(ctx_init=''), or drop --n_ctx."
+                )
+        return super().build_config(clip, classnames, tokenizer, **settings)
+
+    @classmethod
+    def from_clip(
+        cls,
+        clip: CLIPModel | str | os.PathLike,
+        classnames: list[str],
+        *,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        image_processor: Any | None = None,
+        **settings,
+    ) -> CoCoOpModel:
+        """Wrap a CLIP (a loaded `CLIPModel`, or a Hub id / local path) with a new CoCoOp prompt for `classnames`.
+
+        `settings` are `n_ctx` and `ctx_init` (default: "a photo of a", 4 context vectors; `ctx_init=""` with an
+        `n_ctx` for random context). The meta-network starts from PyTorch's default initialisation, after the
+        context, as in the reference.
+        """
+        return super().from_clip(clip, classnames, tokenizer=tokenizer, image_processor=image_processor, **settings)
+
+    def context_shift(self, image_embeds: torch.Tensor) -> torch.Tensor:
+        """[batch, text width] meta-network output pi(x) for L2-normalised image features [batch, projection_dim];
+        image x's context is ctx + pi(x) (the same vector added to every context token)."""
+        linear1 = self.meta_net.linear1
+        return self.meta_net(image_embeds.to(linear1.weight.dtype))
+
+    def get_text_features(
+        self, image_embeds: torch.Tensor, *, chunk_size: int | None = None, checkpoint: bool = False
+    ) -> torch.Tensor:
+        """[batch, classes, projection_dim] unnormalised text features of every class prompt conditioned on each
+        image, from L2-normalised image features `image_embeds` [batch, projection_dim] (what `forward` returns
+        as `image_embeds`).
+
+        Each image's [SOS] + context prefix is encoded once for all classes; `chunk_size` (classes per pass) and
+        `checkpoint` (recompute activations in backward) only save memory.
+        """
+        learner = self.prompt_learner
+        prompt_embeds = learner(self.clip.text_model.embeddings.token_embedding)
+        prefix_length = shared_prefix_length(
+            learner.input_ids, learner.context_positions, learner.eot_positions, class_specific=False
+        )
+        # The context sits at positions 1..n_ctx of every prompt, inside the shared prefix.
+        is_context = torch.zeros(prefix_length, 1, dtype=prompt_embeds.dtype, device=prompt_embeds.device)
+        is_context[learner.context_positions[0]] = 1
+        shift = self.context_shift(image_embeds).to(prompt_embeds.dtype)
+        prefixes = prompt_embeds[:1, :prefix_length] + shift[:, None, :] * is_context
+        return encode_prefixes(
+            self.clip,
+            prefixes,
+            prompt_embeds[:, prefix_length:],
+            learner.eot_positions,
+            chunk_size=chunk_size,
+            checkpoint=checkpoint,
+        )
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        image_embeds: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+    ) -> PromptModelOutput | tuple:
+        """Class logits of images: `pixel_values` [batch, 3, H, W], or precomputed CLIP `image_embeds`
+        [batch, projection_dim]. With `labels` [batch], also the cross-entropy (mean over the batch).
+        `text_embeds` is [batch, classes, projection_dim]: every image has its own class prompts."""
+        image_embeds = F.normalize(self.image_features(pixel_values, image_embeds), dim=-1)
+        text_embeds = F.normalize(self.get_text_features(image_embeds), dim=-1)
+        scores = torch.einsum("bd,bkd->bk", image_embeds, text_embeds.to(image_embeds.dtype))
+        logits = self.clip.logit_scale.exp() * scores
+        loss = None
+        if labels is not None:
+            self.check_labels(labels, logits.shape[-1])
+            loss = self.compute_loss(logits, labels, text_embeds)
+        output = PromptModelOutput(loss=loss, logits=logits, image_embeds=image_embeds, text_embeds=text_embeds)
+        return output if return_dict is not False else output.to_tuple()
+
+    # -- what is saved ---------------------------------------------------------------------------------------------
+
+    def describe_prompt(self) -> str:
+        config = self.clip.config
+        return (
+            f"{len(self.config.classnames)} classes, n_ctx={self.config.n_ctx}, text width "
+            f"{config.text_config.hidden_size}, meta-network input {config.projection_dim}"
+        )
+
+    def card_settings(self) -> list[tuple[str, str]]:
+        config = self.config
+        linear1, linear2 = self.meta_net.linear1, self.meta_net.linear2
+        return [
+            ("context vectors (`n_ctx`)", str(config.n_ctx)),
+            ("initialisation (`ctx_init`)", f'"{config.ctx_init}"' if config.ctx_init else "random N(0, 0.02)"),
+            (
+                "meta-network",
+                f"Linear({linear1.in_features}, {linear1.out_features}), ReLU, "
+                f"Linear({linear2.in_features}, {linear2.out_features}) on the L2-normalised image feature",
+            ),
+        ]
+
+    def card_info(self) -> ModelCardInfo:
+        info = super().card_info()
+        info.extra_citations = [COOP_PAPER[2]]
+        return info

@@ -1,0 +1,8 @@
+"""ProGrad (Zhu et al., ICCV 2023): CoOp whose cross-entropy gradient is projected off the direction that conflicts
+with zero-shot CLIP's. Its update rule is `coop_hf.methods.prograd.trainer.ProGradTrainer` (imported from there, so
+that `import coop_hf` does not load `transformers.Trainer`)."""
+
+from .configuration_prograd import PROGRAD_TEMPLATES, ProGradConfig
+from .modeling_prograd import ProGradModel
+
+__all__ = ["PROGRAD_TEMPLATES", "ProGradConfig", "ProGradModel"]
