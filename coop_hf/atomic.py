@@ -44,4 +44,11 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
+    os.chmod(handle.name, 0o666 & ~_umask())  # a temporary file is private (0600); results are ordinary files
     os.replace(handle.name, path)
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current

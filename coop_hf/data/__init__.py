@@ -6,6 +6,7 @@ from .few_shot import build_few_shot_splits, few_shot_indices, sample_few_shot
 from .hub_datasets import load_dataset_splits, load_image_classification
 from .images import UnreadableImageError, load_rgb
 from .split_zhou import read_split_zhou, split_file_classnames
+from .subsample import subsample_classes
 from .templates import (
     BENCHMARK_TEMPLATES,
     DEFAULT_TEMPLATE,
@@ -40,6 +41,7 @@ __all__ = [
     "read_split_zhou",
     "sample_few_shot",
     "split_file_classnames",
+    "subsample_classes",
     "templates_for",
     "with_coop_transform",
 ]

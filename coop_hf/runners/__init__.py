@@ -6,7 +6,14 @@ them. They use the library (`coop_hf`); the library never imports them.
 - `methods`: the `--method` names; `arguments`: the command-line flags; `records`: what results hold.
 """
 
-from .arguments import ExperimentArguments, NoiseStudyArguments, PromptArguments, UPLArguments, prompt_settings
+from .arguments import (
+    ExperimentArguments,
+    NoiseStudyArguments,
+    PromptArguments,
+    SweepArguments,
+    UPLArguments,
+    prompt_settings,
+)
 from .experiment import Backbone, Experiment
 from .methods import METHOD_NAMES, PROMPT_METHODS
 from .run import load_experiment, run_method
@@ -19,6 +26,7 @@ __all__ = [
     "ExperimentArguments",
     "NoiseStudyArguments",
     "PromptArguments",
+    "SweepArguments",
     "UPLArguments",
     "load_experiment",
     "prompt_settings",

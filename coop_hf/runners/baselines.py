@@ -12,12 +12,17 @@ from .experiment import Experiment
 from .records import accuracy_percent, announce, noise_fields, noise_summary
 
 
+def zeroshot_config(experiment: Experiment) -> dict[str, Any]:
+    """The run configuration of `run_zeroshot` (see `Experiment.run_config`)."""
+    templates = ensemble_templates(experiment.dataset)
+    return experiment.run_config("zeroshot", template=experiment.template, templates_ensemble=templates)
+
+
 def run_zeroshot(experiment: Experiment, seeds: list[int], args: CoOpTrainingArguments) -> dict[str, Any]:
     """Zero-shot CLIP with the dataset template (`accuracy`) and the template ensemble (`accuracy_ensemble`);
     seed-independent, reported once per seed for a uniform record."""
+    experiment.prepare(args, zeroshot_config(experiment))
     templates = ensemble_templates(experiment.dataset)
-    config = experiment.run_config("zeroshot", template=experiment.template, templates_ensemble=templates)
-    experiment.prepare(args, config)
     ensemble = experiment.zero_shot_accuracy(templates)
     return experiment.results(
         "zeroshot", 0, seeds, [{"seed": seed, **experiment.zeroshot} for seed in seeds],

@@ -1,0 +1,260 @@
+"""Tables and figures of few-shot studies, from result rows.
+
+A row is one seed of one run: a dict with `dataset`, `method` (its --method name), `shots` (0 for zero-shot CLIP),
+`seed` and test scores in percent (`accuracy`, `macro_accuracy`), as `examples/sweep.py` writes them to
+results.csv. Seeds are aggregated as CoOp's parse_test_res.py does: mean and population standard deviation
+(ddof=0). The reference parses accuracies rounded to 0.1 % from its logs; rows keep full precision, so the last
+digit can differ.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from ..atomic import atomic_directory
+from .methods import PROMPT_METHODS
+
+Row = dict[str, Any]
+
+ZEROSHOT = "zeroshot"
+AVERAGE = "average"
+"""The `dataset` of the rows `average_over_datasets` returns."""
+
+DATASET_TITLES = {
+    "imagenet": "ImageNet",
+    "caltech101": "Caltech101",
+    "oxford_pets": "OxfordPets",
+    "stanford_cars": "StanfordCars",
+    "oxford_flowers": "Flowers102",
+    "food101": "Food101",
+    "fgvc_aircraft": "FGVCAircraft",
+    "sun397": "SUN397",
+    "dtd": "DTD",
+    "eurosat": "EuroSAT",
+    "ucf101": "UCF101",
+}
+"""The paper's names of the CoOp benchmarks; any other dataset is shown by its --dataset name."""
+
+
+def method_labels(methods: Iterable[str]) -> dict[str, str]:
+    """Display names: zero-shot CLIP, the linear probe, and each prompt method's `method_name` (its --method name
+    where two methods share one)."""
+    labels = {ZEROSHOT: "Zero-shot CLIP", "linear-probe": "Linear probe CLIP"}
+    methods = list(dict.fromkeys(methods))
+    names = {m: PROMPT_METHODS[m].model_class.method_name for m in methods if m in PROMPT_METHODS}
+    for method in methods:
+        name = names.get(method, method)
+        labels.setdefault(method, name if list(names.values()).count(name) <= 1 else method)
+    return labels
+
+
+def dataset_title(dataset: str) -> str:
+    return DATASET_TITLES.get(dataset, dataset)
+
+
+def _datasets(rows: Sequence[Row]) -> list[str]:
+    return list(dict.fromkeys(row["dataset"] for row in rows))
+
+
+def _methods(rows: Sequence[Row]) -> list[str]:
+    """Methods in order of appearance, zero-shot CLIP first."""
+    methods = list(dict.fromkeys(row["method"] for row in rows))
+    return sorted(methods, key=lambda method: method != ZEROSHOT)
+
+
+def summarize(rows: Sequence[Row], metric: str = "accuracy") -> dict[tuple[str, int], tuple[float, float, int]]:
+    """(mean, population std, number of seeds) of `metric` per (method, shots), over the rows of one dataset."""
+    if len(_datasets(rows)) > 1:
+        raise ValueError(
+            f"These rows hold several datasets ({', '.join(_datasets(rows))}): summarise one dataset's rows, or "
+            "the rows of average_over_datasets(rows)."
+        )
+    values: dict[tuple[str, int], list[float]] = {}
+    for row in rows:
+        values.setdefault((row["method"], int(row["shots"])), []).append(float(row[metric]))
+    return {key: (float(np.mean(v)), float(np.std(v)), len(v)) for key, v in values.items()}
+
+
+def average_over_datasets(rows: Sequence[Row], metric: str = "accuracy") -> list[Row]:
+    """Rows of the average over datasets (`dataset` "average"): for each (method, shots, seed) that every dataset
+    holds, the mean of `metric` over the datasets. Seeds are then aggregated as for one dataset, so the std is the
+    spread over seeds of the dataset average."""
+    datasets = _datasets(rows)
+    by_key: dict[tuple[str, int, int], dict[str, float]] = {}
+    for row in rows:
+        by_key.setdefault((row["method"], int(row["shots"]), int(row["seed"])), {})[row["dataset"]] = row[metric]
+    return [
+        {"dataset": AVERAGE, "method": method, "shots": shots, "seed": seed, metric: float(np.mean(list(v.values())))}
+        for (method, shots, seed), v in by_key.items()
+        if len(v) == len(datasets)
+    ]
+
+
+def _cell(mean: float, std: float, count: int, method: str) -> str:
+    # Zero-shot CLIP does not depend on the seed, and one seed has no spread: both show the mean alone.
+    return f"{mean:.2f}" if method == ZEROSHOT or count == 1 else f"{mean:.2f} ± {std:.2f}"
+
+
+def results_table(rows: Sequence[Row], *, metric: str = "accuracy", labels: dict[str, str] | None = None) -> str:
+    """A markdown table of one dataset's rows (or of `average_over_datasets`): one row per method, one column per
+    shot count (zero-shot CLIP in the 0-shot column), cells "mean ± std" over seeds; "–" where nothing ran."""
+    summary = summarize(rows, metric)
+    labels = {**method_labels(row["method"] for row in rows), **(labels or {})}
+    shots = sorted({key[1] for key in summary})
+    header = ["Method", *(f"{k} shot{'s' if k != 1 else ''}" for k in shots)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method in _methods(rows):
+        cells = [_cell(*summary[method, k], method) if (method, k) in summary else "–" for k in shots]
+        lines.append(f"| {labels[method]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def results_markdown(
+    rows: Sequence[Row], *, intro: str = "", metric: str = "accuracy", labels: dict[str, str] | None = None
+) -> str:
+    """A markdown document: `intro`, the "Average over N datasets" table (with several datasets), then one table
+    per dataset."""
+    datasets = _datasets(rows)
+    sections = [intro.strip()] if intro.strip() else []
+    if len(datasets) > 1:
+        average = average_over_datasets(rows, metric)
+        sections.append(
+            f"## Average over {len(datasets)} datasets\n\n{results_table(average, metric=metric, labels=labels)}"
+        )
+    for dataset in datasets:
+        table = results_table([row for row in rows if row["dataset"] == dataset], metric=metric, labels=labels)
+        sections.append(f"## {dataset_title(dataset)}\n\n{table}")
+    return "\n\n".join(section.rstrip("\n") for section in sections) + "\n"
+
+
+def draw_shot_curves(
+    ax: Any, rows: Sequence[Row], *, title: str, metric: str = "accuracy", labels: dict[str, str] | None = None
+) -> None:
+    """Draw `metric` against shots on a matplotlib Axes: one line per method with a ± std band over seeds, and
+    zero-shot CLIP as a star at 0 shots with a dashed line at its level. Shot counts are evenly spaced (log2);
+    the 0-shot position sits one step left of the smallest shot count."""
+    summary = summarize(rows, metric)
+    labels = {**method_labels(row["method"] for row in rows), **(labels or {})}
+    shots = sorted({k for _, k in summary if k > 0})
+    zero_x = math.log2(shots[0]) - 1 if shots else 0.0
+    ticks = {k: math.log2(k) for k in shots}
+    # As in CoOp's figure: the linear probe dotted purple (C4), prompt methods from blue (C0) on; grey is zero-shot's.
+    colors = iter(f"C{index}" for index in range(10) if index not in (4, 7))
+    for method in _methods(rows):
+        points = sorted((k, *summary[method, k][:2]) for m, k in summary if m == method)
+        label = labels[method]
+        if method == ZEROSHOT:
+            level = points[0][1]
+            ax.axhline(level, color="0.35", linestyle="--", linewidth=1.2, zorder=1)
+            ax.plot([zero_x], [level], marker="*", markersize=14, color="0.35", linestyle="none", zorder=3,
+                    label=f"{label} ({level:.2f})")  # fmt: skip
+            continue
+        x = np.array([ticks[k] for k, _, _ in points])
+        mean, std = np.array([p[1] for p in points]), np.array([p[2] for p in points])
+        linear = method == "linear-probe"
+        color = "C4" if linear else next(colors)
+        ax.plot(x, mean, color=color, linestyle=":" if linear else "-", marker="s" if linear else "o",
+                markersize=5, linewidth=2, label=label, zorder=2)  # fmt: skip
+        ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.15, linewidth=0)
+    ax.set_xticks([zero_x, *ticks.values()], ["0", *(str(k) for k in ticks)])
+    ax.set_xlim(zero_x - 0.4, (max(ticks.values()) if ticks else zero_x) + 0.4)
+    ax.set_xlabel("Labelled training images per class (shots)")
+    ax.set_ylabel(f"Test {metric.replace('_', ' ')} (%)")
+    ax.set_title(title, fontweight="bold" if title.startswith("Average") else "normal")
+    ax.margins(y=0.1)
+    ax.grid(True, color="white", linewidth=1)
+    ax.set_facecolor("#EBEBEB")
+    ax.set_axisbelow(True)
+    for side in ("top", "right", "left", "bottom"):
+        ax.spines[side].set_visible(False)
+    seeds = len({row["seed"] for row in rows})
+    spread = f"mean ± std over {seeds} seeds" if seeds > 1 else "one seed"
+    ax.legend(loc="best", fontsize=8, framealpha=0.9, title=spread, title_fontsize=8)
+
+
+def _save(figure: Figure, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    with atomic_directory(path.parent) as staging:
+        figure.savefig(staging / path.name, dpi=150, bbox_inches="tight")
+    return path
+
+
+def plot_shot_curves(
+    rows: Sequence[Row],
+    path: str | os.PathLike,
+    *,
+    title: str | None = None,
+    metric: str = "accuracy",
+    labels: dict[str, str] | None = None,
+) -> Path:
+    """Write a PNG of `metric` against shots (see `draw_shot_curves`) for one dataset's rows (or the rows of
+    `average_over_datasets`); the title defaults to the dataset's name."""
+    if title is None:
+        datasets = _datasets(rows)
+        title = "Average" if datasets == [AVERAGE] else ", ".join(dataset_title(d) for d in datasets)
+    figure = Figure(figsize=(5.5, 4.2), layout="constrained")
+    draw_shot_curves(figure.subplots(), rows, title=title, metric=metric, labels=labels)
+    return _save(figure, path)
+
+
+def plot_sweep(
+    rows: Sequence[Row],
+    directory: str | os.PathLike,
+    *,
+    metric: str = "accuracy",
+    labels: dict[str, str] | None = None,
+) -> list[Path]:
+    """The figures of a study in `directory`: `<dataset>.png` per dataset and, with several datasets,
+    `average.png` and `all.png` (the average and every dataset side by side, as CoOp's Figure 3)."""
+    directory = Path(directory)
+    datasets = _datasets(rows)
+    panels = [(dataset_title(d), [row for row in rows if row["dataset"] == d], d) for d in datasets]
+    if len(datasets) > 1:
+        panels.insert(0, (f"Average over {len(datasets)} datasets", average_over_datasets(rows, metric), AVERAGE))
+    paths = [
+        plot_shot_curves(panel_rows, directory / f"{name}.png", title=title, metric=metric, labels=labels)
+        for title, panel_rows, name in panels
+    ]
+    if len(panels) > 1:
+        columns = min(len(panels), 3)
+        grid = math.ceil(len(panels) / columns)
+        figure = Figure(figsize=(5 * columns, 3.9 * grid), layout="constrained")
+        axes = np.atleast_1d(figure.subplots(grid, columns)).ravel()
+        for ax, (title, panel_rows, _) in zip(axes, panels, strict=False):
+            draw_shot_curves(ax, panel_rows, title=title, metric=metric, labels=labels)
+        for ax in axes[len(panels) :]:
+            ax.set_visible(False)
+        figure.suptitle(f"Few-shot test {metric.replace('_', ' ')} against shots", fontsize=13)
+        paths.append(_save(figure, directory / "all.png"))
+    return paths
+
+
+def rows_csv(rows: Sequence[Row], columns: Sequence[str]) -> str:
+    """`rows` as CSV text with these columns (a missing value is left empty)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def read_rows_csv(path: str | os.PathLike) -> list[Row]:
+    """Rows from a CSV that `rows_csv` wrote: shots and seed as int, scores as float."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        for key, value in row.items():
+            if key in ("shots", "seed"):
+                row[key] = int(value)
+            elif key.endswith("accuracy") and value != "":
+                row[key] = float(value)
+    return rows

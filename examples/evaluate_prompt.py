@@ -1,0 +1,30 @@
+"""Evaluate a saved prompt on a dataset's test split, over that dataset's own class names.
+
+    python examples/evaluate_prompt.py --prompt outputs/seed1 --dataset caltech101 --data_dir /data --output_dir ev
+    python examples/evaluate_prompt.py --prompt org/coop-imagenet --dataset imagenet_a --data_dir /data --output_dir ev
+
+Any prompt model of coop_hf works (CoOp, CoCoOp, ensembles, ...), from a local folder or the Hub; its base CLIP is
+the one its config names unless --model_name_or_path is given. A unified context moves to the dataset's class
+names (only the class-name tokens change, as in the reference); a class-specific context is refused on another
+class list. Writes output_dir/results.json: accuracy and macro accuracy (%), zero-shot CLIP's accuracy on the same
+split, and the identity of the prompt and of the dataset (test images, split fingerprint).
+"""
+
+from __future__ import annotations
+
+import json
+
+from transformers import HfArgumentParser
+
+from coop_hf.runners.transfer import EvaluationArguments, run_evaluation
+
+
+def main(argv: list[str] | None = None) -> dict:
+    (arguments,) = HfArgumentParser(EvaluationArguments).parse_args_into_dataclasses(args=argv)
+    results = run_evaluation(arguments)
+    print(json.dumps(results, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,229 @@
+"""A few-shot study in one command: every dataset x method x shot count, each over --seeds, on one frozen CLIP.
+
+    python examples/sweep.py --data_dir /data --output_dir sweep --seeds 1 2 3      # CoOp's study: 11 datasets
+    python examples/sweep.py --dataset caltech101 oxford_flowers --data_dir /data --method zeroshot linear-probe \
+        coop --shots 1 2 4 8 16 --seeds 1 2 3 --output_dir sweep
+
+Takes every flag of examples/train.py, with --dataset, --method and --shots as lists (methods: zeroshot,
+linear-probe and every prompt method; zero-shot CLIP runs once per dataset). A prompt flag applies to the swept
+methods that have the setting. The CLIP is loaded once and each dataset's test features are encoded once.
+
+Each cell is a run directory of its own, output_dir/<dataset>/<method>/shots<K> (zero-shot: shots0), as
+examples/train.py writes it. Every cell's directory is checked before any work, so a rerun with other settings
+stops at once (use a new --output_dir, or --overwrite_output_dir to start afresh). A rerun skips finished cells and
+resumes an interrupted one from its finished seeds and last checkpoint. The output_dir gets results.csv (one row
+per dataset, method, shots and seed), results.md (mean ± population std over seeds per method and shot count, per
+dataset and averaged over datasets) and plots/ (accuracy against shots: <dataset>.png, average.png, all.png),
+rewritten as cells finish (the plots at the end).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+from transformers import HfArgumentParser
+
+from coop_hf.atomic import atomic_write_text
+from coop_hf.run_directory import claim_run_directory
+from coop_hf.runners import METHOD_NAMES, PROMPT_METHODS, Backbone, Experiment, PromptArguments
+from coop_hf.runners.arguments import SweepArguments
+from coop_hf.runners.baselines import linear_probe_config, run_linear_probe, run_zeroshot, zeroshot_config
+from coop_hf.runners.records import write_results
+from coop_hf.runners.reporting import ZEROSHOT, plot_sweep, results_markdown, rows_csv
+from coop_hf.training import CoOpTrainingArguments
+
+CSV_COLUMNS = ("dataset", "method", "shots", "seed", "accuracy", "macro_accuracy", "run_dir")
+
+
+@dataclass
+class Cell:
+    """One run of the grid: a method at a shot count on a dataset, in its own directory (`args.output_dir`)."""
+
+    experiment: Experiment
+    method: str
+    shots: int
+    run_dir: str  # relative to the sweep's output_dir
+    args: CoOpTrainingArguments
+    config: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        shots = "zero-shot" if self.method == ZEROSHOT else f"{self.shots} shot{'s' if self.shots != 1 else ''}"
+        return f"{self.experiment.dataset} | {self.method} | {shots}"
+
+
+def check_grid(sweep: SweepArguments) -> None:
+    """Refuse an unknown or repeated method, a shot count below 1 and datasets that would share an output folder."""
+    unknown = [method for method in sweep.method if method not in METHOD_NAMES]
+    if unknown:
+        raise ValueError(f"Unknown --method {' '.join(unknown)}: use any of {', '.join(METHOD_NAMES)}.")
+    repeated = sorted({method for method in sweep.method if sweep.method.count(method) > 1})
+    if repeated:
+        raise ValueError(f"--method lists {', '.join(repeated)} more than once: list each method once.")
+    if any(shots < 1 for shots in sweep.shots):
+        raise ValueError(
+            f"--shots takes counts of at least 1 (zero-shot CLIP is --method zeroshot), got {sweep.shots}."
+        )
+    folders = [dataset_folder(dataset) for dataset in sweep.dataset]
+    shared = sorted({folder for folder in folders if folders.count(folder) > 1})
+    if shared:
+        raise ValueError(f"--dataset names the same folder more than once ({', '.join(shared)}): list each once.")
+
+
+def dataset_folder(dataset: str) -> str:
+    """The folder of a dataset's cells: its name, or the last part of a Hub id or path."""
+    return Path(dataset.rstrip("/")).name
+
+
+def method_settings(prompt: Any, methods: list[str]) -> dict[str, dict[str, Any]]:
+    """The prompt flags given, per swept prompt method: each flag goes to the methods that have the setting; a flag
+    that none of them has is an error."""
+    given = {key: value for key, value in dataclasses.asdict(prompt).items() if value is not None}
+    known = {m: PROMPT_METHODS[m].model_class.config_class.prompt_settings() for m in methods if m in PROMPT_METHODS}
+    unused = [key for key in given if not any(key in settings for settings in known.values())]
+    if unused:
+        swept = ", ".join(known) or "none"
+        raise ValueError(
+            f"{', '.join(f'--{key}' for key in unused)} is a setting of none of the swept prompt methods ({swept}): "
+            "drop it, or add a --method that has it."
+        )
+    return {m: {key: value for key, value in given.items() if key in settings} for m, settings in known.items()}
+
+
+def plan_grid(
+    sweep: SweepArguments,
+    experiments: list[Experiment],
+    training_args: CoOpTrainingArguments,
+    settings: dict[str, dict[str, Any]],
+) -> list[Cell]:
+    """Every cell of the grid, dataset by dataset, with its output directory and run configuration."""
+    cells = []
+    for experiment in experiments:
+        for method in sweep.method:
+            for shots in [0] if method == ZEROSHOT else sorted(set(sweep.shots)):
+                run_dir = f"{dataset_folder(experiment.dataset)}/{method}/shots{shots}"
+                args = dataclasses.replace(training_args, output_dir=str(Path(training_args.output_dir) / run_dir))
+                if method in PROMPT_METHODS and args.push_to_hub:  # one repository per cell (and seed)
+                    repo = f"{method}-{dataset_folder(experiment.dataset)}-{shots}shots"
+                    args = dataclasses.replace(args, hub_model_id="-".join(filter(None, [args.hub_model_id, repo])))
+                config = cell_config(experiment, method, shots, args, sweep, settings)
+                cells.append(Cell(experiment, method, shots, run_dir, args, config))
+    return cells
+
+
+def cell_config(
+    experiment: Experiment,
+    method: str,
+    shots: int,
+    args: CoOpTrainingArguments,
+    sweep: SweepArguments,
+    settings: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """The run configuration the cell's runner records in its directory."""
+    if method == ZEROSHOT:
+        return zeroshot_config(experiment)
+    if method == "linear-probe":
+        return linear_probe_config(experiment, shots, noise=sweep.noise(), allow_fewer=sweep.allow_fewer_shots)
+    return PROMPT_METHODS[method].run_config(
+        experiment, shots, args, settings[method], loss=sweep.loss, gce_q=sweep.gce_q, noise=sweep.noise(),
+        allow_fewer=sweep.allow_fewer_shots,
+    )  # fmt: skip
+
+
+def finished_results(cell: Cell, seeds: list[int]) -> dict[str, Any] | None:
+    """The results of a cell a previous sweep finished with these seeds (its configuration was checked), else None."""
+    path = Path(cell.args.output_dir) / "results.json"
+    if cell.args.overwrite_output_dir or not path.is_file():
+        return None
+    results = json.loads(path.read_text())
+    return results if results.get("seeds") == seeds else None
+
+
+def run_cell(cell: Cell, sweep: SweepArguments, settings: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Run a cell with its runner (reusing the finished seeds of an interrupted run) and write its results.json."""
+    # Claimed before the grid started: never remove what is resumed; --overwrite_output_dir retrains every seed.
+    resume = None if cell.args.overwrite_output_dir else "true"
+    args = dataclasses.replace(cell.args, overwrite_output_dir=False, resume_from_checkpoint=resume)
+    noise = sweep.noise()
+    if cell.method == ZEROSHOT:
+        results = run_zeroshot(cell.experiment, sweep.seeds, args)
+    elif cell.method == "linear-probe":
+        results = run_linear_probe(
+            cell.experiment, cell.shots, sweep.seeds, args, noise=noise, allow_fewer=sweep.allow_fewer_shots
+        )
+    else:
+        results = PROMPT_METHODS[cell.method].run(
+            cell.experiment, cell.shots, sweep.seeds, args, settings[cell.method], loss=sweep.loss,
+            gce_q=sweep.gce_q, noise=noise, allow_fewer=sweep.allow_fewer_shots,
+        )  # fmt: skip
+    if args.should_save:
+        write_results(results, args.output_dir)
+    return results
+
+
+def cell_rows(cell: Cell, results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per seed of a cell's results (the rows of results.csv)."""
+    head = {"dataset": cell.experiment.dataset, "method": cell.method, "shots": cell.shots, "run_dir": cell.run_dir}
+    return [{**head, **run} for run in results["per_seed"]]
+
+
+def write_tables(rows: list[dict[str, Any]], sweep: SweepArguments, output_dir: Path) -> None:
+    """Write output_dir/results.csv and results.md (atomically) from the rows so far."""
+    intro = (
+        f"# Few-shot study: {sweep.model_name_or_path}\n\n"
+        f"Test accuracy (%), mean ± population std over seeds {', '.join(map(str, sweep.seeds))} (as CoOp's "
+        "parse_test_res.py, at full precision); shots: labelled training images per class. Rows per seed: "
+        "results.csv; figures: plots/."
+    )
+    atomic_write_text(output_dir / "results.csv", rows_csv(rows, CSV_COLUMNS))
+    atomic_write_text(output_dir / "results.md", results_markdown(rows, intro=intro))
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    """Run the grid; returns the rows of results.csv."""
+    parser = HfArgumentParser((SweepArguments, PromptArguments, CoOpTrainingArguments))
+    sweep, prompt, training_args = parser.parse_args_into_dataclasses(args=argv)
+    check_grid(sweep)
+    settings = method_settings(prompt, sweep.method)
+    backbone = Backbone.load(sweep.model_name_or_path, cache_dir=sweep.feature_cache_dir)
+    experiments = [
+        Experiment(backbone, dataset, sweep.data_dir, batch_size=training_args.per_device_eval_batch_size)
+        for dataset in sweep.dataset
+    ]
+    cells = plan_grid(sweep, experiments, training_args, settings)
+    # Every cell's directory is checked before the first run starts, so a mismatch never stops a sweep half-way.
+    for cell in cells:
+        with cell.args.main_process_first(desc="output directory"):
+            claim_run_directory(cell.args.output_dir, cell.config, overwrite=cell.args.overwrite_output_dir)
+    output_dir = Path(training_args.output_dir)
+    log = training_args.should_log
+    rows: list[dict[str, Any]] = []
+    progress = tqdm(cells, desc="sweep", unit="cell", disable=not log, dynamic_ncols=True)
+    for cell in progress:
+        progress.set_description(cell.name)
+        results = finished_results(cell, sweep.seeds)
+        done_before = results is not None
+        if results is None:
+            results = run_cell(cell, sweep, settings)
+        rows.extend(cell_rows(cell, results))
+        if log:
+            spread = f" ± {results['accuracy_std']:.2f}" if cell.method != ZEROSHOT and len(sweep.seeds) > 1 else ""
+            note = " (finished earlier)" if done_before else ""
+            progress.write(f"[coop-hf] {cell.name}: {results['accuracy']:.2f}{spread} % test accuracy{note}")
+        if training_args.should_save:
+            write_tables(rows, sweep, output_dir)
+    progress.close()
+    if training_args.should_save:
+        plot_sweep(rows, output_dir / "plots")
+        if log:
+            print(f"[coop-hf] {len(cells)} runs: tables in {output_dir / 'results.md'}, rows in results.csv, plots/")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,258 @@
+"""examples/sweep.py (a datasets x methods x shots x seeds grid on one CLIP) and its tables and figures."""
+
+import csv
+import functools
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from coop_hf.baselines import fit_linear_probe
+from coop_hf.run_directory import RunConfigMismatchError
+from coop_hf.runners import baselines
+from coop_hf.runners.prompt_learning import PromptLearning
+from coop_hf.runners.reporting import (
+    average_over_datasets,
+    method_labels,
+    plot_shot_curves,
+    plot_sweep,
+    read_rows_csv,
+    results_markdown,
+    results_table,
+    rows_csv,
+    summarize,
+)
+from tests.conftest import DATA
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_sweep():
+    spec = importlib.util.spec_from_file_location("sweep", REPO / "examples" / "sweep.py")
+    module = sys.modules["sweep"] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def rows_of(dataset: str, method: str, shots: int, accuracies: list[float]) -> list[dict]:
+    return [
+        {"dataset": dataset, "method": method, "shots": shots, "seed": seed, "accuracy": accuracy}
+        for seed, accuracy in enumerate(accuracies, start=1)
+    ]
+
+
+# CoOp's COOP.md example: seeds 91.81 / 92.01 / 92.17 give "92.00% +- 0.15%" with parse_test_res.py (ddof=0).
+COOP_MD_SEEDS = [91.81, 92.01, 92.17]
+
+
+def test_table_cells_are_the_mean_and_population_std_over_seeds():
+    rows = [
+        *rows_of("caltech101", "coop", 16, COOP_MD_SEEDS),
+        *rows_of("caltech101", "coop", 1, [80.0, 84.0, 85.0]),
+        *rows_of("caltech101", "linear-probe", 16, [70.0]),
+        *rows_of("caltech101", "zeroshot", 0, [86.29, 86.29, 86.29]),
+    ]
+    summary = summarize(rows)
+    # Population std 0.1473 ("0.15" as in COOP.md); the sample std (ddof=1) would be 0.1804.
+    assert summary["coop", 16] == (pytest.approx(sum(COOP_MD_SEEDS) / 3), pytest.approx(0.147271, abs=1e-6), 3)
+    assert results_table(rows).splitlines() == [
+        "| Method | 0 shots | 1 shot | 16 shots |",
+        "|---|---|---|---|",
+        "| Zero-shot CLIP | 86.29 | – | – |",  # seed-independent: the mean alone
+        "| CoOp | – | 83.00 ± 2.16 | 92.00 ± 0.15 |",
+        "| Linear probe CLIP | – | – | 70.00 |",  # one seed: no spread to show
+    ]
+    with pytest.raises(ValueError, match="several datasets"):
+        summarize([*rows, *rows_of("dtd", "coop", 16, [1.0])])
+
+
+def test_average_over_datasets_averages_each_seed_then_aggregates():
+    rows = [
+        *rows_of("caltech101", "coop", 1, [10.0, 20.0]),
+        *rows_of("oxford_flowers", "coop", 1, [30.0, 60.0]),
+        *rows_of("caltech101", "zeroshot", 0, [50.0, 50.0]),
+        *rows_of("oxford_flowers", "zeroshot", 0, [70.0, 70.0]),
+        *rows_of("caltech101", "coop", 2, [40.0, 40.0]),  # not run on Flowers102: left out of the average
+    ]
+    average = average_over_datasets(rows)
+    assert sorted((row["method"], row["shots"], row["seed"], row["accuracy"]) for row in average) == [
+        ("coop", 1, 1, 20.0),
+        ("coop", 1, 2, 40.0),
+        ("zeroshot", 0, 1, 60.0),
+        ("zeroshot", 0, 2, 60.0),
+    ]
+    markdown = results_markdown(rows, intro="# Study")
+    sections = markdown.split("\n## ")
+    assert sections[0] == "# Study\n"
+    assert sections[1].splitlines()[:5] == [
+        "Average over 2 datasets",
+        "",
+        "| Method | 0 shots | 1 shot |",
+        "|---|---|---|",
+        "| Zero-shot CLIP | 60.00 | – |",
+    ]
+    assert "| CoOp | – | 30.00 ± 10.00 |" in sections[1]
+    assert sections[2].startswith("Caltech101\n") and "| CoOp | – | 15.00 ± 5.00 | 40.00 ± 0.00 |" in sections[2]
+    assert sections[3].startswith("Flowers102\n") and "| CoOp | – | 45.00 ± 15.00 |" in sections[3]
+    assert "Average" not in results_markdown(rows_of("dtd", "coop", 1, [1.0, 2.0]))
+
+
+def test_method_labels_and_csv_round_trip(tmp_path):
+    assert method_labels(["zeroshot", "linear-probe", "coop"]) == {
+        "zeroshot": "Zero-shot CLIP",
+        "linear-probe": "Linear probe CLIP",
+        "coop": "CoOp",
+    }
+    rows = rows_of("dtd", "coop", 4, [55.5, 56.25])
+    (tmp_path / "rows.csv").write_text(rows_csv(rows, ["dataset", "method", "shots", "seed", "accuracy"]))
+    assert read_rows_csv(tmp_path / "rows.csv") == rows
+
+
+def assert_png(path: Path, min_size=(400, 300)) -> None:
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.size[0] >= min_size[0] and image.size[1] >= min_size[1]
+
+
+def test_plots_write_png_figures(tmp_path):
+    rows = [
+        *rows_of("caltech101", "zeroshot", 0, [60.0, 60.0]),
+        *(row for k in (1, 2, 4) for row in rows_of("caltech101", "coop", k, [60.0 + 3 * k, 62.0 + 3 * k])),
+        *(row for k in (1, 2, 4) for row in rows_of("caltech101", "linear-probe", k, [40.0 + 5 * k, 41.0 + 5 * k])),
+    ]
+    assert plot_shot_curves(rows, tmp_path / "one.png") == tmp_path / "one.png"
+    assert_png(tmp_path / "one.png")
+    flowers = [{**row, "dataset": "oxford_flowers"} for row in rows]
+    paths = plot_sweep([*rows, *flowers], tmp_path / "plots")
+    assert sorted(path.name for path in paths) == ["all.png", "average.png", "caltech101.png", "oxford_flowers.png"]
+    for path in paths:
+        assert_png(path)
+    assert sorted(path.name for path in (tmp_path / "plots").iterdir()) == sorted(path.name for path in paths)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--method", "zeroshot", "cop"], "Unknown --method cop"),
+        (["--method", "zeroshot", "linear-probe", "--n_ctx", "4"], "--n_ctx is a setting of none of the swept"),
+        (["--method", "coop", "zeroshot", "coop"], "--method lists coop more than once"),
+        (["--shots", "0", "1"], "--shots takes counts of at least 1"),
+        (["--dataset", "a/dtd", "b/dtd"], "same folder more than once"),
+    ],
+)
+def test_bad_grids_fail_before_loading_anything(flags, message, tmp_path):
+    # A model path that does not exist: each error must come before the backbone is loaded.
+    with pytest.raises(ValueError, match=message):
+        load_sweep().main(["--model_name_or_path", str(tmp_path / "no-clip"), "--output_dir", str(tmp_path), *flags])
+
+
+class Killed(Exception):
+    """Stands for the sweep's process being killed."""
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:The number of unique classes is greater than 50%")
+def test_sweep_writes_tables_and_plots_skips_finished_cells_and_resumes(tiny_clip_dir, tmp_path, monkeypatch, capsys):
+    sweep = load_sweep()
+    out = tmp_path / "sweep"
+    flags = [
+        "--model_name_or_path", str(tiny_clip_dir), "--dataset", "caltech101", "oxford_flowers", "--data_dir",
+        str(DATA), "--method", "zeroshot", "linear-probe", "coop", "--shots", "1", "2", "--seeds", "1", "2",
+        "--num_train_epochs", "1", "--n_ctx", "4", "--learning_rate", "0.05", "--output_dir", str(out),
+        "--disable_tqdm", "true",
+    ]  # fmt: skip
+    calls = {"zeroshot": 0, "linear-probe": 0, "train_seed": 0}
+    kill_at = {"train_seed": None}
+
+    def counting(name, function):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            if calls[name] == kill_at.get(name):
+                raise Killed()
+            return function(*args, **kwargs)
+
+        return wrapper
+
+    # The probe's C search (15 lbfgs fits over 100+ classes per seed) would take most of the test's time.
+    monkeypatch.setattr(
+        baselines, "fit_linear_probe", functools.partial(fit_linear_probe, bisection_steps=0, max_iter=50)
+    )
+    monkeypatch.setattr(sweep, "run_zeroshot", counting("zeroshot", sweep.run_zeroshot))
+    monkeypatch.setattr(sweep, "run_linear_probe", counting("linear-probe", sweep.run_linear_probe))
+    monkeypatch.setattr(PromptLearning, "train_seed", counting("train_seed", PromptLearning.train_seed))
+
+    # Killed while training the 6th prompt: Flowers102's 1-shot CoOp has finished seed 1, not seed 2.
+    kill_at["train_seed"] = 6
+    with pytest.raises(Killed):
+        sweep.main(flags)
+    assert calls == {"zeroshot": 2, "linear-probe": 4, "train_seed": 6}
+    partial = read_rows_csv(out / "results.csv")
+    assert len(partial) == 10 + 6  # Caltech101's 5 cells, then Flowers102's zero-shot and linear probe cells
+    assert (out / "oxford_flowers/coop/shots1/seed1/seed_result.json").is_file()
+    assert not (out / "oxford_flowers/coop/shots1/results.json").exists()
+    finished = {path: path.stat().st_mtime_ns for path in out.glob("*/*/shots*/results.json")}
+    assert len(finished) == 8
+
+    # The rerun skips the 8 finished cells and the finished seed: it trains the 3 missing prompts only.
+    calls.update(zeroshot=0, **{"linear-probe": 0, "train_seed": 0})
+    kill_at["train_seed"] = None
+    capsys.readouterr()
+    rows = sweep.main(flags)
+    assert calls == {"zeroshot": 0, "linear-probe": 0, "train_seed": 3}
+    assert {path: path.stat().st_mtime_ns for path in finished} == finished
+    printed = capsys.readouterr().out
+    assert "caltech101 | linear-probe | 2 shots: " in printed and "(finished earlier)" in printed
+    line = next(line for line in printed.splitlines() if "oxford_flowers | coop | 2 shots: " in line)
+    results = json.loads((out / "oxford_flowers/coop/shots2/results.json").read_text())
+    assert f"{results['accuracy']:.2f} ± {results['accuracy_std']:.2f} % test accuracy" in line
+
+    # results.csv: one row per dataset, method, shots and seed, with each cell's per-seed results.
+    with open(out / "results.csv", newline="") as handle:
+        table = list(csv.DictReader(handle))
+    assert list(table[0]) == ["dataset", "method", "shots", "seed", "accuracy", "macro_accuracy", "run_dir"]
+    expected_cells = {
+        (dataset, method, shots)
+        for dataset in ("caltech101", "oxford_flowers")
+        for method, shots in [("zeroshot", 0), ("linear-probe", 1), ("linear-probe", 2), ("coop", 1), ("coop", 2)]
+    }
+    assert len(table) == 20 and len(rows) == 20
+    assert {(row["dataset"], row["method"], int(row["shots"])) for row in table} == expected_cells
+    for dataset, method, shots in expected_cells:
+        cell = [row for row in table if (row["dataset"], row["method"], int(row["shots"])) == (dataset, method, shots)]
+        results = json.loads((out / cell[0]["run_dir"] / "results.json").read_text())
+        assert cell[0]["run_dir"] == f"{dataset}/{method}/shots{shots}"
+        assert [int(row["seed"]) for row in cell] == [1, 2]
+        assert [float(row["accuracy"]) for row in cell] == [run["accuracy"] for run in results["per_seed"]]
+        assert json.loads((out / cell[0]["run_dir"] / "run_config.json").read_text())["method"] == method
+
+    # results.md: the average table first, then one per dataset; mean ± std cells.
+    markdown = (out / "results.md").read_text()
+    assert (
+        markdown.index("## Average over 2 datasets")
+        < markdown.index("## Caltech101")
+        < markdown.index("## Flowers102")
+    )
+    caltech = summarize([row for row in rows if row["dataset"] == "caltech101"])
+    mean, std, _ = caltech["coop", 2]
+    assert f"| CoOp | – | {caltech['coop', 1][0]:.2f} ± {caltech['coop', 1][1]:.2f} | {mean:.2f} ± {std:.2f} |" in (
+        markdown
+    )
+    assert markdown.count("| Zero-shot CLIP |") == 3 and markdown.count("| Linear probe CLIP | – |") == 3
+    for name in ("average", "caltech101", "oxford_flowers", "all"):
+        assert_png(out / "plots" / f"{name}.png")
+
+    # A third run has nothing left to do.
+    calls.update(zeroshot=0, **{"linear-probe": 0, "train_seed": 0})
+    assert sweep.main(flags) == rows
+    assert calls == {"zeroshot": 0, "linear-probe": 0, "train_seed": 0}
+
+    # Other settings stop the sweep before any work, naming the cell and the differing field.
+    with pytest.raises(
+        RunConfigMismatchError, match=r"(?s)caltech101/coop/shots1 holds a run of another.*learning_rate"
+    ):
+        sweep.main([*flags, "--learning_rate", "0.01"])
+    assert calls == {"zeroshot": 0, "linear-probe": 0, "train_seed": 0}
