@@ -5,7 +5,9 @@ then average the seeds' prompts, and compare with zero-shot CLIP. No training la
     python examples/train_upl.py --dataset caltech101 --data_dir /data --pseudo_top_k 16 --loss gce
 
 Takes the flags of examples/train.py (model, dataset, prompt, loss, every TrainingArguments flag) plus
---pseudo_top_k (default: --shots) and --pseudo_label_templates dataset|ensemble. Writes output_dir/results.json
+--pseudo_top_k (default: --shots), --pseudo_label_templates dataset|ensemble and --pseudo_label_models (UPL*: the
+mean zero-shot probabilities of several CLIP backbones label the images; classes left with fewer images than asked
+are listed). Writes output_dir/results.json
 (`accuracy` of the seed ensemble, `accuracy_zeroshot`, `pseudo_label_accuracy` against the held-out true labels,
 one entry per seed), output_dir/results.md, output_dir/seed<N>/ (each prompt) and output_dir/ensemble/ (the
 ensemble with its model card; pushed with --push_to_hub --hub_model_id).
@@ -56,6 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
         settings,
         top_k=upl.pseudo_top_k or experiment.shots,
         pseudo_label_templates=upl.pseudo_label_templates,
+        pseudo_label_models=upl.pseudo_label_models,
         loss=experiment.loss,
         gce_q=experiment.gce_q,
     )

@@ -75,6 +75,9 @@ def test_upl_trains_from_pseudo_labels_and_saves_the_seed_ensemble(tiny_clip_dir
     results = load_example("train_upl").main([*common(tiny_clip_dir, tmp_path), "--shots", "1", "--seeds", "1", "2"])
     assert results["method"] == "upl" and results["seeds"] == [1, 2] and len(results["per_seed"]) == 2
     assert 0 < results["pseudo_labels"] <= 100  # at most 1 per predicted class
+    # Every class that no image was confidently assigned to is named, with its count (0 here: top 1 per class).
+    assert len(results["pseudo_label_shortfall"]) == 100 - results["pseudo_labels"]
+    assert set(results["pseudo_label_shortfall"].values()) <= {0}
     assert 0 <= results["pseudo_label_accuracy"] <= 100 and "accuracy_zeroshot" in results
     assert json.loads((tmp_path / "results.json").read_text())["accuracy"] == results["accuracy"]
 
@@ -89,3 +92,32 @@ def test_upl_trains_from_pseudo_labels_and_saves_the_seed_ensemble(tiny_clip_dir
     accuracy = 100.0 * int((logits.argmax(-1) == test["labels"]).sum()) / len(test["labels"])
     assert accuracy == pytest.approx(results["accuracy"], abs=1e-9)
     assert "UPL ensemble of 2 prompts" in (tmp_path / "ensemble" / "README.md").read_text()
+
+
+def test_upl_star_averages_the_probabilities_of_several_backbones(tiny_clip_dir, tmp_path):
+    from coop_hf.methods.upl import pseudo_label_dataset
+    from coop_hf.runners.upl import pseudo_label_shortfall, zero_shot_probabilities
+    from tests.conftest import random_clip, tiny_clip_config
+
+    second_dir = tmp_path / "second-clip"
+    random_clip(tiny_clip_config(), seed=7).save_pretrained(second_dir)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json",
+                 "preprocessor_config.json"):  # fmt: skip
+        if (tiny_clip_dir / name).is_file():
+            (second_dir / name).write_bytes((tiny_clip_dir / name).read_bytes())
+    unlabeled = load_benchmark("caltech101", DATA)["train"].select(range(60))
+    classnames = unlabeled.features["label"].names
+    probabilities = [
+        zero_shot_probabilities(Backbone.load(str(path)), unlabeled, classnames, ["a photo of a {}."], batch_size=30)
+        for path in (tiny_clip_dir, second_dir)
+    ]
+    mean = (probabilities[0] + probabilities[1]) / 2
+    assert not torch.equal(probabilities[0].argmax(-1), probabilities[1].argmax(-1))
+    pseudo = pseudo_label_dataset(unlabeled, mean.log(), 2)
+    expected = mean.argmax(-1)
+    row_of = {path: row for row, path in enumerate(unlabeled["image_path"])}
+    assert [int(expected[row_of[path]]) for path in pseudo["image_path"]] == list(pseudo["label"])
+    assert {int(label) for label in pseudo["label"]} == set(expected.tolist())
+    assert pseudo_label_shortfall(pseudo, 2) == {
+        name: int((expected == label).sum()) for label, name in enumerate(classnames) if (expected == label).sum() < 2
+    }

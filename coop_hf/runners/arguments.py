@@ -129,6 +129,13 @@ class UPLArguments:
     pseudo_label_templates: str = field(
         default="dataset", metadata={"help": "Zero-shot pseudo-labels from the dataset template or the ensemble."}
     )
+    pseudo_label_models: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "CLIP backbones (Hub ids or paths) whose zero-shot probabilities are averaged to pseudo-label "
+            "(UPL*); default: --model_name_or_path alone."
+        },
+    )
 
 
 FEW_SHOT_BENCHMARKS = (

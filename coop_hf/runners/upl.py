@@ -4,6 +4,7 @@ confident ones, and the ensemble that averages the seeds' logits."""
 from __future__ import annotations
 
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,9 @@ from ..data import ensemble_templates
 from ..methods.coop import CoOpModel
 from ..methods.upl import UPL_TOP_K, CoOpEnsemble, pseudo_label_accuracy, pseudo_label_dataset
 from ..training import CoOpTrainingArguments
-from .experiment import Experiment
+from .experiment import Backbone, Experiment
 from .prompt_learning import PromptLearning
-from .records import accuracy_percent, loss_fields, training_fields
+from .records import accuracy_percent, announce, loss_fields, training_fields
 
 UPL_EPOCHS = 50  # UPL trains 50 epochs on its pseudo-labelled images
 UPL_MEMBERS = PromptLearning("upl", CoOpModel)
@@ -31,13 +32,16 @@ def run_upl(
     *,
     top_k: int = UPL_TOP_K,
     pseudo_label_templates: str = "dataset",
+    pseudo_label_models: list[str] | None = None,
     loss: str = "ce",
     gce_q: float | None = None,
     callbacks: list | None = None,
 ) -> dict[str, Any]:
     """Pseudo-label the unlabeled train split with zero-shot CLIP (the dataset template, or the template
-    "ensemble"), keep the `top_k` most confident images per predicted class, train one CoOp prompt per seed on
-    them, and evaluate the ensemble that averages the seeds' logits.
+    "ensemble"; with `pseudo_label_models`, the mean of those backbones' zero-shot probabilities: UPL*), keep the
+    `top_k` most confident images per predicted class, train one CoOp prompt per seed on them, and evaluate the
+    ensemble that averages the seeds' logits. Classes left with fewer than `top_k` images are announced and listed
+    in `pseudo_label_shortfall`.
 
     The ensemble is saved (with its model card) in `args.output_dir/ensemble` and pushed to `args.hub_model_id`
     with `args.push_to_hub`. The true train labels are used only to report `pseudo_label_accuracy`.
@@ -49,16 +53,27 @@ def run_upl(
         templates = ensemble_templates(experiment.dataset)
     epochs = args.num_train_epochs or math.ceil(UPL_EPOCHS / max(args.cached_views, 1))
     prompt = UPL_MEMBERS.prompt_fields(experiment, settings)
+    labellers = list(pseudo_label_models or [experiment.backbone.name_or_path])
     config = experiment.run_config(
-        "upl", pseudo_top_k=top_k, pseudo_label_templates=templates, prompt=prompt,
+        "upl", pseudo_top_k=top_k, pseudo_label_templates=templates, pseudo_label_models=labellers, prompt=prompt,
         training=training_fields(args, epochs), **loss_fields(loss, gce_q),
     )  # fmt: skip
     continued = experiment.prepare(args, config)
     backbone = experiment.backbone
     unlabeled = experiment.splits["train"]
-    features = backbone.features(unlabeled, batch_size=experiment.batch_size)
-    weights = zero_shot_weights(backbone.clip, backbone.tokenizer, experiment.classnames, templates)
-    pseudo = pseudo_label_dataset(unlabeled, zero_shot_logits(backbone.clip, weights, features["image_embeds"]), top_k)
+    probabilities = torch.stack(
+        [
+            zero_shot_probabilities(
+                backbone if name == backbone.name_or_path else Backbone.load(name, cache_dir=backbone.cache_dir),
+                unlabeled, experiment.classnames, templates, batch_size=experiment.batch_size,
+            )  # fmt: skip
+            for name in labellers
+        ]
+    ).mean(dim=0)
+    pseudo = pseudo_label_dataset(unlabeled, probabilities.log(), top_k)  # softmax(log p) = p
+    shortfall = pseudo_label_shortfall(pseudo, top_k)
+    for classname, count in shortfall.items():
+        announce(args, f"UPL: class {classname!r} has {count} pseudo-labelled image(s), fewer than the {top_k} asked")
     per_seed = UPL_MEMBERS.train_seeds(
         experiment, lambda seed: (datasets.DatasetDict({"train": pseudo}), None),
         seeds, args, settings, shots=top_k, epochs=epochs, loss=loss, gce_q=gce_q, callbacks=callbacks,
@@ -92,7 +107,8 @@ def run_upl(
             )
     record = experiment.results(
         "upl", top_k, seeds, per_seed, epochs=epochs, **prompt, **loss_fields(loss, gce_q),
-        pseudo_label_templates=templates, pseudo_labels=len(pseudo), pseudo_label_accuracy=pseudo_accuracy,
+        pseudo_label_templates=templates, pseudo_label_models=labellers, pseudo_labels=len(pseudo),
+        pseudo_label_accuracy=pseudo_accuracy, pseudo_label_shortfall=shortfall,
         ensemble_dir=str(ensemble_dir),
     )  # fmt: skip
     record["accuracy_members_mean"] = record["accuracy"]
@@ -101,3 +117,19 @@ def run_upl(
     if hub_url is not None:
         record["hub_url"] = hub_url
     return record
+
+
+def zero_shot_probabilities(
+    backbone: Backbone, dataset: datasets.Dataset, classnames: list[str], templates: list[str], *, batch_size: int
+) -> torch.Tensor:
+    """[images, classes] zero-shot CLIP probabilities of one backbone (its own image transform and features)."""
+    features = backbone.features(dataset, batch_size=batch_size)
+    weights = zero_shot_weights(backbone.clip, backbone.tokenizer, classnames, templates)
+    return zero_shot_logits(backbone.clip, weights, features["image_embeds"]).float().softmax(dim=-1)
+
+
+def pseudo_label_shortfall(pseudo: datasets.Dataset, top_k: int) -> dict[str, int]:
+    """{class name: images kept} for every class that kept fewer than `top_k` pseudo-labelled images."""
+    names = pseudo.features["label"].names
+    counts = Counter(pseudo["label"])
+    return {name: counts.get(label, 0) for label, name in enumerate(names) if counts.get(label, 0) < top_k}
