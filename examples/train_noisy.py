@@ -1,86 +1,172 @@
-"""Prompt learning under noisy labels: CoOp with cross-entropy and with generalised cross-entropy, and the linear
-probe, on the same few-shot splits with 0 / 12.5 / 25 / 50 % of each class's shots corrupted.
+"""Prompt learning under noisy labels (the PTNL study): the chosen models and losses on the same few-shot splits
+with 0 / 12.5 / 25 / 50 % of each class's shots corrupted, in one command.
 
     accelerate launch examples/train_noisy.py --dataset caltech101 --data_dir /data --shots 16 --seeds 1 2 3
-    python examples/train_noisy.py --dataset dtd --data_dir /data --study_noise_type symmetric --noise_rates 0 0.5
+    python examples/train_noisy.py --dataset dtd --data_dir /data --study_methods coop:ce coop:gce linear-probe \\
+        --n_ctx_values 4 8 16 --noise_rates 0 0.5
 
-Takes the flags of examples/train.py plus --noise_rates and --study_noise_type (replace: n of the K shots replaced
-by images of other classes, the PTNL scheme; symmetric; confusion). PTNL's protocol is the default: 50 epochs at
-every shot count (unless --num_train_epochs / --max_steps is given), a clean validation split (--noise_val true
-corrupts it too) and the last epoch's prompt. Each (method, rate) run writes its own
-output_dir/<method>-noise<rate>/results.json; output_dir/results.json holds them all and output_dir/results.md the
-table (mean ± std over seeds, test accuracy in %). Every run directory is checked before any training: a rerun with
-other settings stops (use a new --output_dir or --overwrite_output_dir); --resume_from_checkpoint true continues.
+Takes the flags of examples/train.py plus --noise_rates, --study_noise_type (replace: n of the K shots replaced by
+images of other classes, the PTNL scheme; symmetric; confusion), --study_methods (`<method>[:ce|gce]`: the linear
+probe or any prompt method with cross-entropy or generalised cross-entropy) and --n_ctx_values (the context-length
+ablation). PTNL's protocol is the default: 50 epochs at every shot count (unless --num_train_epochs / --max_steps is
+given), a clean validation split (--noise_val true corrupts it too) and the last epoch's prompt.
+
+Each (model, rate) run writes its own output_dir/<model>-noise<rate>/results.json; output_dir/results.json holds
+them all, output_dir/results.md the table (mean ± std over seeds, test accuracy in %), and output_dir/plots/ the
+accuracy against the noise rate, the injected noise of the noisiest split as a confusion matrix and each prompt
+model's test predictions at that rate. Every run directory is checked before any training: a rerun with other
+settings stops (use a new --output_dir or --overwrite_output_dir); --resume_from_checkpoint true continues.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from transformers import HfArgumentParser
+import torch
+from transformers import AutoModel, HfArgumentParser
 
+import coop_hf  # noqa: F401  (registers the prompt models with AutoModel)
 from coop_hf.atomic import atomic_write_text
-from coop_hf.noise import NoiseSpec
+from coop_hf.noise import CLEAN_LABEL, NoiseSpec
 from coop_hf.run_directory import claim_run_directory
 from coop_hf.runners import ExperimentArguments, NoiseStudyArguments, PromptArguments, load_experiment, prompt_settings
 from coop_hf.runners.baselines import linear_probe_config, run_linear_probe
+from coop_hf.runners.experiment import Experiment
 from coop_hf.runners.methods import PROMPT_METHODS
 from coop_hf.runners.records import announce, write_results
+from coop_hf.runners.reporting import method_labels, plot_confusion, plot_noise_curves
 from coop_hf.training import CoOpTrainingArguments
 
-COOP = PROMPT_METHODS["coop"]
+LOSSES = {"ce": "CE", "gce": "GCE"}
 
-METHODS = {"CoOp (CE)": "ce", "CoOp (GCE)": "gce", "Linear probe": None}
+
+@dataclass(frozen=True)
+class StudyModel:
+    """One model of the study: a method (linear-probe or a prompt method), its loss and prompt settings."""
+
+    method: str
+    loss: str | None
+    settings: dict[str, Any]
+    ablated_n_ctx: int | None = None
+
+    @property
+    def label(self) -> str:
+        name = method_labels([self.method])[self.method]
+        details = [LOSSES[self.loss]] if self.loss else []
+        details += [f"M={self.ablated_n_ctx}"] if self.ablated_n_ctx else []
+        return f"{name} ({', '.join(details)})" if details else name
+
+    @property
+    def slug(self) -> str:
+        parts = [self.method, *([self.loss] if self.loss else [])]
+        return "-".join(parts + ([f"nctx{self.ablated_n_ctx}"] if self.ablated_n_ctx else []))
+
+
+def study_models(study: NoiseStudyArguments, prompt: PromptArguments) -> list[StudyModel]:
+    """The models --study_methods and --n_ctx_values ask for (an unknown method or loss is an error)."""
+    models = []
+    for entry in study.study_methods:
+        method, _, loss = entry.partition(":")
+        if method == "linear-probe":
+            if loss:
+                raise ValueError(f"--study_methods {entry}: the linear probe has no loss choice; write linear-probe.")
+            models.append(StudyModel(method, None, {}))
+            continue
+        if method not in PROMPT_METHODS or (loss or "ce") not in LOSSES:
+            raise ValueError(
+                f"--study_methods {entry}: use <method>[:ce|gce] with a method of {', '.join(PROMPT_METHODS)}, or "
+                "linear-probe."
+            )
+        settings = prompt_settings(prompt, method)
+        has_n_ctx = "n_ctx" in PROMPT_METHODS[method].model_class.config_class.prompt_settings()
+        for n_ctx in (study.n_ctx_values or [None]) if has_n_ctx else [None]:
+            ablated = {"n_ctx": n_ctx} if n_ctx else {}
+            models.append(StudyModel(method, loss or "ce", settings | ablated, n_ctx))
+    return models
+
+
+def run_config(runner: Experiment, model: StudyModel, experiment, args, noise: NoiseSpec) -> dict:
+    if model.loss is None:
+        return linear_probe_config(runner, experiment.shots, noise=noise)
+    return PROMPT_METHODS[model.method].run_config(
+        runner, experiment.shots, args, model.settings, loss=model.loss, gce_q=experiment.gce_q, noise=noise
+    )
+
+
+def run(runner: Experiment, model: StudyModel, experiment, args, noise: NoiseSpec) -> dict:
+    if model.loss is None:
+        return run_linear_probe(runner, experiment.shots, experiment.seeds, args, noise=noise)
+    return PROMPT_METHODS[model.method].run(
+        runner, experiment.shots, experiment.seeds, args, model.settings, loss=model.loss, gce_q=experiment.gce_q,
+        noise=noise,
+    )  # fmt: skip
 
 
 def results_table(runs: list[dict], rates: list[float]) -> str:
-    header = "| Method | " + " | ".join(f"{100 * rate:g} % noise" for rate in rates) + " |"
+    header = "| Model | " + " | ".join(f"{100 * rate:g} % noise" for rate in rates) + " |"
     lines = [header, "|---" * (len(rates) + 1) + "|"]
-    for name in METHODS:
+    for label in dict.fromkeys(run["study_method"] for run in runs):
         cells = [
             f"{run['accuracy']:.2f} ± {run['accuracy_std']:.2f}" for rate in rates for run in runs
-            if run["study_method"] == name and run["noise_rate_requested"] == rate
+            if run["study_method"] == label and run["noise_rate_requested"] == rate
         ]  # fmt: skip
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def plot_confusions(runner: Experiment, runs: list[dict], experiment, noise: NoiseSpec, plots: Path) -> None:
+    """The injected noise of the noisiest split (first seed) and each prompt model's test predictions on it."""
+    seed = experiment.seeds[0]
+    train = runner.few_shot(experiment.shots, seed, noise=noise, allow_fewer=experiment.allow_fewer_shots)[0]["train"]
+    classnames = runner.classnames
+    rate = f"{100 * noise.rate:g} % {noise.noise_type} noise"
+    plot_confusion(
+        train[CLEAN_LABEL], train["label"], classnames, plots / "noise_confusion.png",
+        title=f"Injected label noise ({rate}, seed {seed})", xlabel="label given", ylabel="class of the image",
+    )  # fmt: skip
+    for result in runs:
+        if result["noise_rate_requested"] != noise.rate or result["method"] == "linear-probe":
+            continue
+        model = AutoModel.from_pretrained(result["per_seed"][0]["prompt_dir"], clip_model=runner.backbone.clip)
+        with torch.no_grad():
+            predictions = model(image_embeds=runner.test["image_embeds"]).logits.argmax(-1)
+        plot_confusion(
+            runner.test["labels"].tolist(), predictions.tolist(), classnames,
+            plots / f"predictions_{Path(result['run_dir']).name}.png",
+            title=f"{result['study_method']} trained at {rate}: test predictions (seed {seed})",
+            xlabel="predicted class", ylabel="true class",
+        )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = HfArgumentParser((ExperimentArguments, PromptArguments, NoiseStudyArguments, CoOpTrainingArguments))
     experiment, prompt, study, training_args = parser.parse_args_into_dataclasses(args=argv)
-    settings = prompt_settings(prompt, "coop")
+    models = study_models(study, prompt)
     runner = load_experiment(experiment, training_args)
+    output_dir = Path(training_args.output_dir)
     plan = []
     for rate in study.noise_rates:
         noise = NoiseSpec(study.study_noise_type, rate, val=experiment.noise_val)
-        for name, loss in METHODS.items():
-            slug = f"{'linear-probe' if loss is None else f'coop-{loss}'}-noise{rate:g}"
-            args = dataclasses.replace(training_args, output_dir=str(Path(training_args.output_dir) / slug))
-            plan.append((name, loss, noise, args))
+        for model in models:
+            args = dataclasses.replace(training_args, output_dir=str(output_dir / f"{model.slug}-noise{rate:g}"))
+            plan.append((model, noise, args))
     # Every run directory is checked before the first run starts, so a mismatch never stops a study half-way.
-    for _, loss, noise, args in plan:
-        if loss is None:
-            config = linear_probe_config(runner, experiment.shots, noise=noise)
-        else:
-            config = COOP.run_config(
-                runner, experiment.shots, args, settings, loss=loss, gce_q=experiment.gce_q, noise=noise
-            )
+    for model, noise, args in plan:
         with args.main_process_first(desc="output directory"):
+            config = run_config(runner, model, experiment, args, noise)
             claim_run_directory(args.output_dir, config, overwrite=args.overwrite_output_dir)
     runs = []
-    for index, (name, loss, noise, args) in enumerate(plan, start=1):
-        announce(args, f"noise study {index}/{len(plan)}: {name}, {100 * noise.rate:g} % {noise.noise_type} noise")
+    for index, (model, noise, args) in enumerate(plan, start=1):
+        announce(args, f"noise study {index}/{len(plan)}: {model.label}, {100 * noise.rate:g} % {noise.noise_type}")
         args = dataclasses.replace(args, overwrite_output_dir=False)  # claimed above; never remove what was resumed
-        if loss is None:
-            results = run_linear_probe(runner, experiment.shots, experiment.seeds, args, noise=noise)
-        else:
-            results = COOP.run(
-                runner, experiment.shots, experiment.seeds, args, settings, loss=loss, gce_q=experiment.gce_q,
-                noise=noise,
-            )  # fmt: skip
-        results["study_method"] = name
+        results = run(runner, model, experiment, args, noise) | {
+            "study_method": model.label,
+            "run_dir": args.output_dir,
+        }
         if training_args.should_save:
             write_results(results, args.output_dir)
         runs.append(results)
@@ -92,12 +178,18 @@ def main(argv: list[str] | None = None) -> dict:
         "noise_type": study.study_noise_type,
         "noise_rates": study.noise_rates,
         "noise_val": experiment.noise_val,
+        "study_methods": [model.label for model in models],
         "runs": runs,
     }
     table = results_table(runs, study.noise_rates)
     if training_args.should_save:
-        write_results(summary, training_args.output_dir)
-        atomic_write_text(Path(training_args.output_dir) / "results.md", table)
+        write_results(summary, output_dir)
+        atomic_write_text(output_dir / "results.md", table)
+        noisiest = NoiseSpec(study.study_noise_type, max(study.noise_rates), val=experiment.noise_val)
+        title = f"{experiment.dataset}, {experiment.shots} shots: {study.study_noise_type} noise"
+        plot_noise_curves(runs, output_dir / "plots" / "accuracy_vs_noise.png", title=title)
+        if noisiest.rate > 0:
+            plot_confusions(runner, runs, experiment, noisiest, output_dir / "plots")
     if training_args.should_log:
         print(table)
         print(

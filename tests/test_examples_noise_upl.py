@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from coop_hf import CoOpEnsemble
 from coop_hf.data import load_benchmark
@@ -40,7 +41,7 @@ def test_noise_sweep_with_ce_gce_and_linear_probe(tiny_clip_dir, tmp_path):
         [*common(tiny_clip_dir, tmp_path), "--shots", "2", "--noise_rates", "0", "0.5", "--seeds", "1"]
     )
     runs = {(run["study_method"], run["noise_rate_requested"]): run for run in summary["runs"]}
-    assert set(runs) == {(m, r) for m in ("CoOp (CE)", "CoOp (GCE)", "Linear probe") for r in (0.0, 0.5)}
+    assert set(runs) == {(m, r) for m in ("CoOp (CE)", "CoOp (GCE)", "Linear probe CLIP") for r in (0.0, 0.5)}
     assert runs[("CoOp (GCE)", 0.5)]["loss"] == "gce" and runs[("CoOp (GCE)", 0.5)]["gce_q"] == 0.5
     assert runs[("CoOp (CE)", 0.5)]["loss"] == "ce"
     for (_, rate), run in runs.items():
@@ -49,7 +50,11 @@ def test_noise_sweep_with_ce_gce_and_linear_probe(tiny_clip_dir, tmp_path):
     saved = json.loads((tmp_path / "coop-gce-noise0.5" / "results.json").read_text())
     assert saved["noise_rate_actual"] == 0.5 and saved["per_seed"][0]["noisy_shots"] == 100
     table = (tmp_path / "results.md").read_text()
-    assert "| Method | 0 % noise | 50 % noise |" in table and table.count("±") == 6
+    assert "| Model | 0 % noise | 50 % noise |" in table and table.count("±") == 6
+    plots = sorted(path.name for path in (tmp_path / "plots").iterdir())
+    assert plots == ["accuracy_vs_noise.png", "noise_confusion.png", "predictions_coop-ce-noise0.5.png",
+                     "predictions_coop-gce-noise0.5.png"]  # fmt: skip
+    assert all(Image.open(tmp_path / "plots" / name).size[0] > 300 for name in plots)
     card = (tmp_path / "coop-gce-noise0.5" / "seed1" / "README.md").read_text()
     assert "| loss | generalised cross-entropy (q = 0.5) |" in card
     assert "| label noise | replace, 50 % requested, 50.0 % actual, train split (val clean) |" in card
@@ -121,3 +126,24 @@ def test_upl_star_averages_the_probabilities_of_several_backbones(tiny_clip_dir,
     assert pseudo_label_shortfall(pseudo, 2) == {
         name: int((expected == label).sum()) for label, name in enumerate(classnames) if (expected == label).sum() < 2
     }
+
+
+def test_context_length_ablation_and_model_choice_in_one_command(tiny_clip_dir, tmp_path):
+    flags = [
+        *common(tiny_clip_dir, tmp_path),
+        "--shots",
+        "1",
+        "--noise_rates",
+        "0.5",
+        "--seeds",
+        "1",
+        "--max_steps",
+        "1",
+    ]
+    flags = [flag for flag in flags if flag not in ("--n_ctx", "4")]
+    summary = load_example("train_noisy").main([*flags, "--study_methods", "coop:gce", "--n_ctx_values", "2", "4"])
+    assert [run["study_method"] for run in summary["runs"]] == ["CoOp (GCE, M=2)", "CoOp (GCE, M=4)"]
+    assert [run["n_ctx"] for run in summary["runs"]] == [2, 4]
+    assert (tmp_path / "coop-gce-nctx2-noise0.5" / "results.json").is_file()
+    with pytest.raises(ValueError, match="--study_methods coop:mae"):
+        load_example("train_noisy").main([*flags, "--study_methods", "coop:mae", "--output_dir", str(tmp_path / "x")])

@@ -109,13 +109,24 @@ def prompt_settings(prompt: Any, method: str) -> dict[str, Any]:
 
 @dataclass
 class NoiseStudyArguments:
-    """The label-noise sweep of `examples/train_noisy.py`."""
+    """The label-noise study of `examples/train_noisy.py`."""
 
     noise_rates: list[float] = field(
         default_factory=lambda: [0.0, 0.125, 0.25, 0.5], metadata={"help": "Noise rates to sweep, e.g. 0 0.25 0.5."}
     )
     study_noise_type: str = field(
         default="replace", metadata={"help": "Scheme of the sweep: replace (the PTNL study) | symmetric | confusion."}
+    )
+    study_methods: list[str] = field(
+        default_factory=lambda: ["coop:ce", "coop:gce", "linear-probe"],
+        metadata={
+            "help": "Models compared, each `<method>[:ce|gce]`: linear-probe or a prompt method of --method "
+            "(e.g. coop:ce coop:gce cocoop:gce)."
+        },
+    )
+    n_ctx_values: list[int] | None = field(
+        default=None,
+        metadata={"help": "Context-length ablation: train each prompt method once per n_ctx value (e.g. 4 8 16)."},
     )
 
 

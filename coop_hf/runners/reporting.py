@@ -258,3 +258,59 @@ def read_rows_csv(path: str | os.PathLike) -> list[Row]:
             elif key.endswith("accuracy") and value != "":
                 row[key] = float(value)
     return rows
+
+
+def plot_noise_curves(runs: Sequence[Row], path: str | os.PathLike, *, title: str) -> Path:
+    """Write a PNG of test accuracy against the label-noise rate: one line per study method (its `study_method`
+    label), mean ± population std over seeds (from each run's `per_seed`) as a band."""
+    figure = Figure(figsize=(6, 4.2), layout="constrained")
+    ax = figure.subplots()
+    for index, label in enumerate(dict.fromkeys(run["study_method"] for run in runs)):
+        points = sorted(
+            (100 * run["noise_rate_requested"], [seed["accuracy"] for seed in run["per_seed"]])
+            for run in runs
+            if run["study_method"] == label
+        )
+        x = np.array([rate for rate, _ in points])
+        mean = np.array([np.mean(values) for _, values in points])
+        std = np.array([np.std(values) for _, values in points])
+        linear = label.startswith(("Linear probe", "Classifier"))
+        ax.plot(x, mean, marker="s" if linear else "o", linestyle=":" if linear else "-", color=f"C{index}",
+                linewidth=2, markersize=5, label=label)  # fmt: skip
+        ax.fill_between(x, mean - std, mean + std, color=f"C{index}", alpha=0.15, linewidth=0)
+    ax.set_xlabel("Noisy labels in the few-shot training split (%)")
+    ax.set_ylabel("Test accuracy (%)")
+    ax.set_title(title)
+    ax.grid(True, color="white", linewidth=1)
+    ax.set_facecolor("#EBEBEB")
+    ax.set_axisbelow(True)
+    seeds = max(len(run["per_seed"]) for run in runs)
+    ax.legend(loc="best", fontsize=8, title=f"mean ± std over {seeds} seeds" if seeds > 1 else "one seed",
+              title_fontsize=8)  # fmt: skip
+    return _save(figure, path)
+
+
+def plot_confusion(
+    true_labels: Sequence[int], given_labels: Sequence[int], classnames: Sequence[str], path: str | os.PathLike,
+    *, title: str, xlabel: str, ylabel: str,
+) -> Path:  # fmt: skip
+    """Write a PNG of the confusion matrix (rows: `true_labels`, columns: `given_labels`), each row normalised to
+    the fraction of its images; class names label the axes when there are at most 40 classes."""
+    from sklearn.metrics import confusion_matrix
+
+    labels = list(range(len(classnames)))
+    counts = confusion_matrix(true_labels, given_labels, labels=labels).astype(float)
+    fractions = counts / counts.sum(axis=1, keepdims=True).clip(min=1)
+    size = min(4 + len(classnames) * 0.12, 14)
+    figure = Figure(figsize=(size + 1, size), layout="constrained")
+    ax = figure.subplots()
+    image = ax.imshow(fractions, cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+    figure.colorbar(image, ax=ax, fraction=0.046, label="fraction of the row's images")
+    if len(classnames) <= 40:
+        ax.set_xticks(labels, classnames, rotation=90, fontsize=7)
+        ax.set_yticks(labels, classnames, fontsize=7)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    off_diagonal = 100 * (1 - np.trace(counts) / max(counts.sum(), 1))
+    ax.set_title(f"{title}\n{off_diagonal:.1f} % off the diagonal")
+    return _save(figure, path)
