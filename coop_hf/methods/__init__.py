@@ -7,10 +7,13 @@ Adding a method: a folder `methods/<name>/` with `configuration_<name>.py` and `
 from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
 
 from ..modeling_utils import PromptPreTrainedModel
+from .class_tokens import ClassTokenTuningModel
+from .classifier import LinearClassifierModel
 from .cocoop import CoCoOpModel
 from .coop import CoOpConfig, CoOpModel
 from .kgcoop import KgCoOpModel
 from .prograd import ProGradModel
+from .tenc_ft import TextEncoderFineTuningModel
 from .upl import CoOpEnsemble, CoOpEnsembleConfig
 
 PROMPT_MODELS: dict[str, type[PromptPreTrainedModel]] = {
@@ -19,8 +22,11 @@ PROMPT_MODELS: dict[str, type[PromptPreTrainedModel]] = {
         CoOpModel,
         CoCoOpModel,
         CoOpEnsemble,
+        ClassTokenTuningModel,
         KgCoOpModel,
         ProGradModel,
+        LinearClassifierModel,
+        TextEncoderFineTuningModel,
     )
 }
 """Every prompt model, keyed by its config's `model_type`."""

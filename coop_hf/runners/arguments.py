@@ -73,7 +73,8 @@ def _prompt_arguments() -> type:
         for setting in config_class.prompt_settings():
             config_field = config_class.__dataclass_fields__[setting]
             entry = settings.setdefault(setting, {"type": config_field.type, "defaults": [], "helps": {}})
-            entry["defaults"].append(f"{name}: {config_field.default!r}")
+            default = {config_field.name: config_field.default, **method.defaults, **method.settings}[setting]
+            entry["defaults"].append(f"{name}: {default!r}")
             entry["helps"].setdefault(_setting_help(config_class, setting), []).append(name)
     fields = []
     for setting, entry in settings.items():

@@ -40,18 +40,26 @@ class PromptLearning:
     `recipe` holds the method's own training defaults as `CoOpTrainingArguments` values (e.g. CoCoOp's
     `{"per_device_train_batch_size": 1, "num_train_epochs": 10}`). Each replaces an argument the user left at its
     default: a flag set to the default value (`--per_device_train_batch_size 32`) counts as left out, so the recipe
-    applies; `num_train_epochs` applies when no epoch count is given (see `epochs`).
+    applies; `num_train_epochs` applies when no epoch count is given (see `epochs`). `settings` holds the prompt
+    settings that make this name the method it is when model classes are shared (CLS-Tuning's
+    `{"learn_context": False}`): a flag contradicting them is an error. `defaults` holds the name's own defaults of
+    other prompt settings (CLS-Tuning's fixed phrase "a photo of a"), which flags may replace.
     """
 
     name: str
     model_class: type[PromptPreTrainedModel]
     trainer_class: type[CoOpTrainer] = CoOpTrainer
     recipe: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    defaults: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         unknown = sorted(set(self.recipe) - set(CoOpTrainingArguments.__dataclass_fields__))
         if unknown:
             raise ValueError(f"The recipe of method {self.name!r} names unknown training arguments: {unknown}.")
+        unknown = sorted({*self.settings, *self.defaults} - set(self.model_class.config_class.prompt_settings()))
+        if unknown:
+            raise ValueError(f"The settings of method {self.name!r} name unknown prompt settings: {unknown}.")
 
     def training_arguments(self, args: CoOpTrainingArguments) -> CoOpTrainingArguments:
         """`args` with the recipe's values in place of the arguments left at their defaults (but the epochs)."""
@@ -76,7 +84,12 @@ class PromptLearning:
         """The prompt settings given, over the method's defaults for the experiment's dataset (KgCoOp's and ProGrad's
         hand-crafted template per benchmark: `config_class.dataset_settings`)."""
         defaults = self.model_class.config_class.dataset_settings(experiment.dataset)
-        return {**defaults, **{key: value for key, value in settings.items() if value is not None}}
+        given = {key: value for key, value in settings.items() if value is not None}
+        contradicted = [key for key, value in given.items() if key in self.settings and value != self.settings[key]]
+        if contradicted:
+            fixed = ", ".join(f"--{key} {self.settings[key]!r}" for key in contradicted)
+            raise ValueError(f"--method {self.name} fixes {fixed}; drop the flag or choose another method.")
+        return {**defaults, **self.defaults, **self.settings, **given}
 
     def prompt_config(self, experiment: Experiment, settings: dict[str, Any]) -> PretrainedConfig:
         """The model config these prompt settings give (resolved, as the model will have it)."""

@@ -1,0 +1,137 @@
+"""PTNL's linear classifiers (Wu et al., "Why Is Prompt Tuning for Vision-Language Models Robust to Noisy Labels?",
+ICCV 2023): a linear head on frozen, L2-normalised CLIP image features, trained by the CoOp recipe.
+
+Classifier-R starts from `nn.Linear`'s default initialisation and gives logits W f + b. Classifier-C starts from the
+normalised text features of the hand-crafted prompt (zero-shot CLIP's class weights) with b = 0 and multiplies by
+CLIP's (frozen) logit scale, exp(s) (W f + b), so before training it is zero-shot CLIP. The PTNL code release holds
+no classifier code; these are coop-hf's choices.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import CLIPModel, PreTrainedTokenizerBase
+
+from ...baselines import zero_shot_weights
+from ...modeling_utils import PromptModelOutput, PromptPreTrainedModel, load_clip_and_tokenizer
+from ..coop.modeling_coop import CoOpModel
+from .configuration_classifier import ClassifierConfig
+
+PTNL_PAPER = (
+    "Wu et al., Why Is Prompt Tuning for Vision-Language Models Robust to Noisy Labels?, ICCV 2023",
+    "https://arxiv.org/abs/2307.11978",
+    """@inproceedings{wu2023ptnl,
+  title     = {Why Is Prompt Tuning for Vision-Language Models Robust to Noisy Labels?},
+  author    = {Wu, Cheng-En and Tian, Yu and Yu, Haichao and Wang, Heng and Morgado, Pedro and Hu, Yu Hen and
+               Yang, Linjie},
+  booktitle = {Proceedings of the IEEE/CVF International Conference on Computer Vision (ICCV)},
+  year      = {2023}
+}""",
+)
+
+
+class LinearClassifierModel(PromptPreTrainedModel):
+    """A linear head on a frozen CLIP's normalised image features; only `classifier.weight` and `classifier.bias`
+    train and are saved.
+
+    Example:
+
+    ```python
+    >>> from coop_hf import LinearClassifierModel
+
+    >>> model = LinearClassifierModel.from_clip(clip, ["daisy", "rose"], init="text", template="a photo of a {}.")
+    >>> logits = model(pixel_values=pixel_values).logits  # untrained: zero-shot CLIP's logits
+    ```
+    """
+
+    config: ClassifierConfig
+    config_class = ClassifierConfig
+    method_name = "Linear classifier"
+    paper = PTNL_PAPER
+
+    def __init__(
+        self,
+        config: ClassifierConfig,
+        clip: CLIPModel,
+        tokenizer: PreTrainedTokenizerBase,
+        image_processor: Any | None = None,
+    ):
+        super().__init__(config, clip, tokenizer, image_processor)
+        if not config.classnames:
+            raise ValueError(f"{type(config).__name__}.classnames is empty: a classifier needs the class names.")
+        self.classifier = nn.Linear(clip.config.projection_dim, len(config.classnames))
+        if config.init == "text":
+            with torch.no_grad():
+                weights = zero_shot_weights(clip, tokenizer, self.classnames, [config.template])
+                self.classifier.weight.copy_(weights)
+                self.classifier.bias.zero_()
+        self.classifier.to(clip.logit_scale.device)
+        self.post_init()
+
+    @property
+    def method_label(self) -> str:
+        return "Classifier-C" if self.config.init == "text" else "Classifier-R"
+
+    @classmethod
+    def build_config(
+        cls, clip: CLIPModel, classnames: list[str], tokenizer: PreTrainedTokenizerBase, **settings
+    ) -> ClassifierConfig:
+        """The config `from_clip` gives for these settings, without building the model."""
+        settings = {key: value for key, value in settings.items() if value is not None}
+        return cls.config_class(
+            base_model_name_or_path=clip.name_or_path or None, classnames=list(classnames), **settings
+        )
+
+    @classmethod
+    def from_clip(
+        cls,
+        clip: CLIPModel | str | os.PathLike,
+        classnames: list[str],
+        *,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        image_processor: Any | None = None,
+        **settings,
+    ) -> LinearClassifierModel:
+        """A new head for `classnames` on a CLIP (a loaded `CLIPModel`, or a Hub id / local path); `settings` are
+        `init` and `template`."""
+        clip, tokenizer = load_clip_and_tokenizer(clip, tokenizer)
+        config = cls.build_config(clip, classnames, tokenizer, **settings)
+        return cls(config, clip=clip, tokenizer=tokenizer, image_processor=image_processor)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        image_embeds: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+    ) -> PromptModelOutput | tuple:
+        """Class logits of images: `pixel_values` [batch, 3, H, W], or precomputed CLIP `image_embeds`
+        [batch, projection_dim]. With `labels` [batch], also the cross-entropy loss."""
+        image_embeds = F.normalize(self.image_features(pixel_values, image_embeds), dim=-1)
+        logits = self.classifier(image_embeds.to(self.classifier.weight.dtype))
+        if self.config.init == "text":
+            logits = self.clip.logit_scale.exp() * logits
+        loss = None
+        if labels is not None:
+            self.check_labels(labels, logits.shape[-1])
+            loss = self.compute_loss(logits, labels, None)
+        output = PromptModelOutput(loss=loss, logits=logits, image_embeds=image_embeds)
+        return output if return_dict is not False else output.to_tuple()
+
+    # Plain cross-entropy, the very function of CoOp's: the runner lets `--loss` (e.g. GCE) replace it.
+    compute_loss = CoOpModel.compute_loss
+
+    def describe_prompt(self) -> str:
+        return f"{len(self.config.classnames)} classes, feature width {self.clip.config.projection_dim}"
+
+    def card_settings(self) -> list[tuple[str, str]]:
+        if self.config.init == "text":
+            start = f'text features of "{self.config.template}", bias 0, scaled by CLIP\'s logit scale'
+        else:
+            start = "random (`nn.Linear` default)"
+        return [("classifier", self.method_label), ("initialisation (`init`)", start)]

@@ -1,0 +1,143 @@
+"""TEnc-FT, one of PTNL's models (Wu et al., "Why Is Prompt Tuning for Vision-Language Models Robust to Noisy
+Labels?", ICCV 2023): the whole CLIP text encoder fine-tuned on hand-crafted class prompts, the image encoder
+frozen. Logits are CLIP's: exp(s) cos(image feature, text feature of `template.format(class)`).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import CLIPModel, PreTrainedTokenizerBase
+
+from ...modeling_utils import PromptModelOutput, PromptPreTrainedModel, load_clip_and_tokenizer
+from ..classifier.modeling_classifier import PTNL_PAPER
+from ..coop.modeling_coop import CoOpModel
+from .configuration_tenc_ft import TextEncoderFineTuningConfig
+
+
+class TextEncoderFineTuningModel(PromptPreTrainedModel):
+    """A trainable copy of CLIP's text encoder (`text_model` and `text_projection`) over the frozen CLIP, whose image
+    encoder and logit scale it uses; the shared CLIP itself is never changed. The whole text encoder trains and is
+    saved (safetensors), so a checkpoint is about as large as CLIP's text half.
+
+    Example:
+
+    ```python
+    >>> from coop_hf import TextEncoderFineTuningModel
+
+    >>> model = TextEncoderFineTuningModel.from_clip(clip, ["daisy", "rose"], template="a photo of a {}.")
+    >>> logits = model(pixel_values=pixel_values).logits  # untrained: zero-shot CLIP's logits
+    ```
+    """
+
+    config: TextEncoderFineTuningConfig
+    config_class = TextEncoderFineTuningConfig
+    method_name = "TEnc-FT"
+    paper = PTNL_PAPER
+
+    def __init__(
+        self,
+        config: TextEncoderFineTuningConfig,
+        clip: CLIPModel,
+        tokenizer: PreTrainedTokenizerBase,
+        image_processor: Any | None = None,
+    ):
+        super().__init__(config, clip, tokenizer, image_processor)
+        if not config.classnames:
+            raise ValueError(f"{type(config).__name__}.classnames is empty: a prompt model needs the class names.")
+        self.text_model = copy.deepcopy(clip.text_model).requires_grad_(True)
+        self.text_projection = copy.deepcopy(clip.text_projection).requires_grad_(True)
+        self._set_prompts(self.classnames)
+        self._text_features_cache: tuple[tuple, torch.Tensor] | None = None
+        self.post_init()
+
+    @classmethod
+    def build_config(
+        cls, clip: CLIPModel, classnames: list[str], tokenizer: PreTrainedTokenizerBase, **settings
+    ) -> TextEncoderFineTuningConfig:
+        """The config `from_clip` gives for these settings, without building the model."""
+        settings = {key: value for key, value in settings.items() if value is not None}
+        return cls.config_class(
+            base_model_name_or_path=clip.name_or_path or None, classnames=list(classnames), **settings
+        )
+
+    @classmethod
+    def from_clip(
+        cls,
+        clip: CLIPModel | str | os.PathLike,
+        classnames: list[str],
+        *,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        image_processor: Any | None = None,
+        **settings,
+    ) -> TextEncoderFineTuningModel:
+        """A text encoder to fine-tune for `classnames`, copied from a CLIP (a loaded `CLIPModel`, or a Hub id /
+        local path); `settings`: `template`."""
+        clip, tokenizer = load_clip_and_tokenizer(clip, tokenizer)
+        config = cls.build_config(clip, classnames, tokenizer, **settings)
+        return cls(config, clip=clip, tokenizer=tokenizer, image_processor=image_processor)
+
+    def _set_prompts(self, classnames: list[str]) -> None:
+        texts = [self.config.template.format(name) for name in classnames]
+        tokens = self.tokenizer(texts, padding=True, return_tensors="pt").to(self.clip.logit_scale.device)
+        self.register_buffer("input_ids", tokens["input_ids"], persistent=False)
+        self.register_buffer("attention_mask", tokens["attention_mask"], persistent=False)
+
+    def train(self, mode: bool = True) -> TextEncoderFineTuningModel:
+        super().train(mode)
+        self.prompt_changed()
+        return self
+
+    def prompt_changed(self) -> None:
+        self._text_features_cache = None
+
+    def get_text_features(self) -> torch.Tensor:
+        """[classes, projection_dim] unnormalised text features of the class prompts from the fine-tuned encoder."""
+        pooled = self.text_model(input_ids=self.input_ids, attention_mask=self.attention_mask).pooler_output
+        return self.text_projection(pooled)
+
+    def _text_features_for_logits(self) -> torch.Tensor:
+        """Text features, computed once and reused while no weight changed and no gradient is needed."""
+        if torch.is_grad_enabled():
+            return self.get_text_features()
+        key = tuple(parameter._version for parameter in self.text_model.parameters())
+        key += (self.text_projection.weight._version, self.input_ids.data_ptr())
+        if self._text_features_cache is None or self._text_features_cache[0] != key:
+            self._text_features_cache = (key, self.get_text_features())
+        return self._text_features_cache[1]
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        image_embeds: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+    ) -> PromptModelOutput | tuple:
+        """Class logits of images: `pixel_values` [batch, 3, H, W], or precomputed CLIP `image_embeds`
+        [batch, projection_dim]. With `labels` [batch], also the cross-entropy loss."""
+        image_embeds = F.normalize(self.image_features(pixel_values, image_embeds), dim=-1)
+        text_embeds = F.normalize(self._text_features_for_logits(), dim=-1)
+        logits = self.clip.logit_scale.exp() * image_embeds @ text_embeds.to(image_embeds.dtype).t()
+        loss = None
+        if labels is not None:
+            self.check_labels(labels, logits.shape[-1])
+            loss = self.compute_loss(logits, labels, text_embeds)
+        output = PromptModelOutput(loss=loss, logits=logits, image_embeds=image_embeds, text_embeds=text_embeds)
+        return output if return_dict is not False else output.to_tuple()
+
+    # Plain cross-entropy, the very function of CoOp's: the runner lets `--loss` (e.g. GCE) replace it.
+    compute_loss = CoOpModel.compute_loss
+
+    def describe_prompt(self) -> str:
+        text = self.clip.config.text_config
+        return f"{len(self.config.classnames)} classes, text width {text.hidden_size}, {text.num_hidden_layers} layers"
+
+    def card_settings(self) -> list[tuple[str, str]]:
+        return [
+            ("hand-crafted prompt (`template`)", f'"{self.config.template}"'),
+            ("trained", "the whole text encoder (transformer and text projection); image encoder frozen"),
+        ]
