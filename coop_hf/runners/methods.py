@@ -21,16 +21,17 @@ PROMPT_METHODS: dict[str, PromptLearning] = {
         PromptLearning("cocoop", CoCoOpModel, recipe={"per_device_train_batch_size": 1, "num_train_epochs": 10}),
         PromptLearning("kgcoop", KgCoOpModel, recipe={"per_device_train_batch_size": 128, "num_train_epochs": 100}),
         PromptLearning("prograd", ProGradModel, ProGradTrainer),
-        PromptLearning("full-prompt", ClassTokenTuningModel),
+        PromptLearning("full-prompt", ClassTokenTuningModel, label="Full-Prompt-Tuning"),
         PromptLearning(
             "cls-tuning",
             ClassTokenTuningModel,
             settings={"learn_context": False},
+            label="CLS-Tuning",
             defaults={"ctx_init": "a photo of a"},
         ),
-        PromptLearning("classifier-r", LinearClassifierModel, settings={"init": "random"}),
-        PromptLearning("classifier-c", LinearClassifierModel, settings={"init": "text"}),
-        PromptLearning("tenc-ft", TextEncoderFineTuningModel),
+        PromptLearning("classifier-r", LinearClassifierModel, settings={"init": "random"}, label="Classifier-R"),
+        PromptLearning("classifier-c", LinearClassifierModel, settings={"init": "text"}, label="Classifier-C"),
+        PromptLearning("tenc-ft", TextEncoderFineTuningModel, label="TEnc-FT"),
     )
 }
 """Prompt-learning methods by `--method` name: the model class each trains (and its trainer, if not CoOp's)."""

@@ -52,6 +52,12 @@ class PromptLearning:
     recipe: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     defaults: dict[str, Any] = field(default_factory=dict)
+    label: str | None = None
+
+    @property
+    def display_name(self) -> str:
+        """How tables and plots name the method: `label`, else the model's `method_name`."""
+        return self.label or self.model_class.method_name
 
     def __post_init__(self):
         unknown = sorted(set(self.recipe) - set(CoOpTrainingArguments.__dataclass_fields__))

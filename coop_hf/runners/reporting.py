@@ -50,7 +50,7 @@ def method_labels(methods: Iterable[str]) -> dict[str, str]:
     where two methods share one)."""
     labels = {ZEROSHOT: "Zero-shot CLIP", "linear-probe": "Linear probe CLIP"}
     methods = list(dict.fromkeys(methods))
-    names = {m: PROMPT_METHODS[m].model_class.method_name for m in methods if m in PROMPT_METHODS}
+    names = {m: PROMPT_METHODS[m].display_name for m in methods if m in PROMPT_METHODS}
     for method in methods:
         name = names.get(method, method)
         labels.setdefault(method, name if list(names.values()).count(name) <= 1 else method)
