@@ -102,6 +102,40 @@ class PromptPreTrainedModel(PreTrainedModel):
     def classnames(self) -> list[str]:
         return list(self.config.classnames)
 
+    @classmethod
+    def resolve_settings(cls, tokenizer: PreTrainedTokenizerBase, settings: dict[str, Any]) -> dict[str, Any]:
+        """The given settings as the config will hold them (e.g. CoOp's `n_ctx` from its `ctx_init`)."""
+        return settings
+
+    @classmethod
+    def build_config(
+        cls, clip: CLIPModel, classnames: list[str], tokenizer: PreTrainedTokenizerBase, **settings
+    ) -> PretrainedConfig:
+        """The config `from_clip` gives for these settings (left out or None: the config's defaults), without
+        building the model: what a run records before any work."""
+        given = {key: value for key, value in settings.items() if value is not None}
+        settings = cls.resolve_settings(tokenizer, given)
+        return cls.config_class(
+            base_model_name_or_path=clip.name_or_path or None, classnames=list(classnames), **settings
+        )
+
+    @classmethod
+    def from_clip(
+        cls,
+        clip: CLIPModel | str | os.PathLike,
+        classnames: list[str],
+        *,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        image_processor: Any | None = None,
+        **settings,
+    ) -> PromptPreTrainedModel:
+        """A new model of this method for `classnames` on a CLIP (a loaded `CLIPModel`, or a Hub id / local path);
+        `settings` are the config's own settings (`config_class.prompt_settings()`), the config's defaults when
+        left out."""
+        clip, tokenizer = load_clip_and_tokenizer(clip, tokenizer)
+        config = cls.build_config(clip, classnames, tokenizer, **settings)
+        return cls(config, clip=clip, tokenizer=tokenizer, image_processor=image_processor)
+
     @staticmethod
     def check_labels(labels: torch.Tensor, num_classes: int) -> None:
         if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):

@@ -9,7 +9,6 @@ no classifier code; these are coop-hf's choices.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
@@ -18,7 +17,7 @@ from torch import nn
 from transformers import CLIPModel, PreTrainedTokenizerBase
 
 from ...baselines import zero_shot_weights
-from ...modeling_utils import PromptModelOutput, PromptPreTrainedModel, load_clip_and_tokenizer
+from ...modeling_utils import PromptModelOutput, PromptPreTrainedModel
 from ..coop.modeling_coop import CoOpModel
 from .configuration_classifier import ClassifierConfig
 
@@ -76,32 +75,6 @@ class LinearClassifierModel(PromptPreTrainedModel):
     @property
     def method_label(self) -> str:
         return "Classifier-C" if self.config.init == "text" else "Classifier-R"
-
-    @classmethod
-    def build_config(
-        cls, clip: CLIPModel, classnames: list[str], tokenizer: PreTrainedTokenizerBase, **settings
-    ) -> ClassifierConfig:
-        """The config `from_clip` gives for these settings, without building the model."""
-        settings = {key: value for key, value in settings.items() if value is not None}
-        return cls.config_class(
-            base_model_name_or_path=clip.name_or_path or None, classnames=list(classnames), **settings
-        )
-
-    @classmethod
-    def from_clip(
-        cls,
-        clip: CLIPModel | str | os.PathLike,
-        classnames: list[str],
-        *,
-        tokenizer: PreTrainedTokenizerBase | None = None,
-        image_processor: Any | None = None,
-        **settings,
-    ) -> LinearClassifierModel:
-        """A new head for `classnames` on a CLIP (a loaded `CLIPModel`, or a Hub id / local path); `settings` are
-        `init` and `template`."""
-        clip, tokenizer = load_clip_and_tokenizer(clip, tokenizer)
-        config = cls.build_config(clip, classnames, tokenizer, **settings)
-        return cls(config, clip=clip, tokenizer=tokenizer, image_processor=image_processor)
 
     def forward(
         self,

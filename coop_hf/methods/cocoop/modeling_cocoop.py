@@ -12,7 +12,6 @@ The whole computation, top to bottom:
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 from typing import Any
 
@@ -105,24 +104,6 @@ class CoCoOpModel(CoOpModel):
                     "(ctx_init=''), or drop --n_ctx."
                 )
         return super().build_config(clip, classnames, tokenizer, **settings)
-
-    @classmethod
-    def from_clip(
-        cls,
-        clip: CLIPModel | str | os.PathLike,
-        classnames: list[str],
-        *,
-        tokenizer: PreTrainedTokenizerBase | None = None,
-        image_processor: Any | None = None,
-        **settings,
-    ) -> CoCoOpModel:
-        """Wrap a CLIP (a loaded `CLIPModel`, or a Hub id / local path) with a new CoCoOp prompt for `classnames`.
-
-        `settings` are `n_ctx` and `ctx_init` (default: "a photo of a", 4 context vectors; `ctx_init=""` with an
-        `n_ctx` for random context). The meta-network starts from PyTorch's default initialisation, after the
-        context, as in the reference.
-        """
-        return super().from_clip(clip, classnames, tokenizer=tokenizer, image_processor=image_processor, **settings)
 
     def context_shift(self, image_embeds: torch.Tensor) -> torch.Tensor:
         """[batch, text width] meta-network output pi(x) for L2-normalised image features [batch, projection_dim];

@@ -11,7 +11,6 @@ The whole computation, top to bottom:
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
@@ -19,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPModel, PreTrainedTokenizerBase
 
-from ...modeling_utils import PromptModelOutput, PromptPreTrainedModel, load_clip_and_tokenizer
+from ...modeling_utils import PromptModelOutput, PromptPreTrainedModel
 from ...prompts import PromptTokens, context_init_ids, resolve_n_ctx, tokenize_prompts
 from ...text_encoding import encode_shared_prefix, shared_prefix_length
 from .configuration_coop import CoOpConfig, check_classnames
@@ -35,7 +34,6 @@ COOP_PAPER = (
   year    = {2022}
 }""",
 )
-
 
 
 class PromptLearner(nn.Module):
@@ -122,38 +120,12 @@ class CoOpModel(PromptPreTrainedModel):
         return torch.randn(*shape, config.n_ctx, self.clip.config.text_config.hidden_size) * 0.02
 
     @classmethod
-    def build_config(
-        cls, clip: CLIPModel, classnames: list[str], tokenizer: PreTrainedTokenizerBase, **settings
-    ) -> CoOpConfig:
-        """The config `from_clip` gives for these prompt settings (`n_ctx` resolved against `ctx_init`), without
-        building the model: what a run records before any work."""
-        settings = {key: value for key, value in settings.items() if value is not None}
+    def resolve_settings(cls, tokenizer: PreTrainedTokenizerBase, settings: dict[str, Any]) -> dict[str, Any]:
+        """`n_ctx` resolved against `ctx_init`: with a phrase, the context length is its BPE token count, and an
+        `n_ctx` that contradicts it is an error naming both."""
         if "n_ctx" in settings or settings.get("ctx_init"):
-            settings["n_ctx"] = resolve_n_ctx(tokenizer, settings.get("n_ctx"), settings.get("ctx_init"))
-        return cls.config_class(
-            base_model_name_or_path=clip.name_or_path or None, classnames=list(classnames), **settings
-        )
-
-    @classmethod
-    def from_clip(
-        cls,
-        clip: CLIPModel | str | os.PathLike,
-        classnames: list[str],
-        *,
-        tokenizer: PreTrainedTokenizerBase | None = None,
-        image_processor: Any | None = None,
-        **settings,
-    ) -> CoOpModel:
-        """Wrap a CLIP (a loaded `CLIPModel`, or a Hub id / local path) with a new prompt for `classnames`.
-
-        `settings` are the config's prompt settings (for CoOp: `n_ctx`, `ctx_init`, `class_token_position`,
-        `class_specific_context`); left out, they take the config's defaults. With `ctx_init`, the context starts
-        as that phrase's token embeddings and its BPE token count is the context length, so the untrained model
-        reproduces CLIP on the hand-written prompt exactly; an `n_ctx` that contradicts the phrase is an error.
-        """
-        clip, tokenizer = load_clip_and_tokenizer(clip, tokenizer)
-        config = cls.build_config(clip, classnames, tokenizer, **settings)
-        return cls(config, clip=clip, tokenizer=tokenizer, image_processor=image_processor)
+            settings = {**settings, "n_ctx": resolve_n_ctx(tokenizer, settings.get("n_ctx"), settings.get("ctx_init"))}
+        return settings
 
     def _tokenize(self, classnames: list[str]) -> PromptTokens:
         return tokenize_prompts(

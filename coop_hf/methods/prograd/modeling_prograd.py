@@ -67,15 +67,16 @@ class ProGradModel(CoOpModel):
         self._set_zero_shot_text_embeds()
 
     @classmethod
+    def resolve_settings(cls, tokenizer: PreTrainedTokenizerBase, settings: dict[str, Any]) -> dict[str, Any]:
+        return settings  # the phrase fills the last of n_ctx slots: it does not set the context length
+
+    @classmethod
     def build_config(
         cls, clip: CLIPModel, classnames: list[str], tokenizer: PreTrainedTokenizerBase, **settings
     ) -> ProGradConfig:
         """The config `from_clip` gives for these prompt settings, without building the model. Unlike CoOp's, the
         context length is not the phrase's token count: the phrase fills the last of `n_ctx` slots."""
-        settings = {key: value for key, value in settings.items() if value is not None}
-        config = cls.config_class(
-            base_model_name_or_path=clip.name_or_path or None, classnames=list(classnames), **settings
-        )
+        config = super().build_config(clip, classnames, tokenizer, **settings)
         if config.ctx_init is not None:
             _phrase_ids(tokenizer, config.ctx_init, config.class_token_position)
         return config

@@ -6,14 +6,13 @@ frozen. Logits are CLIP's: exp(s) cos(image feature, text feature of `template.f
 from __future__ import annotations
 
 import copy
-import os
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from transformers import CLIPModel, PreTrainedTokenizerBase
 
-from ...modeling_utils import PromptModelOutput, PromptPreTrainedModel, load_clip_and_tokenizer
+from ...modeling_utils import PromptModelOutput, PromptPreTrainedModel
 from ..classifier.modeling_classifier import PTNL_PAPER
 from ..coop.modeling_coop import CoOpModel
 from .configuration_tenc_ft import TextEncoderFineTuningConfig
@@ -54,32 +53,6 @@ class TextEncoderFineTuningModel(PromptPreTrainedModel):
         self._set_prompts(self.classnames)
         self._text_features_cache: tuple[tuple, torch.Tensor] | None = None
         self.post_init()
-
-    @classmethod
-    def build_config(
-        cls, clip: CLIPModel, classnames: list[str], tokenizer: PreTrainedTokenizerBase, **settings
-    ) -> TextEncoderFineTuningConfig:
-        """The config `from_clip` gives for these settings, without building the model."""
-        settings = {key: value for key, value in settings.items() if value is not None}
-        return cls.config_class(
-            base_model_name_or_path=clip.name_or_path or None, classnames=list(classnames), **settings
-        )
-
-    @classmethod
-    def from_clip(
-        cls,
-        clip: CLIPModel | str | os.PathLike,
-        classnames: list[str],
-        *,
-        tokenizer: PreTrainedTokenizerBase | None = None,
-        image_processor: Any | None = None,
-        **settings,
-    ) -> TextEncoderFineTuningModel:
-        """A text encoder to fine-tune for `classnames`, copied from a CLIP (a loaded `CLIPModel`, or a Hub id /
-        local path); `settings`: `template`."""
-        clip, tokenizer = load_clip_and_tokenizer(clip, tokenizer)
-        config = cls.build_config(clip, classnames, tokenizer, **settings)
-        return cls(config, clip=clip, tokenizer=tokenizer, image_processor=image_processor)
 
     def _set_prompts(self, classnames: list[str]) -> None:
         texts = [self.config.template.format(name) for name in classnames]
