@@ -31,6 +31,10 @@ AVERAGE = "average"
 
 DATASET_TITLES = {
     "imagenet": "ImageNet",
+    "imagenet_v2": "ImageNet-V2",
+    "imagenet_sketch": "ImageNet-Sketch",
+    "imagenet_a": "ImageNet-A",
+    "imagenet_r": "ImageNet-R",
     "caltech101": "Caltech101",
     "oxford_pets": "OxfordPets",
     "stanford_cars": "StanfordCars",

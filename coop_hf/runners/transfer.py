@@ -35,31 +35,13 @@ from .experiment import Backbone, Experiment
 from .methods import PROMPT_METHODS
 from .prompt_learning import PromptLearning
 from .records import accuracy_percent, announce, write_results
+from .reporting import DATASET_TITLES
 
 DG_TARGETS = ("imagenet_v2", "imagenet_sketch", "imagenet_a", "imagenet_r")
 """The ImageNet variants of CoOp's domain-generalisation table (ImageNet is the source)."""
 
 BASE_TO_NEW_CTX_INIT = "a photo of a"
 """The reference's base-to-new CoOp config (`vit_b16_ctxv1`) initialises the context from this phrase (n_ctx 4)."""
-
-DISPLAY_NAMES = {
-    "imagenet": "ImageNet",
-    "imagenet_v2": "ImageNet-V2",
-    "imagenet_sketch": "ImageNet-Sketch",
-    "imagenet_a": "ImageNet-A",
-    "imagenet_r": "ImageNet-R",
-    "caltech101": "Caltech101",
-    "oxford_pets": "OxfordPets",
-    "stanford_cars": "StanfordCars",
-    "oxford_flowers": "Flowers102",
-    "food101": "Food101",
-    "fgvc_aircraft": "FGVCAircraft",
-    "sun397": "SUN397",
-    "dtd": "DTD",
-    "eurosat": "EuroSAT",
-    "ucf101": "UCF101",
-}
-"""Dataset names as the CoOp and CoCoOp papers print them."""
 
 TRAINING_RESULT_KEYS = (
     "accuracy", "accuracy_std", "macro_accuracy", "zeroshot_accuracy", "num_classes", "per_seed",
@@ -70,7 +52,7 @@ TRAINING_RESULT_KEYS = (
 
 def display_name(dataset: str) -> str:
     """The paper's name of a CoOp benchmark; other datasets keep their name (a local path: its folder name)."""
-    return DISPLAY_NAMES.get(dataset, os.path.basename(os.path.normpath(dataset)) or dataset)
+    return DATASET_TITLES.get(dataset, os.path.basename(os.path.normpath(dataset)) or dataset)
 
 
 def dataset_folder(dataset: str) -> str:
