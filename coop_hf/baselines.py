@@ -152,10 +152,7 @@ def _fit_sklearn(
     features: np.ndarray, labels: np.ndarray, C: float, *, tol: float, max_iter: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's `LogisticRegression(solver="lbfgs")`: (coef [classes, dim], intercept [classes])."""
-    # scipy's multithreaded OpenBLAS and the OpenMP threads of scikit-learn's loss (and torch's) wait on each other:
-    # on a 2-vCPU VM that made every fit 2-4 times slower (more on a busy machine). L-BFGS-B needs no BLAS threads.
-    with threadpool_limits(limits=1, user_api="blas"):
-        classifier = LogisticRegression(C=C, solver="lbfgs", tol=tol, max_iter=max_iter).fit(features, labels)
+    classifier = LogisticRegression(C=C, solver="lbfgs", tol=tol, max_iter=max_iter).fit(features, labels)
     if len(classifier.classes_) == 2:  # one binomial weight vector w: the multinomial form is (-w / 2, w / 2)
         return np.concatenate([-classifier.coef_, classifier.coef_]) / 2, np.array([-0.5, 0.5]) * classifier.intercept_
     return classifier.coef_, classifier.intercept_
@@ -177,9 +174,9 @@ def fit_linear_probe(
     """Fit the linear probe on L2-normalised features, choosing C on the validation split with CoOp's search
     (`search_c`; 8 steps, as the reference script), or at the given `C`.
 
-    Each fit is scikit-learn's `LogisticRegression(C=C, solver="lbfgs", max_iter=max_iter, tol=tol)`, from scratch as
+    Each fit is scikit-learn's `LogisticRegression(C=C, solver="lbfgs", max_iter=max_iter, tol=tol)` from scratch, as
     in the reference. With `warm_start`, only the first is: each later fit minimises the same objective with the
-    same stopping rule in float64 torch, from the fit at the nearest C already fitted (4-15 times faster a search in
+    same stopping rule in float64 torch, from the fit at the nearest C already fitted (a 3-18x faster search in
     `benchmarks/README.md`). That stopping rule leaves a fit where its optimiser's path took it (far from the
     optimum at large C), so warm-started fits differ a little from scikit-learn's and, where the val accuracy is
     flat, the search may end at another C. `progress` shows one progress-bar tick per fit, with its C and the best
@@ -212,8 +209,11 @@ def fit_linear_probe(
         fits[c] = LinearProbe(coef, intercept, classes, C=c, val_accuracy=accuracy)
         return accuracy
 
-    if C is not None:
-        fit(C)
-        return fits[C]
-    best_c, _ = search_c(fit, bisection_steps=bisection_steps, progress=progress)
-    return fits[best_c]
+    # scipy's multithreaded OpenBLAS (in scikit-learn's L-BFGS-B) and the OpenMP threads of scikit-learn's loss and
+    # torch wait on each other: on a 2-vCPU VM that made every fit 2-4 times slower, more on a busy machine.
+    with threadpool_limits(limits=1, user_api="blas"):
+        if C is None:
+            C, _ = search_c(fit, bisection_steps=bisection_steps, progress=progress)
+        else:
+            fit(C)
+    return fits[C]

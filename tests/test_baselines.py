@@ -68,7 +68,7 @@ def test_torch_fit_matches_sklearn_lbfgs_at_a_fixed_c(num_classes, C):
     (train_x, train_y), (test_x, _) = clusters(num_classes, 8, dim=16, spread=1.0), clusters(num_classes, 30, dim=16)
     features, targets = torch.from_numpy(_normalise(train_x)), torch.from_numpy(train_y)
     zeros = (torch.zeros(num_classes, 16, dtype=torch.float64), torch.zeros(num_classes, dtype=torch.float64))
-    # scikit-learn fits one binomial weight vector for two classes: the multinomial optimum at C / 2 has the same
+    # scikit-learn fits one binomial weight vector for two classes: the multinomial optimum at C / 2 is that classifier
     c = C / 2 if num_classes == 2 else C
 
     def predict(coef, intercept):
@@ -123,6 +123,15 @@ def test_warm_started_fits_reach_sklearn_optimum():
     probe = fit_linear_probe(train_x, train_y, val_x, val_y, tol=1e-10, warm_start=True, progress=False)
     reference = LogisticRegression(C=probe.C, tol=1e-10, max_iter=10_000).fit(_normalise(train_x), train_y)
     np.testing.assert_allclose(probe.coef, reference.coef_, atol=1e-4)
+    np.testing.assert_array_equal(probe.predict(val_x), reference.predict(_normalise(val_x)))
+
+
+@pytest.mark.parametrize("warm_start", [False, True])
+def test_two_class_probe_is_sklearn_binomial_fit(warm_start):
+    (train_x, train_y), (val_x, val_y) = clusters(2, 10, spread=1.5), clusters(2, 4, spread=1.5)
+    probe = fit_linear_probe(train_x, train_y, val_x, val_y, tol=1e-10, warm_start=warm_start, progress=False)
+    reference = LogisticRegression(C=probe.C, tol=1e-10, max_iter=10_000).fit(_normalise(train_x), train_y)
+    np.testing.assert_allclose(probe.coef[1] - probe.coef[0], reference.coef_[0], atol=1e-4)
     np.testing.assert_array_equal(probe.predict(val_x), reference.predict(_normalise(val_x)))
 
 
