@@ -5,17 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from huggingface_hub.dataclasses import strict
-from transformers import PretrainedConfig
 
+from ...configuration_utils import PromptConfig
 from ...data.templates import DEFAULT_TEMPLATE, templates_for
-from ..coop.configuration_coop import NOT_PROMPT_SETTINGS, check_classnames
 from ..kgcoop.configuration_kgcoop import check_template
 
 CLASSIFIER_INITS = ("random", "text")
 
 
 @strict
-class ClassifierConfig(PretrainedConfig):
+class ClassifierConfig(PromptConfig):
     r"""Configuration of a [`LinearClassifierModel`]: a linear head W f + b on a frozen CLIP's normalised image
     features f (PTNL's Classifier-R and Classifier-C).
 
@@ -34,33 +33,19 @@ class ClassifierConfig(PretrainedConfig):
     """
 
     model_type = "linear-classifier"
-    keys_to_ignore_at_inference = ["image_embeds", "text_embeds"]
-
-    base_model_name_or_path: str | None = None
-    classnames: list[str] | None = None
     init: str = "random"
     template: str | None = None
 
     def __post_init__(self, **kwargs):
-        kwargs.pop("num_labels", None)
-        if self.classnames is not None:
-            check_classnames(self.classnames)
-            self.classnames = list(self.classnames)
+        self.template = self.template or DEFAULT_TEMPLATE
+        super().__post_init__(**kwargs)
+
+    def check_prompt_settings(self) -> None:
         if self.init not in CLASSIFIER_INITS:
             raise ValueError(
                 f"init={self.init!r} (--init) is not supported: use one of {', '.join(map(repr, CLASSIFIER_INITS))}."
             )
-        self.template = self.template or DEFAULT_TEMPLATE
         check_template(self.template)
-        self.id2label = dict(enumerate(self.classnames or []))
-        self.label2id = {name: index for index, name in self.id2label.items()}
-        super().__post_init__(**kwargs)
-
-    @classmethod
-    def prompt_settings(cls) -> tuple[str, ...]:
-        """Names of this config's own settings: what `from_clip` takes and the command line sets."""
-        skipped = {*PretrainedConfig.__dataclass_fields__, *NOT_PROMPT_SETTINGS}
-        return tuple(name for name in cls.__dataclass_fields__ if name not in skipped)
 
     @classmethod
     def dataset_settings(cls, dataset: str) -> dict[str, Any]:

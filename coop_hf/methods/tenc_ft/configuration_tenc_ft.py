@@ -5,15 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from huggingface_hub.dataclasses import strict
-from transformers import PretrainedConfig
 
+from ...configuration_utils import PromptConfig
 from ...data.templates import DEFAULT_TEMPLATE, templates_for
-from ..coop.configuration_coop import NOT_PROMPT_SETTINGS, check_classnames
 from ..kgcoop.configuration_kgcoop import check_template
 
 
 @strict
-class TextEncoderFineTuningConfig(PretrainedConfig):
+class TextEncoderFineTuningConfig(PromptConfig):
     r"""Configuration of a [`TextEncoderFineTuningModel`]: CLIP's text encoder (transformer and text projection)
     fine-tuned on the prompts `template.format(class)`, the image encoder frozen (PTNL's TEnc-FT).
 
@@ -28,28 +27,14 @@ class TextEncoderFineTuningConfig(PretrainedConfig):
     """
 
     model_type = "tenc-ft"
-    keys_to_ignore_at_inference = ["image_embeds", "text_embeds"]
-
-    base_model_name_or_path: str | None = None
-    classnames: list[str] | None = None
     template: str | None = None
 
     def __post_init__(self, **kwargs):
-        kwargs.pop("num_labels", None)
-        if self.classnames is not None:
-            check_classnames(self.classnames)
-            self.classnames = list(self.classnames)
         self.template = self.template or DEFAULT_TEMPLATE
-        check_template(self.template)
-        self.id2label = dict(enumerate(self.classnames or []))
-        self.label2id = {name: index for index, name in self.id2label.items()}
         super().__post_init__(**kwargs)
 
-    @classmethod
-    def prompt_settings(cls) -> tuple[str, ...]:
-        """Names of this config's own settings: what `from_clip` takes and the command line sets."""
-        skipped = {*PretrainedConfig.__dataclass_fields__, *NOT_PROMPT_SETTINGS}
-        return tuple(name for name in cls.__dataclass_fields__ if name not in skipped)
+    def check_prompt_settings(self) -> None:
+        check_template(self.template)
 
     @classmethod
     def dataset_settings(cls, dataset: str) -> dict[str, Any]:

@@ -1,0 +1,70 @@
+"""What every prompt model's config shares: the base CLIP, the class list and the method's own settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from huggingface_hub.dataclasses import strict
+from transformers import PretrainedConfig
+
+# Config fields that are not prompt settings: they come from the base CLIP and the dataset.
+NOT_PROMPT_SETTINGS = ("base_model_name_or_path", "classnames")
+
+
+@strict
+class PromptConfig(PretrainedConfig):
+    r"""Base of the prompt models' configs. The class list is the single source of truth for the labels: a saved
+    `id2label` is regenerated from it.
+
+    Args:
+        base_model_name_or_path (`str`):
+            Hub id or local path of the frozen `CLIPModel` the prompt was learned on; `from_pretrained` loads it.
+        classnames (`list[str]`):
+            The class names in label order. They are also the labels (`id2label`) that pipelines report.
+    """
+
+    keys_to_ignore_at_inference = ["image_embeds", "text_embeds"]
+
+    base_model_name_or_path: str | None = None
+    classnames: list[str] | None = None
+
+    def __post_init__(self, **kwargs):
+        kwargs.pop("num_labels", None)
+        if self.classnames is not None:
+            check_classnames(self.classnames)
+            self.classnames = list(self.classnames)
+        self.check_prompt_settings()
+        self.id2label = dict(enumerate(self.classnames or []))
+        self.label2id = {name: index for index, name in self.id2label.items()}
+        super().__post_init__(**kwargs)
+
+    @classmethod
+    def prompt_settings(cls) -> tuple[str, ...]:
+        """Names of this config's own prompt settings: what `from_clip` takes and the command line sets."""
+        skipped = {*PretrainedConfig.__dataclass_fields__, *NOT_PROMPT_SETTINGS}
+        return tuple(name for name in cls.__dataclass_fields__ if name not in skipped)
+
+    @classmethod
+    def dataset_settings(cls, dataset: str) -> dict[str, Any]:
+        """Prompt settings whose default depends on the dataset (e.g. a method's hand-crafted template)."""
+        return {}
+
+    def check_prompt_settings(self) -> None:
+        """Raise a `ValueError` that names the setting to change when the prompt settings are inconsistent."""
+
+
+def check_classnames(classnames: list[str]) -> None:
+    """Raise a `ValueError` for an empty class list, blank names or duplicates."""
+    if not classnames:
+        raise ValueError("The class list is empty: give the class names, in label order.")
+    blank = [i for i, name in enumerate(classnames) if not isinstance(name, str) or not name.strip()]
+    if blank:
+        raise ValueError(f"The class list holds empty or non-string names at positions {blank}: name every class.")
+    first_seen: dict[str, int] = {}
+    for index, name in enumerate(classnames):
+        if name in first_seen:
+            raise ValueError(
+                f"The class list holds {name!r} twice (positions {first_seen[name]} and {index}): class names must "
+                "be unique, or two classes would get the same prompt."
+            )
+        first_seen[name] = index
