@@ -17,9 +17,9 @@ from transformers import CLIPModel, PreTrainedTokenizerBase
 
 from .baselines import zero_shot_weights
 from .data.few_shot import row_keys
+from .data.records import CLEAN_LABEL
 
 NOISE_TYPES = ("none", "symmetric", "replace", "confusion")
-CLEAN_LABEL = "clean_label"
 
 
 @dataclass(frozen=True)

@@ -3,17 +3,20 @@ cosine decay by epoch, exactly as the reference schedule steps it."""
 
 from __future__ import annotations
 
+import json
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from datasets import ClassLabel
 from transformers import Trainer, TrainingArguments
 
+from . import gradient_flow
 from .atomic import atomic_write_text
-from .data import check_classnames
+from .data import CLEAN_LABELS, check_classnames
 from .hub import render_model_card
 from .metrics import ClassificationAccuracy
 
@@ -74,7 +77,15 @@ class CoOpTrainingArguments(TrainingArguments):
     save_strategy: str = field(default="epoch", metadata={"help": "Checkpoint every epoch (a few KB each)."})
     save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept on disk."})
     logging_steps: float = field(default=10, metadata={"help": "Log every N optimizer steps."})
-
+    gradient_flow: bool = field(
+        default=False,
+        metadata={
+            "help": "Record every step the mean norm of the per-sample loss gradients w.r.t. the trained parameters, "
+            "for the clean and the noisy samples apart (needs the clean_label column that label-noise injection adds: "
+            "--noise_rate above 0), in the logs and output_dir/gradient_flow.json. Costs one more forward and "
+            "backward pass per image."
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -146,6 +157,66 @@ class CoOpTrainer(Trainer):
             self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return self.lr_scheduler
 
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._flow_window: list[dict[str, Any]] = []
+
+    def training_step(
+        self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: torch.Tensor | int | None = None
+    ) -> torch.Tensor:
+        """`optimization_step`, after recording the batch's gradient flow with `args.gradient_flow`. A batch's
+        `clean_labels` never reach the model."""
+        clean_labels = inputs.pop(CLEAN_LABELS, None)
+        if self.args.gradient_flow:
+            self.record_gradient_flow(model, inputs, clean_labels)
+        return self.optimization_step(model, inputs, num_items_in_batch)
+
+    def optimization_step(
+        self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: torch.Tensor | int | None = None
+    ) -> torch.Tensor:
+        """A batch's forward and backward pass (`Trainer.training_step`); methods with their own update override it."""
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def record_gradient_flow(
+        self, model: torch.nn.Module, inputs: dict[str, Any], clean_labels: torch.Tensor | None
+    ) -> None:
+        """Log the batch's mean per-sample gradient norms of its clean and noisy samples (`gradient_flow`) in
+        `state.log_history`, without touching the gradients of the step."""
+        if clean_labels is None:
+            raise ValueError(
+                "--gradient_flow tells clean from noisy training samples by the split's clean_label column, which "
+                "label-noise injection adds: train with --noise_rate above 0, or drop --gradient_flow."
+            )
+        inputs = self._prepare_inputs(inputs)
+        unwrapped = self.accelerator.unwrap_model(model)
+        unwrapped.train()
+        parameters = [parameter for parameter in unwrapped.parameters() if parameter.requires_grad]
+        with self.compute_loss_context_manager():
+            norms = gradient_flow.per_sample_gradient_norms(
+                lambda sample: self.compute_loss(unwrapped, sample), parameters, inputs
+            )
+        clean = clean_labels.to(norms.device) == inputs["labels"]
+        norms, clean = self.accelerator.gather((norms, clean))
+        entry = gradient_flow.batch_entry(norms, clean)
+        self._flow_window.append(entry)
+        # Straight into the history (checkpointed with the state), not through `log`, which would print every step.
+        self.state.log_history.append({"epoch": self.state.epoch, "step": self.state.global_step + 1, **entry})
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        """`Trainer.log`, adding to the training logs the clean and noisy samples' mean gradient norms since the last
+        log (`grad_norm_clean`, `grad_norm_noisy`) with `args.gradient_flow`."""
+        if "loss" in logs and self._flow_window:
+            pooled = gradient_flow.pool(self._flow_window)
+            means = {f"grad_norm_{name}": pooled[name] for name in ("clean", "noisy")}
+            logs = logs | {key: value for key, value in means.items() if value is not None}
+            self._flow_window = []
+        super().log(logs, *args, **kwargs)
+
+    def prediction_step(self, model: torch.nn.Module, inputs: dict[str, Any], *args: Any, **kwargs: Any):
+        """`Trainer.prediction_step`, without the batch's `clean_labels` (a noisy split evaluated)."""
+        inputs = {key: value for key, value in inputs.items() if key != CLEAN_LABELS}
+        return super().prediction_step(model, inputs, *args, **kwargs)
+
     def get_train_dataloader(self):
         """Trainer's training DataLoader, dropping the last incomplete batch as `args.drops_last_batch` says
         (`dataloader_drop_last` would apply to evaluation too, where no image may be dropped)."""
@@ -154,9 +225,16 @@ class CoOpTrainer(Trainer):
             return super().get_train_dataloader()
 
     def train(self, *args, **kwargs):
-        """`Trainer.train`, after checking that the training set's class list is the model's."""
+        """`Trainer.train`, after checking that the training set's class list is the model's; with
+        `args.gradient_flow`, then writes the gradient flow of every step to `output_dir/gradient_flow.json`."""
         self.check_dataset_classes(self.train_dataset)
-        return super().train(*args, **kwargs)
+        output = super().train(*args, **kwargs)
+        if self.args.gradient_flow and self.args.should_save:
+            records = gradient_flow.step_records(self.state.log_history)
+            summary = gradient_flow.summarize(records)
+            path = Path(self.args.output_dir) / gradient_flow.GRADIENT_FLOW_FILE
+            atomic_write_text(path, json.dumps({"summary": summary, "steps": records}, indent=2) + "\n")
+        return output
 
     def evaluate(self, eval_dataset=None, *args, **kwargs) -> dict[str, float]:
         """`Trainer.evaluate`, after checking that the evaluation set's class list is the model's."""

@@ -31,7 +31,7 @@ from transformers import HfArgumentParser
 from coop_hf.atomic import atomic_write_text
 from coop_hf.run_directory import claim_run_directory
 from coop_hf.runners import METHOD_NAMES, PROMPT_METHODS, Backbone, Experiment, PromptArguments
-from coop_hf.runners.arguments import SweepArguments
+from coop_hf.runners.arguments import SweepArguments, settings_by_method
 from coop_hf.runners.baselines import linear_probe_config, run_linear_probe, run_zeroshot, zeroshot_config
 from coop_hf.runners.records import write_results
 from coop_hf.runners.reporting import ZEROSHOT, plot_sweep, results_markdown, rows_csv
@@ -78,21 +78,6 @@ def check_grid(sweep: SweepArguments) -> None:
 def dataset_folder(dataset: str) -> str:
     """The folder of a dataset's cells: its name, or the last part of a Hub id or path."""
     return Path(dataset.rstrip("/")).name
-
-
-def method_settings(prompt: Any, methods: list[str]) -> dict[str, dict[str, Any]]:
-    """The prompt flags given, per swept prompt method: each flag goes to the methods that have the setting; a flag
-    that none of them has is an error."""
-    given = {key: value for key, value in dataclasses.asdict(prompt).items() if value is not None}
-    known = {m: PROMPT_METHODS[m].model_class.config_class.prompt_settings() for m in methods if m in PROMPT_METHODS}
-    unused = [key for key in given if not any(key in settings for settings in known.values())]
-    if unused:
-        swept = ", ".join(known) or "none"
-        raise ValueError(
-            f"{', '.join(f'--{key}' for key in unused)} is a setting of none of the swept prompt methods ({swept}): "
-            "drop it, or add a --method that has it."
-        )
-    return {m: {key: value for key, value in given.items() if key in settings} for m, settings in known.items()}
 
 
 def plan_grid(
@@ -189,7 +174,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = HfArgumentParser((SweepArguments, PromptArguments, CoOpTrainingArguments))
     sweep, prompt, training_args = parser.parse_args_into_dataclasses(args=argv)
     check_grid(sweep)
-    settings = method_settings(prompt, sweep.method)
+    settings = settings_by_method(prompt, sweep.method)
     backbone = Backbone.load(sweep.model_name_or_path, cache_dir=sweep.feature_cache_dir)
     experiments = [
         Experiment(backbone, dataset, sweep.data_dir, batch_size=training_args.per_device_eval_batch_size)

@@ -8,14 +8,18 @@ with 0 / 12.5 / 25 / 50 % of each class's shots corrupted, in one command.
 Takes the flags of examples/train.py plus --noise_rates, --study_noise_type (replace: n of the K shots replaced by
 images of other classes, the PTNL scheme; symmetric; confusion), --study_methods (`<method>[:ce|gce]`: the linear
 probe or any prompt method with cross-entropy or generalised cross-entropy) and --n_ctx_values (the context-length
-ablation). PTNL's protocol is the default: 50 epochs at every shot count (unless --num_train_epochs / --max_steps is
-given), a clean validation split (--noise_val true corrupts it too) and the last epoch's prompt.
+ablation); --gradient_flow records, for every prompt model trained on noisy labels, the mean per-sample gradient
+norm of the clean and of the noisy samples at each step (PTNL's robustness analysis). PTNL's protocol is the
+default: 50 epochs at every shot count (unless --num_train_epochs / --max_steps is given), a clean validation split
+(--noise_val true corrupts it too) and the last epoch's prompt.
 
 Each (model, rate) run writes its own output_dir/<model>-noise<rate>/results.json; output_dir/results.json holds
 them all, output_dir/results.md the table (mean ± std over seeds, test accuracy in %), and output_dir/plots/ the
-accuracy against the noise rate, the injected noise of the noisiest split as a confusion matrix and each prompt
-model's test predictions at that rate. Every run directory is checked before any training: a rerun with other
-settings stops (use a new --output_dir or --overwrite_output_dir); --resume_from_checkpoint true continues.
+accuracy against the noise rate, the injected noise of the noisiest split as a confusion matrix, each prompt
+model's test predictions at that rate and, with --gradient_flow, the gradient flow at that rate (also a table in
+results.md; each seed's steps in <run>/seed<N>/gradient_flow.json). Every run directory is checked before any
+training: a rerun with other settings stops (use a new --output_dir or --overwrite_output_dir);
+--resume_from_checkpoint true continues.
 """
 
 from __future__ import annotations
@@ -26,19 +30,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import AutoModel, HfArgumentParser
 
 import coop_hf  # noqa: F401  (registers the prompt models with AutoModel)
 from coop_hf.atomic import atomic_write_text
+from coop_hf.gradient_flow import GRADIENT_FLOW_FILE
 from coop_hf.noise import CLEAN_LABEL, NoiseSpec
 from coop_hf.run_directory import claim_run_directory
-from coop_hf.runners import ExperimentArguments, NoiseStudyArguments, PromptArguments, load_experiment, prompt_settings
+from coop_hf.runners import ExperimentArguments, NoiseStudyArguments, PromptArguments, load_experiment
+from coop_hf.runners.arguments import settings_by_method
 from coop_hf.runners.baselines import linear_probe_config, run_linear_probe
 from coop_hf.runners.experiment import Experiment
 from coop_hf.runners.methods import PROMPT_METHODS
 from coop_hf.runners.records import announce, write_results
-from coop_hf.runners.reporting import method_labels, plot_confusion, plot_noise_curves
+from coop_hf.runners.reporting import method_labels, plot_confusion, plot_gradient_flow, plot_noise_curves
 from coop_hf.training import CoOpTrainingArguments
 
 LOSSES = {"ce": "CE", "gce": "GCE"}
@@ -68,6 +75,7 @@ class StudyModel:
 
 def study_models(study: NoiseStudyArguments, prompt: PromptArguments) -> list[StudyModel]:
     """The models --study_methods and --n_ctx_values ask for (an unknown method or loss is an error)."""
+    settings_of = settings_by_method(prompt, [entry.partition(":")[0] for entry in study.study_methods])
     models = []
     for entry in study.study_methods:
         method, _, loss = entry.partition(":")
@@ -81,7 +89,7 @@ def study_models(study: NoiseStudyArguments, prompt: PromptArguments) -> list[St
                 f"--study_methods {entry}: use <method>[:ce|gce] with a method of {', '.join(PROMPT_METHODS)}, or "
                 "linear-probe."
             )
-        settings = prompt_settings(prompt, method)
+        settings = settings_of[method]
         has_n_ctx = "n_ctx" in PROMPT_METHODS[method].model_class.config_class.prompt_settings()
         for n_ctx in (study.n_ctx_values or [None]) if has_n_ctx else [None]:
             ablated = {"n_ctx": n_ctx} if n_ctx else {}
@@ -142,6 +150,35 @@ def plot_confusions(runner: Experiment, runs: list[dict], experiment, noise: Noi
         )  # fmt: skip
 
 
+def gradient_flow_report(runs: list[dict], noise: NoiseSpec, plots: Path, title: str) -> str:
+    """Plot the gradient flow of each prompt model trained at the noisiest rate (`plots/gradient_flow.png`) and
+    return its markdown table: the clean and noisy samples' mean per-sample gradient norm over training, mean over
+    seeds, and their ratio."""
+    traced = [
+        run for run in runs if run["noise_rate_requested"] == noise.rate and "gradient_flow" in run["per_seed"][0]
+    ]
+    if not traced:
+        return ""
+    flows = {
+        run["study_method"]: [
+            json.loads((Path(seed["prompt_dir"]) / GRADIENT_FLOW_FILE).read_text())["steps"]
+            for seed in run["per_seed"]
+        ]
+        for run in traced
+    }
+    plot_gradient_flow(flows, plots / "gradient_flow.png", title=title)
+    lines = [
+        f"\nGradient flow at {100 * noise.rate:g} % noise: mean per-sample gradient norm over training\n",
+        "| Model | clean samples | noisy samples | noisy / clean |",
+        "|---|---|---|---|",
+    ]
+    for run in traced:
+        summaries = [seed["gradient_flow"] for seed in run["per_seed"]]
+        clean, noisy = (np.mean([summary[name] for summary in summaries]) for name in ("clean", "noisy"))
+        lines.append(f"| {run['study_method']} | {clean:.4g} | {noisy:.4g} | {noisy / clean:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = HfArgumentParser((ExperimentArguments, PromptArguments, NoiseStudyArguments, CoOpTrainingArguments))
     experiment, prompt, study, training_args = parser.parse_args_into_dataclasses(args=argv)
@@ -152,7 +189,11 @@ def main(argv: list[str] | None = None) -> dict:
     for rate in study.noise_rates:
         noise = NoiseSpec(study.study_noise_type, rate, val=experiment.noise_val)
         for model in models:
-            args = dataclasses.replace(training_args, output_dir=str(output_dir / f"{model.slug}-noise{rate:g}"))
+            args = dataclasses.replace(
+                training_args,
+                output_dir=str(output_dir / f"{model.slug}-noise{rate:g}"),
+                gradient_flow=training_args.gradient_flow and noise.rate > 0 and model.loss is not None,
+            )
             plan.append((model, noise, args))
     # Every run directory is checked before the first run starts, so a mismatch never stops a study half-way.
     for model, noise, args in plan:
@@ -184,12 +225,14 @@ def main(argv: list[str] | None = None) -> dict:
     table = results_table(runs, study.noise_rates)
     if training_args.should_save:
         write_results(summary, output_dir)
-        atomic_write_text(output_dir / "results.md", table)
         noisiest = NoiseSpec(study.study_noise_type, max(study.noise_rates), val=experiment.noise_val)
         title = f"{experiment.dataset}, {experiment.shots} shots: {study.study_noise_type} noise"
         plot_noise_curves(runs, output_dir / "plots" / "accuracy_vs_noise.png", title=title)
         if noisiest.rate > 0:
             plot_confusions(runner, runs, experiment, noisiest, output_dir / "plots")
+            flow_title = f"{title} at {100 * noisiest.rate:g} %: gradient flow"
+            table += gradient_flow_report(runs, noisiest, output_dir / "plots", flow_title)
+        atomic_write_text(output_dir / "results.md", table)
     if training_args.should_log:
         print(table)
         print(

@@ -147,3 +147,26 @@ def test_context_length_ablation_and_model_choice_in_one_command(tiny_clip_dir, 
     assert (tmp_path / "coop-gce-nctx2-noise0.5" / "results.json").is_file()
     with pytest.raises(ValueError, match="--study_methods coop:mae"):
         load_example("train_noisy").main([*flags, "--study_methods", "coop:mae", "--output_dir", str(tmp_path / "x")])
+
+
+def test_gradient_flow_of_each_model_at_the_noisiest_rate(tiny_clip_dir, tmp_path):
+    flags = [
+        *common(tiny_clip_dir, tmp_path), "--shots", "2", "--noise_rates", "0", "0.5", "--seeds", "1",
+        "--max_steps", "3", "--cached_views", "2", "--study_methods", "coop:ce", "classifier-r:gce",
+    ]  # fmt: skip
+    summary = load_example("train_noisy").main([*flags, "--gradient_flow", "true"])
+    runs = {(run["study_method"], run["noise_rate_requested"]): run for run in summary["runs"]}
+    for label in ("CoOp (CE)", "Classifier-R (GCE)"):
+        seed = runs[(label, 0.5)]["per_seed"][0]
+        steps = json.loads((Path(seed["prompt_dir"]) / "gradient_flow.json").read_text())["steps"]
+        assert [step["step"] for step in steps] == [1, 2, 3]
+        # every cached view keeps its image's true class: half of the 2-shot split's rows are noisy
+        assert all(step["clean_samples"] + step["noisy_samples"] == 32 for step in steps)
+        assert 0 < sum(step["noisy_samples"] for step in steps) < 96
+        assert seed["gradient_flow"]["clean"] > 0 and seed["gradient_flow"]["noisy"] > 0
+        assert "gradient_flow" not in runs[(label, 0.0)]["per_seed"][0]  # nothing to tell apart without noise
+    table = (tmp_path / "results.md").read_text()
+    assert "Gradient flow at 50 % noise" in table and "| Classifier-R (GCE) |" in table.split("Gradient flow")[1]
+    assert Image.open(tmp_path / "plots" / "gradient_flow.png").size[0] > 600
+    with pytest.raises(ValueError, match="gradient_flow"):  # the run directories hold traced runs
+        load_example("train_noisy").main(flags)

@@ -138,7 +138,7 @@ def test_plots_write_png_figures(tmp_path):
     "flags, message",
     [
         (["--method", "zeroshot", "cop"], "Unknown --method cop"),
-        (["--method", "zeroshot", "linear-probe", "--n_ctx", "4"], "--n_ctx is a setting of none of the swept"),
+        (["--method", "zeroshot", "linear-probe", "--n_ctx", "4"], "--n_ctx is a setting of none of the prompt"),
         (["--method", "coop", "zeroshot", "coop"], "--method lists coop more than once"),
         (["--shots", "0", "1"], "--shots takes counts of at least 1"),
         (["--dataset", "a/dtd", "b/dtd"], "same folder more than once"),

@@ -5,6 +5,7 @@ from .classnames import ClassnameFixes
 from .few_shot import build_few_shot_splits, few_shot_indices, sample_few_shot
 from .hub_datasets import load_dataset_splits, load_image_classification
 from .images import UnreadableImageError, load_rgb
+from .records import CLEAN_LABEL
 from .split_zhou import read_split_zhou, split_file_classnames
 from .subsample import subsample_classes
 from .templates import (
@@ -14,12 +15,14 @@ from .templates import (
     ensemble_templates,
     templates_for,
 )
-from .transforms import CoOpTransform, random_resized_crop_box, with_coop_transform
+from .transforms import CLEAN_LABELS, CoOpTransform, random_resized_crop_box, with_coop_transform
 from .validation import check_classnames, check_images
 
 __all__ = [
     "BENCHMARKS",
     "BENCHMARK_TEMPLATES",
+    "CLEAN_LABEL",
+    "CLEAN_LABELS",
     "DEFAULT_TEMPLATE",
     "IMAGENET_TEMPLATES_SELECT",
     "BenchmarkSpec",

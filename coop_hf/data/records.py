@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 
 import datasets
 
+CLEAN_LABEL = "clean_label"
+"""The column holding the true class of each row's image where its `label` may be wrong (label-noise studies):
+a row is noisy exactly when `label != clean_label`."""
+
 MAX_LISTED = 10
 """How many offending files or entries an error message lists before summarising the rest."""
 

@@ -17,10 +17,13 @@ from PIL import Image
 from transformers.image_processing_utils import BaseImageProcessor
 
 from .images import load_rgb
+from .records import CLEAN_LABEL
 
 RRC_SCALE = (0.08, 1.0)
 RRC_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 FLIP_PROBABILITY = 0.5
+CLEAN_LABELS = "clean_labels"
+"""The batch key of each image's true class, from a split's `clean_label` column (label-noise studies)."""
 
 
 def random_resized_crop_box(
@@ -70,7 +73,8 @@ class CoOpTransform:
     """Batch transform for ``Dataset.set_transform`` / ``with_transform``.
 
     Maps ``{"image": [...], "label": [...]}`` to ``{"pixel_values": FloatTensor[B, 3, H, W],
-    "labels": LongTensor[B]}``. Output size, resampling filter, mean and std come from ``image_processor``
+    "labels": LongTensor[B]}``, plus ``"clean_labels"`` from a ``clean_label`` column when the batch has one.
+    Output size, resampling filter, mean and std come from ``image_processor``
     (its ``crop_size``, its ``size`` for the test-time resize). Every image goes through ``load_rgb``.
     """
 
@@ -121,16 +125,22 @@ class CoOpTransform:
         geometry = self.train_geometry if self.train else self.test_geometry
         images = [geometry(load_rgb(image)) for image in batch["image"]]
         processed = self.image_processor(images=images, do_resize=False, do_center_crop=False, return_tensors="pt")
-        return {"pixel_values": processed["pixel_values"], "labels": torch.as_tensor(batch["label"], dtype=torch.long)}
+        labels = torch.as_tensor(batch["label"], dtype=torch.long)
+        outputs = {"pixel_values": processed["pixel_values"], "labels": labels}
+        if CLEAN_LABEL in batch:
+            outputs[CLEAN_LABELS] = torch.as_tensor(batch[CLEAN_LABEL], dtype=torch.long)
+        return outputs
 
 
 def with_coop_transform(
     dataset: datasets.Dataset, image_processor: BaseImageProcessor, *, train: bool
 ) -> datasets.Dataset:
-    """Return ``dataset`` yielding ``pixel_values``/``labels`` through ``CoOpTransform`` on access.
+    """Return ``dataset`` yielding ``pixel_values``/``labels`` (and ``clean_labels`` from a ``clean_label``
+    column) through ``CoOpTransform`` on access.
 
     The image column is cast to ``Image(decode=False)`` so that ``load_rgb`` does the decoding and an
     unreadable file is reported by name.
     """
     undecoded = dataset.cast_column("image", datasets.Image(decode=False))
-    return undecoded.with_transform(CoOpTransform(image_processor, train=train), columns=["image", "label"])
+    columns = ["image", "label"] + ([CLEAN_LABEL] if CLEAN_LABEL in dataset.column_names else [])
+    return undecoded.with_transform(CoOpTransform(image_processor, train=train), columns=columns)

@@ -108,6 +108,21 @@ def prompt_settings(prompt: Any, method: str) -> dict[str, Any]:
     return given
 
 
+def settings_by_method(prompt: Any, methods: list[str]) -> dict[str, dict[str, Any]]:
+    """The prompt flags given, per prompt method of a study comparing `methods`: each flag goes to the methods that
+    have the setting; a flag that none of them has is an error."""
+    given = {key: value for key, value in dataclasses.asdict(prompt).items() if value is not None}
+    known = {m: PROMPT_METHODS[m].model_class.config_class.prompt_settings() for m in methods if m in PROMPT_METHODS}
+    unused = [key for key in given if not any(key in settings for settings in known.values())]
+    if unused:
+        chosen = ", ".join(known) or "none"
+        raise ValueError(
+            f"{', '.join(f'--{key}' for key in unused)} is a setting of none of the prompt methods ({chosen}): "
+            "drop it, or add a method that has it."
+        )
+    return {m: {key: value for key, value in given.items() if key in settings} for m, settings in known.items()}
+
+
 @dataclass
 class NoiseStudyArguments:
     """The label-noise study of `examples/train_noisy.py`."""

@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import numpy as np
 from transformers import PretrainedConfig, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
+from .. import gradient_flow
 from ..atomic import atomic_write_text
-from ..data import CoOpTransform, with_coop_transform
+from ..data import CLEAN_LABEL, CLEAN_LABELS, CoOpTransform, with_coop_transform
 from ..feature_cache import encode_images
 from ..losses import loss_from_name
 from ..methods.coop import CoOpModel
@@ -258,10 +260,14 @@ class PromptLearning:
         model.config.base_model_name_or_path = backbone.name_or_path
         args.seed = seed
         if args.cached_views:
-            train = encode_images(
+            views = encode_images(
                 backbone.clip, splits["train"], CoOpTransform(backbone.image_processor, train=True),
                 num_views=args.cached_views, seed=seed, batch_size=experiment.batch_size, cache_dir=backbone.cache_dir,
-            ).select_columns(["image_embeds", "labels"])  # fmt: skip
+            )  # fmt: skip
+            train = views.select_columns(["image_embeds", "labels"])
+            if CLEAN_LABEL in splits["train"].column_names:  # each view keeps its image's true class
+                rows = np.asarray(views.with_format(None)["index"])
+                train = train.add_column(CLEAN_LABELS, np.asarray(splits["train"][CLEAN_LABEL])[rows].tolist())
         else:
             train = with_coop_transform(splits["train"], backbone.image_processor, train=True)
         trainer = self.trainer_class(
@@ -281,6 +287,9 @@ class PromptLearning:
             "macro_accuracy": metrics["test_macro_accuracy"],
             "prompt_dir": args.output_dir,
         }
+        if args.gradient_flow:
+            steps = gradient_flow.step_records(trainer.state.log_history)
+            result["gradient_flow"] = gradient_flow.summarize(steps)
         hyperparameters = {
             "shots": shots,
             "seed": seed,

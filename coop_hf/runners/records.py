@@ -47,6 +47,8 @@ def training_fields(args: CoOpTrainingArguments, epochs: float) -> dict[str, Any
         "max_grad_norm": args.max_grad_norm,
         "cached_views": args.cached_views,
         "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
+        # Not a setting of the prompt, but of what the run directory holds (gradient_flow.json per seed).
+        **({"gradient_flow": True} if args.gradient_flow else {}),
     }
 
 

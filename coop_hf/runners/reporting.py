@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from ..atomic import atomic_directory
 from .methods import PROMPT_METHODS
@@ -317,4 +318,42 @@ def plot_confusion(
     ax.set_ylabel(ylabel)
     off_diagonal = 100 * (1 - np.trace(counts) / max(counts.sum(), 1))
     ax.set_title(f"{title}\n{off_diagonal:.1f} % off the diagonal")
+    return _save(figure, path)
+
+
+def plot_gradient_flow(curves: dict[str, Sequence[Sequence[Row]]], path: str | os.PathLike, *, title: str) -> Path:
+    """Write a PNG of the gradient flow over training (PTNL's robustness attribution): one panel per model (`curves`
+    maps its label to one list of `gradient_flow.step_records` per seed), the mean per-sample gradient norm of the
+    clean and of the noisy samples at each step, averaged over the seeds."""
+    columns = min(len(curves), 3)
+    rows = math.ceil(len(curves) / columns)
+    figure = Figure(figsize=(4.2 * columns, 3.2 * rows + 0.4), layout="constrained")
+    axes = np.atleast_1d(figure.subplots(rows, columns, sharex=True, squeeze=False)).ravel()
+    for ax, (label, seeds) in zip(axes, curves.items(), strict=False):  # a grid may have spare axes
+        for name, color in (("clean", "C0"), ("noisy", "C3")):
+            by_step: dict[int, list[float]] = {}
+            for records in seeds:
+                for record in records:
+                    if record[name] is not None:
+                        by_step.setdefault(record["step"], []).append(record[name])
+            steps = np.array(sorted(by_step))
+            means = np.array([np.mean(by_step[step]) for step in steps])
+            # Per-step values jump with the batch drawn: long runs get a moving average over a 25th of the steps.
+            window = max(len(steps) // 25, 1)
+            if window > 1:
+                ax.plot(steps, means, color=color, linewidth=0.6, alpha=0.3)
+            smooth = np.convolve(means, np.ones(window) / window, mode="valid")
+            ax.plot(steps[window - 1 :], smooth, color=color, linewidth=1.6, label=f"{name} samples")
+        ax.set_title(label, fontsize=10)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("training step")
+        ax.set_ylabel("mean per-sample gradient norm")
+        ax.grid(True, color="white", linewidth=1)
+        ax.set_facecolor("#EBEBEB")
+        ax.set_axisbelow(True)
+        ax.legend(loc="best", fontsize=8)
+    for ax in axes[len(curves) :]:
+        ax.set_visible(False)
+    seeds = max(len(seed_records) for seed_records in curves.values())
+    figure.suptitle(f"{title}\n(mean over {seeds} seeds)" if seeds > 1 else title)
     return _save(figure, path)

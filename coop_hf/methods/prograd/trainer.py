@@ -60,7 +60,7 @@ class ProGradTrainer(CoOpTrainer):
             )
         self._kl_sum, self._kl_steps = 0.0, 0
 
-    def training_step(
+    def optimization_step(
         self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: torch.Tensor | int | None = None
     ) -> torch.Tensor:
         model.train()
