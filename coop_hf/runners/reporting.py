@@ -328,7 +328,7 @@ def plot_gradient_flow(curves: dict[str, Sequence[Sequence[Row]]], path: str | o
     columns = min(len(curves), 3)
     rows = math.ceil(len(curves) / columns)
     figure = Figure(figsize=(4.2 * columns, 3.2 * rows + 0.4), layout="constrained")
-    axes = np.atleast_1d(figure.subplots(rows, columns, sharex=True, squeeze=False)).ravel()
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
     for ax, (label, seeds) in zip(axes, curves.items(), strict=False):  # a grid may have spare axes
         for name, color in (("clean", "C0"), ("noisy", "C3")):
             by_step: dict[int, list[float]] = {}
