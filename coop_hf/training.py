@@ -16,9 +16,14 @@ from transformers import Trainer, TrainingArguments
 
 from . import gradient_flow
 from .atomic import atomic_write_text
-from .data import CLEAN_LABELS, check_classnames
+from .data import CLEAN_LABEL, CLEAN_LABELS, check_classnames
 from .hub import render_model_card
 from .metrics import ClassificationAccuracy
+
+NO_CLEAN_LABELS = (
+    "--gradient_flow tells clean from noisy training samples by the split's clean_label column, which label-noise "
+    "injection adds: train with --noise_rate above 0, or drop --gradient_flow."
+)
 
 
 @dataclass
@@ -183,10 +188,7 @@ class CoOpTrainer(Trainer):
         """Log the batch's mean per-sample gradient norms of its clean and noisy samples (`gradient_flow`) in
         `state.log_history`, without touching the gradients of the step."""
         if clean_labels is None:
-            raise ValueError(
-                "--gradient_flow tells clean from noisy training samples by the split's clean_label column, which "
-                "label-noise injection adds: train with --noise_rate above 0, or drop --gradient_flow."
-            )
+            raise ValueError(NO_CLEAN_LABELS)
         inputs = self._prepare_inputs(inputs)
         unwrapped = self.accelerator.unwrap_model(model)
         unwrapped.train()
@@ -228,6 +230,9 @@ class CoOpTrainer(Trainer):
         """`Trainer.train`, after checking that the training set's class list is the model's; with
         `args.gradient_flow`, then writes the gradient flow of every step to `output_dir/gradient_flow.json`."""
         self.check_dataset_classes(self.train_dataset)
+        columns = getattr(self.train_dataset, "column_names", None)
+        if self.args.gradient_flow and columns is not None and not {CLEAN_LABEL, CLEAN_LABELS} & set(columns):
+            raise ValueError(NO_CLEAN_LABELS)
         output = super().train(*args, **kwargs)
         if self.args.gradient_flow and self.args.should_save:
             records = gradient_flow.step_records(self.state.log_history)

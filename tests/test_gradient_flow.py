@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import AutoImageProcessor
+from transformers import AutoImageProcessor, HfArgumentParser
 
 from coop_hf import CoOpModel
 from coop_hf.data import CLEAN_LABELS, CoOpTransform, with_coop_transform
 from coop_hf.gradient_flow import CLEAN_SAMPLES, GRADIENT_FLOW_FILE, per_sample_gradient_norms, pool, step_records
+from coop_hf.runners import ExperimentArguments, PromptArguments
+from coop_hf.runners.run import run_method
 from coop_hf.training import CoOpTrainer, CoOpTrainingArguments
 from tests.test_training import CLASSNAMES
 
@@ -132,6 +134,12 @@ def test_gradient_flow_without_clean_labels_names_the_flag(tiny_clip_dir, tmp_pa
     trainer = _trainer(tiny_clip_dir, tmp_path, dataset=_features_dataset(32, clean_labels=False))
     with pytest.raises(ValueError, match="--noise_rate above 0"):
         trainer.train()
+    assert trainer.state.global_step == 0  # refused before the first step
+    flags = ["--model_name_or_path", "unused", "--output_dir", str(tmp_path), "--gradient_flow", "true"]
+    parser = HfArgumentParser((ExperimentArguments, PromptArguments, CoOpTrainingArguments))
+    for extra in ([], ["--noise_type", "replace", "--noise_rate", "0.5", "--method", "linear-probe"]):
+        with pytest.raises(ValueError, match="--gradient_flow compares"):  # before any model or data is loaded
+            run_method(*parser.parse_args_into_dataclasses(args=flags + extra))
 
 
 def test_image_transform_carries_the_clean_labels(tiny_clip_dir, tmp_path):

@@ -31,8 +31,13 @@ def run_method(
     if experiment.method not in METHOD_NAMES:
         raise ValueError(f"Unknown --method {experiment.method!r}: use one of {', '.join(METHOD_NAMES)}.")
     settings = prompt_settings(prompt, experiment.method)
-    runner = load_experiment(experiment, training_args)
     noise = experiment.noise()
+    if training_args.gradient_flow and not (experiment.method in PROMPT_METHODS and noise.active and noise.rate > 0):
+        raise ValueError(
+            "--gradient_flow compares the gradients of clean and noisy training samples: use it with a prompt "
+            "--method and label noise (--noise_type replace|symmetric|confusion with --noise_rate above 0)."
+        )
+    runner = load_experiment(experiment, training_args)
     if experiment.method == "zeroshot":
         results = run_zeroshot(runner, experiment.seeds, training_args)
     elif experiment.method == "linear-probe":
