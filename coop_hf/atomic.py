@@ -38,9 +38,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write a text file through a temporary sibling and `os.replace`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        "w", encoding="utf-8", dir=path.parent, delete=False, suffix=".tmp"
-    ) as handle:
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, delete=False, suffix=".tmp") as handle:
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())

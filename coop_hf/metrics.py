@@ -26,9 +26,7 @@ class ClassificationAccuracy(evaluate.Metric):
     def _compute(self, predictions, references) -> dict[str, float]:
         predictions, references = np.asarray(predictions), np.asarray(references)
         if references.size == 0:
-            raise ValueError(
-                "Accuracy of an empty evaluation set is undefined: the test split has no images."
-            )
+            raise ValueError("Accuracy of an empty evaluation set is undefined: the test split has no images.")
         correct = predictions == references
         per_class = [correct[references == label].mean() for label in np.unique(references)]
         return {"accuracy": float(correct.mean()), "macro_accuracy": float(np.mean(per_class))}

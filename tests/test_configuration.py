@@ -6,9 +6,7 @@ from tests.conftest import random_clip, tiny_clip_config
 
 
 def test_config_round_trip_and_labels(tmp_path):
-    config = CoOpConfig(
-        base_model_name_or_path="openai/clip-vit-base-patch32", classnames=["cat", "dog"], n_ctx=4
-    )
+    config = CoOpConfig(base_model_name_or_path="openai/clip-vit-base-patch32", classnames=["cat", "dog"], n_ctx=4)
     config.save_pretrained(tmp_path)
     loaded = AutoConfig.from_pretrained(tmp_path)
     assert isinstance(loaded, CoOpConfig)
@@ -38,10 +36,7 @@ def test_config_rejects_inconsistent_settings(kwargs, message):
 def test_ctx_init_length_is_counted_in_bpe_tokens(clip_tokenizer):
     clip = random_clip(tiny_clip_config())
     # "a photo of a" is 4 words and 4 tokens; "an origami-style photo" is 3 words but 5 BPE tokens.
-    assert (
-        CoOpModel.from_clip(clip, ["cat"], tokenizer=clip_tokenizer, ctx_init="a photo of a").config.n_ctx
-        == 4
-    )
+    assert CoOpModel.from_clip(clip, ["cat"], tokenizer=clip_tokenizer, ctx_init="a photo of a").config.n_ctx == 4
     phrase = "an origami-style photo"
     model = CoOpModel.from_clip(clip, ["cat"], tokenizer=clip_tokenizer, ctx_init=phrase)
     assert model.config.n_ctx == len(clip_tokenizer(phrase, add_special_tokens=False)["input_ids"]) == 5

@@ -57,9 +57,7 @@ def test_image_embeds_input_gives_the_same_logits(model):
     pixel_values = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         image_embeds = model.clip.get_image_features(pixel_values=pixel_values).pooler_output
-        torch.testing.assert_close(
-            model(image_embeds=image_embeds).logits, model(pixel_values=pixel_values).logits
-        )
+        torch.testing.assert_close(model(image_embeds=image_embeds).logits, model(pixel_values=pixel_values).logits)
 
 
 def test_logits_are_scaled_cosine_similarities(model):
@@ -103,9 +101,7 @@ def test_set_classnames_moves_unified_context(model, clip_tokenizer):
     model.set_classnames(["rose", "tulip", "daisy", "orchid"])
     assert model.config.id2label[3] == "orchid" and model.classnames[0] == "rose"
     assert torch.equal(model.prompt_learner.ctx, ctx)
-    fresh = CoOpModel.from_clip(
-        model.clip, ["rose", "tulip", "daisy", "orchid"], tokenizer=clip_tokenizer, n_ctx=4
-    )
+    fresh = CoOpModel.from_clip(model.clip, ["rose", "tulip", "daisy", "orchid"], tokenizer=clip_tokenizer, n_ctx=4)
     with torch.no_grad():
         fresh.prompt_learner.ctx.copy_(ctx)
         torch.testing.assert_close(model.get_text_features(), fresh.get_text_features(), rtol=0, atol=0)
@@ -123,6 +119,4 @@ def test_set_classnames_refuses_class_specific_context(clip_tokenizer):
     with pytest.raises(ValueError, match="class-specific context .* cannot move to a new class list"):
         model.set_classnames(["rose", "tulip"])
     with pytest.raises(ValueError, match="twice"):
-        CoOpModel.from_clip(model.clip, CLASSNAMES, tokenizer=clip_tokenizer, n_ctx=4).set_classnames(
-            ["a", "a"]
-        )
+        CoOpModel.from_clip(model.clip, CLASSNAMES, tokenizer=clip_tokenizer, n_ctx=4).set_classnames(["a", "a"])

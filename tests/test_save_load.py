@@ -43,9 +43,7 @@ def test_round_trip_gives_identical_logits(trained, tmp_path):
 
 
 def test_vit_b32_prompt_file_is_kilobytes(vit_b32_clip, clip_tokenizer, tmp_path):
-    model = CoOpModel.from_clip(
-        vit_b32_clip, [f"class {i}" for i in range(102)], tokenizer=clip_tokenizer, n_ctx=16
-    )
+    model = CoOpModel.from_clip(vit_b32_clip, [f"class {i}" for i in range(102)], tokenizer=clip_tokenizer, n_ctx=16)
     model.save_pretrained(tmp_path)
     size = os.path.getsize(tmp_path / "model.safetensors")
     assert size < 100 * 1024, size
@@ -87,12 +85,8 @@ def test_shape_mismatch_is_an_error_not_a_reinitialisation(trained, tmp_path, cl
     save_file({"prompt_learner.ctx": torch.zeros(3, 4, 32)}, tmp_path / "model.safetensors")
     with pytest.raises(ValueError, match=r"of shape \(3, 4, 32\) but this model expects \(4, 32\)"):
         CoOpModel.from_pretrained(tmp_path)
-    save_file(
-        {"prompt_learner.ctx": torch.zeros(4, 32), "extra": torch.zeros(1)}, tmp_path / "model.safetensors"
-    )
-    with pytest.raises(
-        ValueError, match=r"not a CoOp prompt for this model: missing \[\], unexpected \['extra'\]"
-    ):
+    save_file({"prompt_learner.ctx": torch.zeros(4, 32), "extra": torch.zeros(1)}, tmp_path / "model.safetensors")
+    with pytest.raises(ValueError, match=r"not a CoOp prompt for this model: missing \[\], unexpected \['extra'\]"):
         CoOpModel.from_pretrained(tmp_path)
 
 
@@ -146,9 +140,7 @@ def test_push_to_hub_uploads_the_prompt_folder(trained):
     uploaded = {}
 
     def fake_upload_folder(self, *, repo_id, folder_path, **kwargs):
-        uploaded.update(
-            {name: os.path.getsize(os.path.join(folder_path, name)) for name in os.listdir(folder_path)}
-        )
+        uploaded.update({name: os.path.getsize(os.path.join(folder_path, name)) for name in os.listdir(folder_path)})
         uploaded["repo_id"] = repo_id
         return "https://huggingface.co/org/coop-test/commit/0"
 

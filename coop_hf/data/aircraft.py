@@ -30,9 +30,7 @@ def read_fgvc_aircraft(root: str, image_dir: str) -> LabeledFiles:
         for number, line in enumerate(_read_lines(path), start=1):
             image_id, _, variant = line.partition(" ")
             if variant not in label_of:
-                raise ValueError(
-                    f"{path}, line {number} {line!r}: variant {variant!r} is not in variants.txt"
-                )
+                raise ValueError(f"{path}, line {number} {line!r}: variant {variant!r} is not in variants.txt")
             pairs.append((os.path.join(image_dir, f"{image_id}.jpg"), label_of[variant]))
         splits[split] = pairs
     parsed = LabeledFiles(classnames=[NO_FIXES.apply(v) for v in variants], splits=splits)

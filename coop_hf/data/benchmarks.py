@@ -207,9 +207,7 @@ def get_benchmark(name: str) -> BenchmarkSpec:
 
 
 def _check_layout(spec: BenchmarkSpec, root: str) -> None:
-    missing = [
-        os.path.join(root, path) for path in spec.required if not os.path.exists(os.path.join(root, path))
-    ]
+    missing = [os.path.join(root, path) for path in spec.required if not os.path.exists(os.path.join(root, path))]
     if missing:
         listed = "\n  ".join(missing)
         raise FileNotFoundError(

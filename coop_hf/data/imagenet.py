@@ -25,9 +25,7 @@ def read_classnames_txt(path: str | os.PathLike) -> dict[str, str]:
 
 
 def _subfolders(path: str) -> list[str]:
-    return sorted(
-        entry.name for entry in os.scandir(path) if entry.is_dir() and not entry.name.startswith(".")
-    )
+    return sorted(entry.name for entry in os.scandir(path) if entry.is_dir() and not entry.name.startswith("."))
 
 
 def _images_in(folder: str) -> list[str]:
@@ -49,9 +47,7 @@ def _wnid_folders(image_dir: str, names: dict[str, str], classnames_file: str) -
 
 
 def _labeled_images(image_dir: str, folders: list[str], label_of: dict[str, int]) -> list[tuple[str, int]]:
-    return [
-        (path, label_of[folder]) for folder in folders for path in _images_in(os.path.join(image_dir, folder))
-    ]
+    return [(path, label_of[folder]) for folder in folders for path in _images_in(os.path.join(image_dir, folder))]
 
 
 def _read_full(root: str, image_dirs: list[str]) -> tuple[list[str], list[list[tuple[str, int]]]]:
@@ -64,9 +60,7 @@ def _read_full(root: str, image_dirs: list[str]) -> tuple[list[str], list[list[t
 
 def read_imagenet(root: str, image_dir: str) -> LabeledFiles:
     """ImageNet: ``images/train`` for training; ``images/val`` is the test split and, as in CoOp, also val."""
-    classnames, (train, test) = _read_full(
-        root, [os.path.join(image_dir, "train"), os.path.join(image_dir, "val")]
-    )
+    classnames, (train, test) = _read_full(root, [os.path.join(image_dir, "train"), os.path.join(image_dir, "val")])
     return LabeledFiles(classnames=classnames, splits={"train": train, "val": test, "test": test})
 
 

@@ -44,9 +44,7 @@ def summarize(items: list[str]) -> str:
 
 def check_files_exist(parsed: LabeledFiles, source: str | os.PathLike) -> None:
     """Raise ``FileNotFoundError`` listing every image path in ``parsed`` that is not a file."""
-    missing = sorted(
-        {path for pairs in parsed.splits.values() for path, _ in pairs if not os.path.isfile(path)}
-    )
+    missing = sorted({path for pairs in parsed.splits.values() for path, _ in pairs if not os.path.isfile(path)})
     if missing:
         raise FileNotFoundError(
             f"{source} lists {len(missing)} image file(s) that do not exist:\n{summarize(missing)}"

@@ -33,9 +33,7 @@ def _load_json(split_file: str | os.PathLike) -> dict:
         raise ValueError(f"{split_file} is not valid JSON: {err}") from err
     missing = [split for split in SPLITS if not isinstance(data, dict) or split not in data]
     if missing:
-        raise ValueError(
-            f"{split_file} has no {', '.join(repr(s) for s in missing)} list; expected keys {SPLITS}"
-        )
+        raise ValueError(f"{split_file} has no {', '.join(repr(s) for s in missing)} list; expected keys {SPLITS}")
     return data
 
 
@@ -54,8 +52,7 @@ def _parse_entries(
         )
         if not valid:
             raise ValueError(
-                f"{split_file}: entry {split}[{index}] {json.dumps(raw)} "
-                "is not [relative_path, label, classname]"
+                f"{split_file}: entry {split}[{index}] {json.dumps(raw)} is not [relative_path, label, classname]"
             )
         if raw[2] in fixes.ignored:
             continue

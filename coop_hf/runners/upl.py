@@ -65,7 +65,10 @@ def run_upl(
         [
             zero_shot_probabilities(
                 backbone if name == backbone.name_or_path else Backbone.load(name, cache_dir=backbone.cache_dir),
-                unlabeled, experiment.classnames, templates, batch_size=experiment.batch_size,
+                unlabeled,
+                experiment.classnames,
+                templates,
+                batch_size=experiment.batch_size,
             )  # fmt: skip
             for name in labellers
         ]

@@ -94,5 +94,3 @@ def pseudo_label_accuracy(dataset: datasets.Dataset) -> float:
     if len(dataset) == 0:
         raise ValueError("The pseudo-labelled dataset is empty.")
     return float((np.asarray(dataset["label"]) == np.asarray(dataset[TRUE_LABEL])).mean())
-
-
