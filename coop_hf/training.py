@@ -129,7 +129,21 @@ def warmup_cosine_factor(epoch: int, *, total_epochs: int, warmup_epochs: int, w
 
 class CoOpTrainer(Trainer):
     """`Trainer` with the CoOp optimizer (SGD over the prompt parameters only) and schedule, and checkpoints and
-    Hub pushes that hold the prompt and its model card, never CLIP's weights."""
+    Hub pushes that hold the prompt and its model card, never CLIP's weights.
+
+    Batches may carry `clean_labels` (each image's true class, from a `clean_label` column): the model never sees
+    them; with `args.gradient_flow` every step records the clean and noisy samples' mean per-sample gradient norm
+    (`coop_hf.gradient_flow`).
+
+    Example:
+
+    ```python
+    >>> args = CoOpTrainingArguments(output_dir="coop-noisy", num_train_epochs=50, gradient_flow=True)
+    >>> train = with_coop_transform(noisy_train, processor, train=True)  # noisy_train has a clean_label column
+    >>> trainer = CoOpTrainer(model=model, args=args, train_dataset=train)
+    >>> trainer.train()  # coop-noisy/gradient_flow.json: every step's clean and noisy mean gradient norm
+    ```
+    """
 
     args: CoOpTrainingArguments
 
