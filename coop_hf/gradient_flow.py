@@ -1,16 +1,18 @@
 """Gradient flow under label noise (PTNL's robustness analysis, Wu et al. ICCV 2023): how strongly the clean and the
 noisy training samples pull on the trained parameters, step by step.
 
-For every training batch, each sample's loss is taken alone (the loss a batch of that one sample would have) and
-differentiated w.r.t. the trainable parameters; the record of a step holds the mean norm of these per-sample
-gradients over the clean samples (`label == clean_label`) and over the noisy ones. [`CoOpTrainer`] records it with
+For every training batch, each sample's data loss (cross-entropy, or the Trainer's `compute_loss_func` such as GCE,
+on that sample's logits; a method's sample-independent regulariser such as KgCoOp's is left out, as it would add
+the same vector to every sample's gradient) is differentiated w.r.t. the trainable parameters; the record of a step
+holds the mean norm of these per-sample gradients over the clean samples (`label == clean_label`) and over the noisy
+ones. [`CoOpTrainer`] records it with
 `--gradient_flow`, in `trainer.state.log_history` (so checkpoints and resumes keep it) and, after training, in
 `gradient_flow.json` beside the prompt.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -22,20 +24,14 @@ CLEAN_NORM, NOISY_NORM = "gradient_flow_clean_norm", "gradient_flow_noisy_norm"
 CLEAN_SAMPLES, NOISY_SAMPLES = "gradient_flow_clean_samples", "gradient_flow_noisy_samples"
 
 
-def per_sample_gradient_norms(
-    loss_of: Callable[[dict[str, torch.Tensor]], torch.Tensor],
-    parameters: Sequence[nn.Parameter],
-    inputs: Mapping[str, torch.Tensor],
-) -> torch.Tensor:
-    """[batch] L2 norms, over all of `parameters` together, of the gradient of `loss_of(sample)` for each sample of
-    `inputs` (every tensor of `inputs` sliced to that one row). Leaves the parameters' `.grad` untouched."""
-    batch_size = len(next(iter(inputs.values())))
+def per_sample_gradient_norms(losses: Sequence[torch.Tensor], parameters: Sequence[nn.Parameter]) -> torch.Tensor:
+    """[batch] L2 norms, over all of `parameters` together, of the gradient of each of `losses` (one scalar per
+    sample, from one forward pass: its graph is kept until the last). Leaves the parameters' `.grad` untouched."""
     norms = []
-    for index in range(batch_size):
-        sample = {key: value[index : index + 1] for key, value in inputs.items()}
-        grads = torch.autograd.grad(loss_of(sample), parameters, allow_unused=True)
+    for index, loss in enumerate(losses):
+        grads = torch.autograd.grad(loss, parameters, retain_graph=index < len(losses) - 1, allow_unused=True)
         squares = [grad.detach().float().square().sum() for grad in grads if grad is not None]
-        norms.append(torch.stack(squares).sum().sqrt() if squares else torch.zeros(()))
+        norms.append(torch.stack(squares).sum().sqrt() if squares else loss.new_zeros((), dtype=torch.float32))
     return torch.stack(norms)
 
 
@@ -64,8 +60,8 @@ def pool(entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 def step_records(log_history: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The gradient flow of each optimizer step from a Trainer log history (the batch entries of
-    `CoOpTrainer.record_gradient_flow`): `step`, `epoch` and the `pool` of the step's batches (several under
-    gradient accumulation)."""
+    `CoOpTrainer.record_gradient_flow`): `step`, `epoch` (when the step began) and the `pool` of the step's batches
+    (several under gradient accumulation)."""
     by_step: dict[int, list[Mapping[str, Any]]] = {}
     for entry in log_history:
         if CLEAN_SAMPLES in entry:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from datasets import ClassLabel
 from transformers import Trainer, TrainingArguments
 
@@ -19,10 +20,12 @@ from .atomic import atomic_write_text
 from .data import CLEAN_LABEL, CLEAN_LABELS, check_classnames
 from .hub import render_model_card
 from .metrics import ClassificationAccuracy
+from .modeling_utils import PromptModelOutput
 
 NO_CLEAN_LABELS = (
-    "--gradient_flow tells clean from noisy training samples by the split's clean_label column, which label-noise "
-    "injection adds: train with --noise_rate above 0, or drop --gradient_flow."
+    "--gradient_flow tells clean from noisy training samples by each batch's clean_labels, from the split's "
+    "clean_label column, which label-noise injection adds: train with --noise_rate above 0, or drop --gradient_flow "
+    "(Trainer users: with_coop_transform(split, processor, train=True, clean_labels=True))."
 )
 
 
@@ -87,8 +90,8 @@ class CoOpTrainingArguments(TrainingArguments):
         metadata={
             "help": "Record every step the mean norm of the per-sample loss gradients w.r.t. the trained parameters, "
             "for the clean and the noisy samples apart (needs the clean_label column that label-noise injection adds: "
-            "--noise_rate above 0), in the logs and output_dir/gradient_flow.json. Costs one more forward and "
-            "backward pass per image."
+            "--noise_rate above 0), in the logs and output_dir/gradient_flow.json. Costs one more forward pass per "
+            "batch and one backward pass per image; checkpoints keep one log entry per step."
         },
     )
 
@@ -199,24 +202,36 @@ class CoOpTrainer(Trainer):
     def record_gradient_flow(
         self, model: torch.nn.Module, inputs: dict[str, Any], clean_labels: torch.Tensor | None
     ) -> None:
-        """Log the batch's mean per-sample gradient norms of its clean and noisy samples (`gradient_flow`) in
-        `state.log_history`, without touching the gradients of the step."""
+        """Log the batch's mean per-sample gradient norms of its clean and noisy samples (`coop_hf.gradient_flow`)
+        in `state.log_history`, without touching the gradients of the step: one more forward pass of the batch, then
+        one backward pass per sample of its data loss."""
         if clean_labels is None:
             raise ValueError(NO_CLEAN_LABELS)
         inputs = self._prepare_inputs(inputs)
+        labels = inputs["labels"]
         unwrapped = self.accelerator.unwrap_model(model)
         unwrapped.train()
         parameters = [parameter for parameter in unwrapped.parameters() if parameter.requires_grad]
+        # fp16 autocast: scale the losses as the step's own backward does, so that small gradients do not underflow.
+        scale = self.accelerator.scaler.get_scale() if self.accelerator.scaler is not None else 1.0
         with self.compute_loss_context_manager():
-            norms = gradient_flow.per_sample_gradient_norms(
-                lambda sample: self.compute_loss(unwrapped, sample), parameters, inputs
-            )
-        clean = clean_labels.to(norms.device) == inputs["labels"]
-        norms, clean = self.accelerator.gather((norms, clean))
+            logits = unwrapped(**{key: value for key, value in inputs.items() if key != "labels"})["logits"]
+            losses = [scale * self.sample_loss(logits[index : index + 1], labels[index : index + 1])
+                      for index in range(len(labels))]  # fmt: skip
+            norms = gradient_flow.per_sample_gradient_norms(losses, parameters) / scale
+        clean = clean_labels.to(norms.device) == labels
+        norms, clean = self.accelerator.gather_for_metrics((norms, clean))
         entry = gradient_flow.batch_entry(norms, clean)
         self._flow_window.append(entry)
         # Straight into the history (checkpointed with the state), not through `log`, which would print every step.
         self.state.log_history.append({"epoch": self.state.epoch, "step": self.state.global_step + 1, **entry})
+
+    def sample_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The data loss of one sample: `compute_loss_func` (e.g. GCE) when the Trainer has one, else
+        cross-entropy (every method's data term; regularisers that do not depend on the sample are left out)."""
+        if self.compute_loss_func is not None:
+            return self.compute_loss_func(PromptModelOutput(logits=logits), labels)
+        return F.cross_entropy(logits.float(), labels)
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         """`Trainer.log`, adding to the training logs the clean and noisy samples' mean gradient norms since the last
@@ -244,6 +259,7 @@ class CoOpTrainer(Trainer):
         """`Trainer.train`, after checking that the training set's class list is the model's; with
         `args.gradient_flow`, then writes the gradient flow of every step to `output_dir/gradient_flow.json`."""
         self.check_dataset_classes(self.train_dataset)
+        self._flow_window = []
         columns = getattr(self.train_dataset, "column_names", None)
         if self.args.gradient_flow and columns is not None and not {CLEAN_LABEL, CLEAN_LABELS} & set(columns):
             raise ValueError(NO_CLEAN_LABELS)

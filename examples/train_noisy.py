@@ -75,25 +75,25 @@ class StudyModel:
 
 def study_models(study: NoiseStudyArguments, prompt: PromptArguments) -> list[StudyModel]:
     """The models --study_methods and --n_ctx_values ask for (an unknown method or loss is an error)."""
-    settings_of = settings_by_method(prompt, [entry.partition(":")[0] for entry in study.study_methods])
-    models = []
-    for entry in study.study_methods:
-        method, _, loss = entry.partition(":")
-        if method == "linear-probe":
-            if loss:
-                raise ValueError(f"--study_methods {entry}: the linear probe has no loss choice; write linear-probe.")
-            models.append(StudyModel(method, None, {}))
-            continue
-        if method not in PROMPT_METHODS or (loss or "ce") not in LOSSES:
+    entries = [(entry, *entry.partition(":")[::2]) for entry in study.study_methods]
+    for entry, method, loss in entries:
+        if method == "linear-probe" and loss:
+            raise ValueError(f"--study_methods {entry}: the linear probe has no loss choice; write linear-probe.")
+        if method != "linear-probe" and (method not in PROMPT_METHODS or (loss or "ce") not in LOSSES):
             raise ValueError(
                 f"--study_methods {entry}: use <method>[:ce|gce] with a method of {', '.join(PROMPT_METHODS)}, or "
                 "linear-probe."
             )
-        settings = settings_of[method]
+    settings_of = settings_by_method(prompt, [method for _, method, _ in entries])
+    models = []
+    for _, method, loss in entries:
+        if method == "linear-probe":
+            models.append(StudyModel(method, None, {}))
+            continue
         has_n_ctx = "n_ctx" in PROMPT_METHODS[method].model_class.config_class.prompt_settings()
         for n_ctx in (study.n_ctx_values or [None]) if has_n_ctx else [None]:
             ablated = {"n_ctx": n_ctx} if n_ctx else {}
-            models.append(StudyModel(method, loss or "ce", settings | ablated, n_ctx))
+            models.append(StudyModel(method, loss or "ce", settings_of[method] | ablated, n_ctx))
     return models
 
 
@@ -174,8 +174,13 @@ def gradient_flow_report(runs: list[dict], noise: NoiseSpec, plots: Path, title:
     ]
     for run in traced:
         summaries = [seed["gradient_flow"] for seed in run["per_seed"]]
-        clean, noisy = (np.mean([summary[name] for summary in summaries]) for name in ("clean", "noisy"))
-        lines.append(f"| {run['study_method']} | {clean:.4g} | {noisy:.4g} | {noisy / clean:.2f} |")
+        # A split can hold no noisy (or no clean) sample, e.g. 2 shots at 12.5 %: round(0.25) = 0 noisy shots.
+        clean, noisy = (
+            [summary[name] for summary in summaries if summary[name] is not None] for name in ("clean", "noisy")
+        )
+        cells = [f"{np.mean(values):.4g}" if values else "–" for values in (clean, noisy)]
+        ratio = f"{np.mean(noisy) / np.mean(clean):.2f}" if clean and noisy else "–"
+        lines.append(f"| {run['study_method']} | {cells[0]} | {cells[1]} | {ratio} |")
     return "\n".join(lines) + "\n"
 
 
@@ -225,14 +230,17 @@ def main(argv: list[str] | None = None) -> dict:
     table = results_table(runs, study.noise_rates)
     if training_args.should_save:
         write_results(summary, output_dir)
+        atomic_write_text(output_dir / "results.md", table)  # before the plots: a failing plot never loses it
         noisiest = NoiseSpec(study.study_noise_type, max(study.noise_rates), val=experiment.noise_val)
         title = f"{experiment.dataset}, {experiment.shots} shots: {study.study_noise_type} noise"
         plot_noise_curves(runs, output_dir / "plots" / "accuracy_vs_noise.png", title=title)
         if noisiest.rate > 0:
             plot_confusions(runner, runs, experiment, noisiest, output_dir / "plots")
             flow_title = f"{title} at {100 * noisiest.rate:g} %: gradient flow"
-            table += gradient_flow_report(runs, noisiest, output_dir / "plots", flow_title)
-        atomic_write_text(output_dir / "results.md", table)
+            flow_table = gradient_flow_report(runs, noisiest, output_dir / "plots", flow_title)
+            if flow_table:
+                table += flow_table
+                atomic_write_text(output_dir / "results.md", table)
     if training_args.should_log:
         print(table)
         print(

@@ -10,9 +10,11 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoImageProcessor, HfArgumentParser
 
-from coop_hf import CoOpModel
-from coop_hf.data import CLEAN_LABELS, CoOpTransform, with_coop_transform
+from coop_hf import CoOpModel, KgCoOpModel
+from coop_hf.data import CLEAN_LABELS, with_coop_transform
 from coop_hf.gradient_flow import CLEAN_SAMPLES, GRADIENT_FLOW_FILE, per_sample_gradient_norms, pool, step_records
+from coop_hf.losses import GeneralizedCrossEntropy
+from coop_hf.noise import NoiseSpec
 from coop_hf.runners import ExperimentArguments, PromptArguments
 from coop_hf.runners.run import run_method
 from coop_hf.training import CoOpTrainer, CoOpTrainingArguments
@@ -26,15 +28,14 @@ def test_per_sample_norms_match_the_closed_form_of_softmax_regression():
     torch.manual_seed(0)
     weight = torch.nn.Parameter(torch.randn(5, 7))
     bias = torch.nn.Parameter(torch.randn(5))
-    inputs = {"x": torch.randn(6, 7), "labels": torch.randint(0, 5, (6,))}
+    x, labels = torch.randn(6, 7), torch.randint(0, 5, (6,))
+    logits = x @ weight.T + bias  # one forward pass for the whole batch
+    losses = [F.cross_entropy(logits[i : i + 1], labels[i : i + 1]) for i in range(6)]
 
-    def loss_of(sample):
-        return F.cross_entropy(sample["x"] @ weight.T + bias, sample["labels"])
-
-    norms = per_sample_gradient_norms(loss_of, [weight, bias], inputs)
+    norms = per_sample_gradient_norms(losses, [weight, bias])
     # d CE / d logits = p - onehot(y); the weight's gradient is its outer product with x, the bias's is itself.
-    residual = torch.softmax(inputs["x"] @ weight.T + bias, -1) - F.one_hot(inputs["labels"], 5)
-    expected = residual.norm(dim=1) * (inputs["x"].square().sum(1) + 1).sqrt()
+    residual = torch.softmax(logits, -1) - F.one_hot(labels, 5)
+    expected = residual.norm(dim=1) * (x.square().sum(1) + 1).sqrt()
     torch.testing.assert_close(norms, expected.detach())
     assert weight.grad is None and bias.grad is None  # the step's own gradients are left alone
 
@@ -73,34 +74,51 @@ def _features_dataset(dim: int, clean_labels: bool = True) -> datasets.Dataset:
     return datasets.Dataset.from_dict(columns).with_format("torch")
 
 
-def _trainer(tiny_clip_dir, output_dir, dataset=None, **overrides) -> CoOpTrainer:
+def _trainer(tiny_clip_dir, output_dir, dataset=None, model=None, loss=None, **overrides) -> CoOpTrainer:
     torch.manual_seed(0)
-    model = CoOpModel.from_clip(str(tiny_clip_dir), CLASSNAMES, n_ctx=4)
+    model = model if model is not None else CoOpModel.from_clip(str(tiny_clip_dir), CLASSNAMES, n_ctx=4)
     dataset = dataset if dataset is not None else _features_dataset(model.clip.config.projection_dim)
     settings = dict(
         num_train_epochs=3, per_device_train_batch_size=NUM_IMAGES, learning_rate=0.5, warmup_epochs=0,
         disable_tqdm=True, report_to=[], seed=0, gradient_flow=True,
     ) | overrides  # fmt: skip
     args = CoOpTrainingArguments(output_dir=str(output_dir), **settings)
-    return CoOpTrainer(model=model, args=args, train_dataset=dataset)
+    return CoOpTrainer(model=model, args=args, train_dataset=dataset, compute_loss_func=loss)
 
 
-def test_trainer_records_clean_and_noisy_gradient_norms_of_every_step(tiny_clip_dir, tmp_path):
-    trainer = _trainer(tiny_clip_dir, tmp_path / "flow", logging_steps=1)
+def _kgcoop(tiny_clip_dir):
+    torch.manual_seed(0)
+    return KgCoOpModel.from_clip(str(tiny_clip_dir), CLASSNAMES, template="a photo of a {}.", kg_weight=8.0)
+
+
+@pytest.mark.parametrize(
+    ("build", "loss", "data_loss"),
+    [
+        (None, None, F.cross_entropy),
+        (None, GeneralizedCrossEntropy(0.5), GeneralizedCrossEntropy(0.5)),
+        # KgCoOp trains on CE + 8 x its regulariser; the flow is the CE's alone (the regulariser is the same for all).
+        (_kgcoop, None, F.cross_entropy),
+    ],
+    ids=["coop-ce", "coop-gce", "kgcoop"],
+)
+def test_trainer_records_clean_and_noisy_gradient_norms_of_every_step(tiny_clip_dir, tmp_path, build, loss, data_loss):
+    model = build(tiny_clip_dir) if build else None
+    trainer = _trainer(tiny_clip_dir, tmp_path / "flow", model=model, loss=loss, logging_steps=1)
     initial = copy.deepcopy(trainer.model)
     trainer.train()
 
-    # Step 1 sees the whole split with the initial context: its record is the per-sample norms of that model.
+    # Step 1 sees the whole split with the initial prompt: its record is the per-sample norms of that model.
     batch = trainer.train_dataset[:]
-    inputs = {"image_embeds": batch["image_embeds"], "labels": batch["labels"]}
-    norms = per_sample_gradient_norms(lambda sample: initial(**sample).loss, [initial.prompt_learner.ctx], inputs)
+    logits = initial(image_embeds=batch["image_embeds"]).logits
+    losses = [data_loss(logits[i : i + 1], batch["labels"][i : i + 1]) for i in range(NUM_IMAGES)]
+    norms = per_sample_gradient_norms(losses, [p for p in initial.parameters() if p.requires_grad])
     clean = batch[CLEAN_LABELS] == batch["labels"]
     records = step_records(trainer.state.log_history)
     assert [record["step"] for record in records] == [1, 2, 3]
     assert (records[0]["clean_samples"], records[0]["noisy_samples"]) == (5, 3)
     assert records[0]["clean"] == pytest.approx(norms[clean].mean().item(), rel=1e-5)
     assert records[0]["noisy"] == pytest.approx(norms[~clean].mean().item(), rel=1e-5)
-    assert records[1]["clean"] != pytest.approx(records[0]["clean"])  # the context moved between the steps
+    assert records[1]["clean"] != pytest.approx(records[0]["clean"])  # the prompt moved between the steps
 
     saved = json.loads((tmp_path / "flow" / GRADIENT_FLOW_FILE).read_text())
     assert saved["steps"] == records
@@ -142,7 +160,7 @@ def test_gradient_flow_without_clean_labels_names_the_flag(tiny_clip_dir, tmp_pa
             run_method(*parser.parse_args_into_dataclasses(args=flags + extra))
 
 
-def test_image_transform_carries_the_clean_labels(tiny_clip_dir, tmp_path):
+def test_image_transform_carries_the_clean_labels_on_request(tiny_clip_dir, tmp_path):
     from PIL import Image
 
     paths = []
@@ -158,8 +176,25 @@ def test_image_transform_carries_the_clean_labels(tiny_clip_dir, tmp_path):
     )
     noisy = datasets.Dataset.from_dict({"image": paths, "label": [0, 1, 2], "clean_label": [0, 2, 2]}, features)
     processor = AutoImageProcessor.from_pretrained(tiny_clip_dir)
-    batch = with_coop_transform(noisy, processor, train=True)[:]
+    batch = with_coop_transform(noisy, processor, train=True, clean_labels=True)[:]
     assert batch[CLEAN_LABELS].tolist() == [0, 2, 2] and batch["labels"].tolist() == [0, 1, 2]
-    clean_only = with_coop_transform(noisy.remove_columns("clean_label"), processor, train=False)[:]
-    assert set(clean_only) == {"pixel_values", "labels"}
-    assert CLEAN_LABELS not in CoOpTransform(processor, train=False)({"image": paths[:1], "label": [0]})
+    assert set(with_coop_transform(noisy, processor, train=False)[:]) == {"pixel_values", "labels"}  # model(**batch)
+    with pytest.raises(ValueError, match="--noise_rate above 0"):
+        with_coop_transform(noisy.remove_columns("clean_label"), processor, train=True, clean_labels=True)
+
+
+def test_report_marks_a_split_without_noisy_samples(tmp_path):
+    from tests.test_examples_noise_upl import load_example
+
+    def run(label, clean, noisy):
+        seed_dir = tmp_path / label
+        seed_dir.mkdir()
+        steps = [{"step": 1, "epoch": 0, "clean": clean, "noisy": noisy, "clean_samples": 2, "noisy_samples": 0}]
+        (seed_dir / GRADIENT_FLOW_FILE).write_text(json.dumps({"steps": steps}))
+        seed = {"prompt_dir": str(seed_dir), "gradient_flow": {"clean": clean, "noisy": noisy}}
+        return {"study_method": label, "noise_rate_requested": 0.125, "per_seed": [seed]}
+
+    runs = [run("CoOp (CE)", 2.0, None), run("CoOp (GCE)", 1.0, 3.0)]
+    table = load_example("train_noisy").gradient_flow_report(runs, NoiseSpec("replace", 0.125), tmp_path, "t")
+    assert "| CoOp (CE) | 2 | – | – |" in table and "| CoOp (GCE) | 1 | 3 | 3.00 |" in table
+    assert (tmp_path / "gradient_flow.png").stat().st_size > 0

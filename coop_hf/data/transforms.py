@@ -73,17 +73,19 @@ class CoOpTransform:
     """Batch transform for ``Dataset.set_transform`` / ``with_transform``.
 
     Maps ``{"image": [...], "label": [...]}`` to ``{"pixel_values": FloatTensor[B, 3, H, W],
-    "labels": LongTensor[B]}``, plus ``"clean_labels"`` from a ``clean_label`` column when the batch has one.
-    Output size, resampling filter, mean and std come from ``image_processor``
-    (its ``crop_size``, its ``size`` for the test-time resize). Every image goes through ``load_rgb``.
+    "labels": LongTensor[B]}`` (with ``clean_labels``, also ``"clean_labels"`` from the batch's ``clean_label``
+    column, for `CoOpTrainer`'s gradient flow). Output size, resampling filter, mean and std come from
+    ``image_processor`` (its ``crop_size``, its ``size`` for the test-time resize). Every image goes through
+    ``load_rgb``.
     """
 
     version = 2
     """Bumped whenever the pixels of a view change (2: centre crop rounded as torchvision), to renew feature caches."""
 
-    def __init__(self, image_processor: BaseImageProcessor, train: bool) -> None:
+    def __init__(self, image_processor: BaseImageProcessor, train: bool, clean_labels: bool = False) -> None:
         self.image_processor = image_processor
         self.train = train
+        self.clean_labels = clean_labels
         self.resample = Image.Resampling(int(image_processor.resample))
         size, crop = image_processor.size, image_processor.crop_size
         self.shortest_edge = _size_entry(size, "shortest_edge")
@@ -127,20 +129,30 @@ class CoOpTransform:
         processed = self.image_processor(images=images, do_resize=False, do_center_crop=False, return_tensors="pt")
         labels = torch.as_tensor(batch["label"], dtype=torch.long)
         outputs = {"pixel_values": processed["pixel_values"], "labels": labels}
-        if CLEAN_LABEL in batch:
+        if self.clean_labels:
             outputs[CLEAN_LABELS] = torch.as_tensor(batch[CLEAN_LABEL], dtype=torch.long)
         return outputs
 
 
 def with_coop_transform(
-    dataset: datasets.Dataset, image_processor: BaseImageProcessor, *, train: bool
+    dataset: datasets.Dataset, image_processor: BaseImageProcessor, *, train: bool, clean_labels: bool = False
 ) -> datasets.Dataset:
-    """Return ``dataset`` yielding ``pixel_values``/``labels`` (and ``clean_labels`` from a ``clean_label``
-    column) through ``CoOpTransform`` on access.
+    """Return ``dataset`` yielding ``pixel_values``/``labels`` through ``CoOpTransform`` on access; with
+    ``clean_labels``, also ``clean_labels`` from its ``clean_label`` column (label-noise studies: the true class of
+    each image, which `CoOpTrainer` needs for `--gradient_flow`).
 
     The image column is cast to ``Image(decode=False)`` so that ``load_rgb`` does the decoding and an
     unreadable file is reported by name.
     """
+    columns = ["image", "label"]
+    if clean_labels:
+        if CLEAN_LABEL not in dataset.column_names:
+            raise ValueError(
+                f"clean_labels=True needs a {CLEAN_LABEL!r} column (the true class of each image), which label-noise "
+                "injection adds (--noise_rate above 0); the dataset has only "
+                f"{', '.join(dataset.column_names)}."
+            )
+        columns.append(CLEAN_LABEL)
     undecoded = dataset.cast_column("image", datasets.Image(decode=False))
-    columns = ["image", "label"] + ([CLEAN_LABEL] if CLEAN_LABEL in dataset.column_names else [])
-    return undecoded.with_transform(CoOpTransform(image_processor, train=train), columns=columns)
+    transform = CoOpTransform(image_processor, train=train, clean_labels=clean_labels)
+    return undecoded.with_transform(transform, columns=columns)

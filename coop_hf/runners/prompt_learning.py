@@ -265,11 +265,13 @@ class PromptLearning:
                 num_views=args.cached_views, seed=seed, batch_size=experiment.batch_size, cache_dir=backbone.cache_dir,
             )  # fmt: skip
             train = views.select_columns(["image_embeds", "labels"])
-            if CLEAN_LABEL in splits["train"].column_names:  # each view keeps its image's true class
+            if args.gradient_flow:  # each view keeps its image's true class
                 rows = np.asarray(views.with_format(None)["index"])
                 train = train.add_column(CLEAN_LABELS, np.asarray(splits["train"][CLEAN_LABEL])[rows].tolist())
         else:
-            train = with_coop_transform(splits["train"], backbone.image_processor, train=True)
+            train = with_coop_transform(
+                splits["train"], backbone.image_processor, train=True, clean_labels=args.gradient_flow
+            )
         trainer = self.trainer_class(
             model=model,
             args=args,

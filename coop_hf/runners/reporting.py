@@ -336,6 +336,8 @@ def plot_gradient_flow(curves: dict[str, Sequence[Sequence[Row]]], path: str | o
                 for record in records:
                     if record[name] is not None:
                         by_step.setdefault(record["step"], []).append(record[name])
+            if not by_step:  # e.g. no noisy sample in the split
+                continue
             steps = np.array(sorted(by_step))
             means = np.array([np.mean(by_step[step]) for step in steps])
             # Per-step values jump with the batch drawn: long runs get a moving average over a 25th of the steps.
