@@ -15,6 +15,7 @@ from transformers import AutoModel, TrainerCallback
 
 import coop_hf  # noqa: F401 (registers the Auto classes)
 from coop_hf import CoOpModel, ProGradConfig, ProGradModel
+from coop_hf.gradient_flow import step_records
 from coop_hf.methods.prograd import PROGRAD_TEMPLATES
 from coop_hf.methods.prograd.trainer import ProGradTrainer, prograd_projection
 from coop_hf.text_encoding import encode_plain
@@ -113,7 +114,7 @@ def embeds_dataset(image_embeds, labels):
     )
 
 
-def train_two_steps(model, image_embeds, labels, output_dir, **overrides):
+def train_two_steps(model, image_embeds, labels, output_dir, dataset=None, **overrides):
     """Two Trainer steps on one full batch per epoch: warm-up lr 0.05, then lr 0.1 (cosine factor 1)."""
     args = dict(
         output_dir=str(output_dir), per_device_train_batch_size=len(labels), num_train_epochs=2, learning_rate=0.1,
@@ -123,7 +124,7 @@ def train_two_steps(model, image_embeds, labels, output_dir, **overrides):
     trainer = ProGradTrainer(
         model=model,
         args=CoOpTrainingArguments(**(args | overrides)),
-        train_dataset=embeds_dataset(image_embeds, labels),
+        train_dataset=dataset if dataset is not None else embeds_dataset(image_embeds, labels),
         callbacks=[recorder],
     )
     trainer.train()
@@ -396,3 +397,29 @@ def test_train_script_runs_prograd_and_records_its_settings(tiny_clip_dir, tmp_p
     assert 0 <= recorded["accuracy"] <= 100
     state = json.loads((tmp_path / "seed1" / "trainer_state.json").read_text())
     assert state["global_step"] == 2 and any("kl_loss" in entry for entry in state["log_history"])
+
+
+def test_gradient_flow_leaves_the_prograd_update_unchanged(tiny_clip, clip_tokenizer, tmp_path):
+    """ProGrad's own step (`optimization_step`) gets the batch without its clean labels, and recording the flow
+    changes no update."""
+
+    def build():
+        return ProGradModel.from_clip(tiny_clip, CLASSNAMES, tokenizer=clip_tokenizer, template=FLOWER)
+
+    model = build()
+    image_embeds, labels = conflicting_batch(
+        tiny_clip, clip_tokenizer, model.prompt_learner.ctx.detach().clone(), FLOWER, 6, 16
+    )
+    _, plain = train_two_steps(model, image_embeds, labels, tmp_path / "plain")
+    clean_labels = labels.clone()
+    clean_labels[:2] = (labels[:2] + 1) % len(CLASSNAMES)  # two noisy samples
+    with_clean = datasets.Dataset.from_dict(
+        {"image_embeds": image_embeds.numpy(), "labels": labels.numpy(), "clean_labels": clean_labels.numpy()}
+    ).with_format("torch")
+    trainer, traced = train_two_steps(
+        build(), image_embeds, labels, tmp_path / "traced", dataset=with_clean, gradient_flow=True
+    )
+    for ctx_plain, ctx_traced in zip(plain, traced, strict=True):
+        torch.testing.assert_close(ctx_traced, ctx_plain, rtol=0, atol=0)
+    records = step_records(trainer.state.log_history)
+    assert [(record["clean_samples"], record["noisy_samples"]) for record in records] == [(4, 2), (4, 2)]
