@@ -35,6 +35,7 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from bench_step import classnames, synchronize, training_step  # noqa: E402  (this folder)
 from transformers import AutoTokenizer, CLIPConfig, CLIPModel  # noqa: E402
 from transformers.masking_utils import create_causal_mask  # noqa: E402
 
@@ -63,13 +64,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # -- the computations ----------------------------------------------------------------------------------------------
-
-
-def classnames(count: int) -> list[str]:
-    names = list(json.loads((SHARED / "data" / "oxford_flowers" / "cat_to_name.json").read_text()).values())
-    if count > len(names):
-        raise ValueError(f"At most {len(names)} Flowers102 class names.")
-    return names[:count]
 
 
 class Reference:
@@ -129,18 +123,6 @@ def inputs(model: CoCoOpModel, batch_size: int, device: torch.device) -> tuple[t
     return pixel_values.to(device), labels.to(device)
 
 
-def training_step(
-    loss_fn: Callable[[], torch.Tensor], optimizer: torch.optim.Optimizer
-) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Zero the gradients, forward, backward, SGD step; returns the loss and the gradients it stepped with."""
-    optimizer.zero_grad(set_to_none=True)
-    loss = loss_fn()
-    loss.backward()
-    gradients = [param.grad.clone() for group in optimizer.param_groups for param in group["params"]]
-    optimizer.step()
-    return loss.detach(), gradients
-
-
 def step_functions(model: CoCoOpModel, reference: Reference, pixel_values, labels) -> dict[str, Callable]:
     return {
         "reference": lambda: reference.loss(pixel_values, labels),
@@ -151,11 +133,6 @@ def step_functions(model: CoCoOpModel, reference: Reference, pixel_values, label
 def sgd(model: CoCoOpModel) -> torch.optim.Optimizer:
     trainable = [param for param in model.parameters() if param.requires_grad]
     return torch.optim.SGD(trainable, lr=0.002, momentum=0.9, weight_decay=5e-4)
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def memory_status(key: str) -> float:
