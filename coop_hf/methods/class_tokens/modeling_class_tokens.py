@@ -18,20 +18,9 @@ import torch
 from transformers import CLIPModel, PreTrainedTokenizerBase
 
 from ...text_encoding import encode_shared_prefix, shared_prefix_length
+from ..classifier.modeling_classifier import PTNL_PAPER
 from ..coop.modeling_coop import CoOpModel
 from .configuration_class_tokens import ClassTokenConfig
-
-PTNL_PAPER = (
-    "Wu et al., Why Is Prompt Tuning for Vision-Language Models Robust to Noisy Labels?, ICCV 2023",
-    "https://arxiv.org/abs/2307.11978",
-    """@inproceedings{wu2023ptnl,
-  title     = {Why Is Prompt Tuning for Vision-Language Models Robust to Noisy Labels?},
-  author    = {Wu, Cheng-En and Tian, Yu and Yu, Haichao and Wang, Heng and Morgado, Pedro and Hu, Yu Hen and
-               Yang, Linjie},
-  booktitle = {Proceedings of the IEEE/CVF International Conference on Computer Vision (ICCV)},
-  year      = {2023}
-}""",
-)
 
 
 class ClassTokenTuningModel(CoOpModel):
