@@ -11,12 +11,15 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # Cached image features of the test session stay out of the user's datasets cache.
 os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="coop-hf-tests-")
 
+import importlib.util  # noqa: E402
+import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from transformers import AutoTokenizer, CLIPConfig, CLIPModel  # noqa: E402
 
+REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CLIP_CONFIGS = SHARED / "clip-configs"
 VIT_B32 = CLIP_CONFIGS / "clip-vit-base-patch32"
@@ -71,3 +74,11 @@ def tiny_clip_dir(tmp_path_factory, clip_tokenizer) -> Path:
 def vit_b32_clip() -> CLIPModel:
     """The real ViT-B/32 architecture (151M parameters) with random weights."""
     return random_clip(CLIPConfig.from_pretrained(VIT_B32))
+
+
+def load_example(name: str):
+    """The module of `examples/<name>.py` (registered in `sys.modules`, as its dataclasses need)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "examples" / f"{name}.py")
+    module = sys.modules[name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

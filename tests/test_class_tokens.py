@@ -1,9 +1,7 @@
 """PTNL's class-token models: Full-Prompt-Tuning (context and class-name tokens learned) and CLS-Tuning (class-name
 tokens learned behind the fixed "a photo of a"); the shared-prefix fast path against a plain computation."""
 
-import importlib.util
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -16,9 +14,8 @@ import coop_hf  # noqa: F401 (registers the Auto classes)
 from coop_hf import ClassTokenConfig, ClassTokenTuningModel
 from coop_hf.baselines import zero_shot_logits, zero_shot_weights
 from coop_hf.text_encoding import encode_plain
-from tests.conftest import DATA, random_clip, tiny_clip_config
+from tests.conftest import DATA, load_example, random_clip, tiny_clip_config
 
-REPO = Path(__file__).resolve().parents[1]
 # Two names share their first token: learned, those tokens differ, so they must not join the shared prefix.
 CLASSNAMES = ["cat", "golden retriever", "golden eagle", "st. john's wort", "foo (bar)"]
 CLS_TUNING = dict(ctx_init="a photo of a", learn_context=False)
@@ -189,15 +186,8 @@ def test_cli_names_fix_the_variant(tiny_clip, clip_tokenizer):
     assert (other["learn_context"], other["ctx_init"]) == (False, "a picture of")
 
 
-def train_script():
-    spec = importlib.util.spec_from_file_location("train_example", REPO / "examples" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_train_script_runs_cls_tuning(tiny_clip_dir, tmp_path):
-    results = train_script().main([
+    results = load_example("train").main([
         "--model_name_or_path", str(tiny_clip_dir), "--dataset", "oxford_flowers", "--data_dir", str(DATA),
         "--method", "cls-tuning", "--shots", "1", "--max_steps", "2", "--output_dir", str(tmp_path),
         "--disable_tqdm", "true", "--report_to", "none",

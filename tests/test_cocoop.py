@@ -1,12 +1,9 @@
 """CoCoOp equals the reference computation (KaiyangZhou/CoOp trainers/cocoop.py) in logits and gradients, and loads,
 saves, moves to new classes and trains like every prompt model."""
 
-import importlib.util
 import json
 import os
-import sys
 from collections import OrderedDict
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,9 +20,8 @@ from coop_hf.runners.arguments import PromptArguments, prompt_settings
 from coop_hf.runners.methods import PROMPT_METHODS
 from coop_hf.runners.prompt_learning import PromptLearning
 from coop_hf.training import CoOpTrainingArguments
-from tests.conftest import DATA, random_clip, tiny_clip_config
+from tests.conftest import DATA, load_example, random_clip, tiny_clip_config
 
-REPO = Path(__file__).resolve().parents[1]
 CLASSNAMES = ["cat", "golden retriever", "st. john's wort", "bird of paradise", "sunflower"]
 META_NET_KEYS = [f"meta_net.linear{layer}.{name}" for layer in (1, 2) for name in ("weight", "bias")]
 TRAINABLE = ["prompt_learner.ctx", *META_NET_KEYS]
@@ -342,13 +338,6 @@ def test_recipe_fills_only_the_arguments_left_at_their_defaults(tmp_path):
     assert PROMPT_METHODS["coop"].training_arguments(default).per_device_train_batch_size == 32
     with pytest.raises(ValueError, match="unknown training arguments: \\['batch'\\]"):
         PromptLearning("x", CoCoOpModel, recipe={"batch": 1})
-
-
-def load_example(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "examples" / f"{name}.py")
-    module = sys.modules[name] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_train_script_runs_cocoop_end_to_end(tiny_clip_dir, tmp_path):

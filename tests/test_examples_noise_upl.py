@@ -1,8 +1,6 @@
 """The label-noise study and unsupervised prompt learning, end to end on the real mini Caltech101."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,16 +14,7 @@ from coop_hf.noise import NoiseSpec
 from coop_hf.runners import Backbone, Experiment
 from coop_hf.runners.methods import PROMPT_METHODS
 from coop_hf.training import CoOpTrainingArguments
-from tests.conftest import DATA
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def load_example(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "examples" / f"{name}.py")
-    module = sys.modules[name] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.conftest import DATA, load_example
 
 
 def common(tiny_clip_dir, output_dir) -> list[str]:

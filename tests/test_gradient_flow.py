@@ -184,7 +184,7 @@ def test_image_transform_carries_the_clean_labels_on_request(tiny_clip_dir, tmp_
 
 
 def test_report_marks_a_split_without_noisy_samples(tmp_path):
-    from tests.test_examples_noise_upl import load_example
+    from tests.conftest import load_example
 
     def run(label, clean, noisy):
         seed_dir = tmp_path / label

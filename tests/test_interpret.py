@@ -1,9 +1,6 @@
 """What the prompt learned: the nearest vocabulary tokens of each context vector, in code, card and command."""
 
-import importlib.util
 import re
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,17 +8,9 @@ from PIL import Image
 from transformers import pipeline
 
 from coop_hf import CoOpEnsemble, CoOpModel
-from tests.conftest import random_clip, tiny_clip_config
+from tests.conftest import load_example, random_clip, tiny_clip_config
 
-REPO = Path(__file__).resolve().parents[1]
 CLASSNAMES = ["cat", "dog", "sunflower"]
-
-
-def load_example(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "examples" / f"{name}.py")
-    module = sys.modules[name] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture()

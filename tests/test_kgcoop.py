@@ -1,9 +1,7 @@
 """KgCoOp: CoOp's cross-entropy plus kg_weight * (1 - mean cosine to the hand-crafted prompt's text features), exactly
 as the reference code computes it; only the context trains and is saved."""
 
-import importlib.util
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -16,9 +14,8 @@ import coop_hf  # noqa: F401 (registers the Auto classes)
 from coop_hf import KgCoOpConfig, KgCoOpModel
 from coop_hf.methods.kgcoop import KGCOOP_TEMPLATES
 from coop_hf.text_encoding import encode_plain
-from tests.conftest import DATA, random_clip, tiny_clip_config
+from tests.conftest import DATA, load_example, random_clip, tiny_clip_config
 
-REPO = Path(__file__).resolve().parents[1]
 CLASSNAMES = ["cat", "golden retriever", "st. john's wort", "sunflower"]
 FLOWER = "a photo of a {}, a type of flower."
 
@@ -192,13 +189,6 @@ def test_model_card_lists_the_method_and_its_settings(tiny_clip, clip_tokenizer)
     assert rows["hand-crafted prompt (`template`)"] == f'"{FLOWER}"'
 
 
-def train_script():
-    spec = importlib.util.spec_from_file_location("train_example", REPO / "examples" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_runner_defaults_the_template_to_the_datasets(tiny_clip, clip_tokenizer):
     from coop_hf.runners.methods import PROMPT_METHODS
 
@@ -210,7 +200,7 @@ def test_runner_defaults_the_template_to_the_datasets(tiny_clip, clip_tokenizer)
 
 
 def test_train_script_runs_kgcoop_and_records_its_settings(tiny_clip_dir, tmp_path):
-    results = train_script().main([
+    results = load_example("train").main([
         "--model_name_or_path", str(tiny_clip_dir), "--dataset", "oxford_flowers", "--data_dir", str(DATA),
         "--method", "kgcoop", "--shots", "1", "--max_steps", "2", "--output_dir", str(tmp_path),
         "--disable_tqdm", "true", "--report_to", "none", "--template", FLOWER,

@@ -1,9 +1,7 @@
 """ProGrad: the context initialisation, the zero-shot teacher and the projected update, each equal to the reference
 code's (computed here by hand in plain torch); only the context is saved."""
 
-import importlib.util
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import datasets
@@ -20,9 +18,8 @@ from coop_hf.methods.prograd import PROGRAD_TEMPLATES
 from coop_hf.methods.prograd.trainer import ProGradTrainer, prograd_projection
 from coop_hf.text_encoding import encode_plain
 from coop_hf.training import CoOpTrainingArguments
-from tests.conftest import DATA, random_clip, tiny_clip_config
+from tests.conftest import DATA, load_example, random_clip, tiny_clip_config
 
-REPO = Path(__file__).resolve().parents[1]
 CLASSNAMES = ["cat", "golden retriever", "st. john's wort", "sunflower"]
 PHOTO = "a photo of a {}."
 FLOWER = "a type of flower, a photo of a {}."
@@ -382,10 +379,7 @@ def test_runner_defaults_the_template_to_the_datasets(tiny_clip, clip_tokenizer)
 
 
 def test_train_script_runs_prograd_and_records_its_settings(tiny_clip_dir, tmp_path):
-    spec = importlib.util.spec_from_file_location("train_example", REPO / "examples" / "train.py")
-    train = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train)
-    results = train.main([
+    results = load_example("train").main([
         "--model_name_or_path", str(tiny_clip_dir), "--dataset", "oxford_flowers", "--data_dir", str(DATA),
         "--method", "prograd", "--shots", "1", "--max_steps", "2", "--output_dir", str(tmp_path),
         "--disable_tqdm", "true", "--report_to", "none", "--template", FLOWER, "--logging_steps", "1",

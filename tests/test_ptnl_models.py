@@ -1,9 +1,7 @@
 """PTNL's Classifier-R, Classifier-C and TEnc-FT: zero-shot CLIP exactly at init (Classifier-C, TEnc-FT), only the
 intended parameters train (the shared CLIP untouched), save / load round trips and the command line."""
 
-import importlib.util
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -15,9 +13,8 @@ import coop_hf  # noqa: F401 (registers the Auto classes)
 from coop_hf import ClassifierConfig, LinearClassifierModel, TextEncoderFineTuningModel
 from coop_hf.baselines import zero_shot_logits, zero_shot_weights
 from coop_hf.losses import loss_from_name
-from tests.conftest import DATA, random_clip, tiny_clip_config
+from tests.conftest import DATA, load_example, random_clip, tiny_clip_config
 
-REPO = Path(__file__).resolve().parents[1]
 CLASSNAMES = ["cat", "golden retriever", "st. john's wort", "sunflower"]
 FLOWER = "a photo of a {}, a type of flower."
 
@@ -171,15 +168,8 @@ def test_runner_fixes_the_init_per_cli_name_and_allows_gce(tiny_clip, clip_token
     assert torch.isfinite(gce) and not torch.allclose(gce, output.loss)
 
 
-def train_script():
-    spec = importlib.util.spec_from_file_location("train_example", REPO / "examples" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_train_script_runs_classifier_c(tiny_clip_dir, tmp_path):
-    results = train_script().main([
+    results = load_example("train").main([
         "--model_name_or_path", str(tiny_clip_dir), "--dataset", "oxford_flowers", "--data_dir", str(DATA),
         "--method", "classifier-c", "--shots", "1", "--max_steps", "2", "--output_dir", str(tmp_path),
         "--disable_tqdm", "true", "--report_to", "none",

@@ -2,9 +2,7 @@
 
 import csv
 import functools
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,16 +23,7 @@ from coop_hf.runners.reporting import (
     rows_csv,
     summarize,
 )
-from tests.conftest import DATA
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def load_sweep():
-    spec = importlib.util.spec_from_file_location("sweep", REPO / "examples" / "sweep.py")
-    module = sys.modules["sweep"] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.conftest import DATA, load_example
 
 
 def rows_of(dataset: str, method: str, shots: int, accuracies: list[float]) -> list[dict]:
@@ -147,7 +136,8 @@ def test_plots_write_png_figures(tmp_path):
 def test_bad_grids_fail_before_loading_anything(flags, message, tmp_path):
     # A model path that does not exist: each error must come before the backbone is loaded.
     with pytest.raises(ValueError, match=message):
-        load_sweep().main(["--model_name_or_path", str(tmp_path / "no-clip"), "--output_dir", str(tmp_path), *flags])
+        sweep = load_example("sweep")
+        sweep.main(["--model_name_or_path", str(tmp_path / "no-clip"), "--output_dir", str(tmp_path), *flags])
 
 
 class Killed(Exception):
@@ -157,7 +147,7 @@ class Killed(Exception):
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:The number of unique classes is greater than 50%")
 def test_sweep_writes_tables_and_plots_skips_finished_cells_and_resumes(tiny_clip_dir, tmp_path, monkeypatch, capsys):
-    sweep = load_sweep()
+    sweep = load_example("sweep")
     out = tmp_path / "sweep"
     flags = [
         "--model_name_or_path", str(tiny_clip_dir), "--dataset", "caltech101", "oxford_flowers", "--data_dir",

@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,9 +14,7 @@ from coop_hf.data import load_benchmark
 from coop_hf.run_directory import RunConfigMismatchError
 from coop_hf.runners import Backbone, ExperimentArguments, PromptArguments, run_method
 from coop_hf.training import CoOpTrainingArguments
-from tests.conftest import DATA
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import DATA, REPO
 
 
 def flags(tiny_clip_dir, output_dir, *extra: str) -> list[str]:

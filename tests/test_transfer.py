@@ -2,10 +2,8 @@
 base-to-new on the real mini Caltech101, and domain generalisation / cross-dataset transfer on fake ImageNet-family
 layouts built from real JPEGs."""
 
-import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,9 +14,8 @@ from coop_hf.data import load_benchmark
 from coop_hf.hub_access import HubUnavailableError
 from coop_hf.runners import Backbone
 from coop_hf.runners.transfer import base_to_new_rows, base_to_new_table, harmonic_mean
-from tests.conftest import DATA
+from tests.conftest import DATA, load_example
 
-REPO = Path(__file__).resolve().parents[1]
 WNIDS = {
     "n01440764": "tench",
     "n01443537": "goldfish",
@@ -29,13 +26,6 @@ WNIDS = {
 }
 IMAGENET_A = ("n01443537", "n01491361", "n01496331")
 IMAGENET_R = ("n01440764", "n01484850", "n01491361", "n01494475")
-
-
-def load_example(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "examples" / f"{name}.py")
-    module = sys.modules[name] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def common(tiny_clip_dir, output_dir, data_dir=DATA) -> list[str]:
