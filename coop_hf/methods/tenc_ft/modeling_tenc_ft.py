@@ -9,10 +9,9 @@ import copy
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from transformers import CLIPModel, PreTrainedTokenizerBase
 
-from ...modeling_utils import PromptModelOutput, PromptPreTrainedModel
+from ...modeling_utils import PromptPreTrainedModel
 from ..classifier.modeling_classifier import PTNL_PAPER
 from ..coop.modeling_coop import CoOpModel
 from .configuration_tenc_ft import TextEncoderFineTuningConfig
@@ -83,24 +82,8 @@ class TextEncoderFineTuningModel(PromptPreTrainedModel):
             self._text_features_cache = (key, self.get_text_features())
         return self._text_features_cache[1]
 
-    def forward(
-        self,
-        pixel_values: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        image_embeds: torch.Tensor | None = None,
-        return_dict: bool | None = None,
-    ) -> PromptModelOutput | tuple:
-        """Class logits of images: `pixel_values` [batch, 3, H, W], or precomputed CLIP `image_embeds`
-        [batch, projection_dim]. With `labels` [batch], also the cross-entropy loss."""
-        image_embeds = F.normalize(self.image_features(pixel_values, image_embeds), dim=-1)
-        text_embeds = F.normalize(self._text_features_for_logits(), dim=-1)
-        logits = self.clip.logit_scale.exp() * image_embeds @ text_embeds.to(image_embeds.dtype).t()
-        loss = None
-        if labels is not None:
-            self.check_labels(labels, logits.shape[-1])
-            loss = self.compute_loss(logits, labels, text_embeds)
-        output = PromptModelOutput(loss=loss, logits=logits, image_embeds=image_embeds, text_embeds=text_embeds)
-        return output if return_dict is not False else output.to_tuple()
+    # CoOp's forward, on this model's text features: the scaled cosine logits and, with labels, `compute_loss`.
+    forward = CoOpModel.forward
 
     # Plain cross-entropy, the very function of CoOp's: the runner lets `--loss` (e.g. GCE) replace it.
     compute_loss = CoOpModel.compute_loss
