@@ -80,6 +80,10 @@ class PromptPreTrainedModel(PreTrainedModel):
         image_processor: Any | None = None,
     ):
         super().__init__(config)
+        if not getattr(config, "classnames", None):
+            raise ValueError(
+                f"{type(config).__name__}.classnames is empty: {type(self).__name__} classifies over the class names."
+            )
         clip.requires_grad_(False)
         clip.eval()
         self.clip = clip

@@ -1,7 +1,7 @@
 import pytest
 from transformers import AutoConfig
 
-from coop_hf import CoOpConfig, CoOpModel
+from coop_hf import CoOpConfig, CoOpModel, LinearClassifierModel, TextEncoderFineTuningModel
 from tests.conftest import random_clip, tiny_clip_config
 
 
@@ -58,3 +58,11 @@ def test_n_ctx_mismatching_ctx_init_is_rejected(clip_tokenizer):
     config = CoOpConfig(classnames=["cat"], n_ctx=8, ctx_init="a photo of a")
     with pytest.raises(ValueError, match="is 4 BPE tokens but n_ctx=8"):
         CoOpModel(config, clip=clip, tokenizer=clip_tokenizer)
+
+
+@pytest.mark.parametrize("model_class", [CoOpModel, LinearClassifierModel, TextEncoderFineTuningModel])
+def test_a_model_without_class_names_is_refused(model_class, clip_tokenizer):
+    config = model_class.config_class()  # no class list: what an empty or truncated config.json would give
+    message = f"classnames is empty: {model_class.__name__} classifies over the class names"
+    with pytest.raises(ValueError, match=message):
+        model_class(config, random_clip(tiny_clip_config()), clip_tokenizer)

@@ -61,8 +61,6 @@ class LinearClassifierModel(PromptPreTrainedModel):
         image_processor: Any | None = None,
     ):
         super().__init__(config, clip, tokenizer, image_processor)
-        if not config.classnames:
-            raise ValueError(f"{type(config).__name__}.classnames is empty: a classifier needs the class names.")
         self.classifier = nn.Linear(clip.config.projection_dim, len(config.classnames))
         if config.init == "text":
             with torch.no_grad():

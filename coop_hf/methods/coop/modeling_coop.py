@@ -97,8 +97,6 @@ class CoOpModel(PromptPreTrainedModel):
         image_processor: Any | None = None,
     ):
         super().__init__(config, clip, tokenizer, image_processor)
-        if not config.classnames:
-            raise ValueError(f"{type(config).__name__}.classnames is empty: a prompt model needs the class names.")
         self.prompt_learner = PromptLearner(self.initial_context(), self._tokenize(config.classnames))
         self._text_features_cache: tuple[tuple, torch.Tensor] | None = None
         self.post_init()

@@ -45,8 +45,6 @@ class TextEncoderFineTuningModel(PromptPreTrainedModel):
         image_processor: Any | None = None,
     ):
         super().__init__(config, clip, tokenizer, image_processor)
-        if not config.classnames:
-            raise ValueError(f"{type(config).__name__}.classnames is empty: a prompt model needs the class names.")
         self.text_model = copy.deepcopy(clip.text_model).requires_grad_(True)
         self.text_projection = copy.deepcopy(clip.text_projection).requires_grad_(True)
         self._set_prompts(self.classnames)
