@@ -5,9 +5,8 @@ For every training batch, each sample's data loss (cross-entropy, or the Trainer
 on that sample's logits; a method's sample-independent regulariser such as KgCoOp's is left out, as it would add
 the same vector to every sample's gradient) is differentiated w.r.t. the trainable parameters; the record of a step
 holds the mean norm of these per-sample gradients over the clean samples (`label == clean_label`) and over the noisy
-ones. [`CoOpTrainer`] records it with
-`--gradient_flow`, in `trainer.state.log_history` (so checkpoints and resumes keep it) and, after training, in
-`gradient_flow.json` beside the prompt.
+ones. [`CoOpTrainer`] records it with `--gradient_flow`, in `trainer.state.log_history` (so checkpoints and resumes
+keep it) and, after training, in `gradient_flow.json` beside the prompt (`report`).
 """
 
 from __future__ import annotations
@@ -80,3 +79,9 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
     clean, noisy = means["clean"], means["noisy"]
     means["noisy_to_clean"] = noisy / clean if clean and noisy is not None else None
     return means
+
+
+def report(log_history: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """What `gradient_flow.json` holds: every step's record (`steps`, see `step_records`) and their `summary`."""
+    steps = step_records(log_history)
+    return {"summary": summarize(steps), "steps": steps}

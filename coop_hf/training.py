@@ -142,13 +142,17 @@ class CoOpTrainer(Trainer):
 
     ```python
     >>> args = CoOpTrainingArguments(output_dir="coop-noisy", num_train_epochs=50, gradient_flow=True)
-    >>> train = with_coop_transform(noisy_train, processor, train=True)  # noisy_train has a clean_label column
+    >>> train = with_coop_transform(noisy_train, processor, train=True, clean_labels=True)  # has a clean_label column
     >>> trainer = CoOpTrainer(model=model, args=args, train_dataset=train)
     >>> trainer.train()  # coop-noisy/gradient_flow.json: every step's clean and noisy mean gradient norm
     ```
     """
 
     args: CoOpTrainingArguments
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._flow_window: list[dict[str, Any]] = []  # batch entries since the last log
 
     def create_optimizer(self, model=None) -> torch.optim.Optimizer:
         if self.optimizer is None:
@@ -178,10 +182,6 @@ class CoOpTrainer(Trainer):
 
             self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return self.lr_scheduler
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self._flow_window: list[dict[str, Any]] = []
 
     def training_step(
         self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: torch.Tensor | int | None = None
@@ -265,10 +265,8 @@ class CoOpTrainer(Trainer):
             raise ValueError(NO_CLEAN_LABELS)
         output = super().train(*args, **kwargs)
         if self.args.gradient_flow and self.args.should_save:
-            records = gradient_flow.step_records(self.state.log_history)
-            summary = gradient_flow.summarize(records)
             path = Path(self.args.output_dir) / gradient_flow.GRADIENT_FLOW_FILE
-            atomic_write_text(path, json.dumps({"summary": summary, "steps": records}, indent=2) + "\n")
+            atomic_write_text(path, json.dumps(gradient_flow.report(self.state.log_history), indent=2) + "\n")
         return output
 
     def evaluate(self, eval_dataset=None, *args, **kwargs) -> dict[str, float]:

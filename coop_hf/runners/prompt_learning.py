@@ -290,8 +290,7 @@ class PromptLearning:
             "prompt_dir": args.output_dir,
         }
         if args.gradient_flow:
-            steps = gradient_flow.step_records(trainer.state.log_history)
-            result["gradient_flow"] = gradient_flow.summarize(steps)
+            result["gradient_flow"] = gradient_flow.report(trainer.state.log_history)["summary"]
         hyperparameters = {
             "shots": shots,
             "seed": seed,
