@@ -1,6 +1,9 @@
-"""coop-hf: prompt learning for CLIP (CoOp and its successors), native to transformers, datasets and the Hub."""
+"""coop-hf: prompt learning for contrastive vision-language models (CoOp and its successors on CLIP, MetaCLIP 2,
+SigLIP and SigLIP 2), native to transformers, datasets and the Hub."""
 
-from .methods import PROMPT_MODELS, register_auto_classes
+from .backbones import BACKBONES, Backbone, backbone_for, load_backbone
+from .configuration_utils import PromptConfig
+from .methods import METHODS, PROMPT_MODELS, MethodSpec, register_method, register_model
 from .methods.class_tokens import ClassTokenConfig, ClassTokenTuningModel
 from .methods.classifier import ClassifierConfig, LinearClassifierModel
 from .methods.cocoop import CoCoOpConfig, CoCoOpModel
@@ -13,10 +16,11 @@ from .modeling_utils import PromptModelOutput, PromptPreTrainedModel
 
 CoOpOutput = PromptModelOutput
 
-register_auto_classes()
-
 __all__ = [
+    "BACKBONES",
+    "METHODS",
     "PROMPT_MODELS",
+    "Backbone",
     "ClassTokenConfig",
     "ClassTokenTuningModel",
     "ClassifierConfig",
@@ -30,12 +34,18 @@ __all__ = [
     "KgCoOpConfig",
     "KgCoOpModel",
     "LinearClassifierModel",
+    "MethodSpec",
     "ProGradConfig",
     "ProGradModel",
+    "PromptConfig",
     "PromptLearner",
     "PromptModelOutput",
     "PromptPreTrainedModel",
     "TextEncoderFineTuningConfig",
     "TextEncoderFineTuningModel",
+    "backbone_for",
+    "load_backbone",
+    "register_method",
+    "register_model",
 ]
 __version__ = "0.1.0"

@@ -1,4 +1,5 @@
-"""The baselines CoOp is compared with: zero-shot CLIP (one template or an ensemble) and the linear probe."""
+"""The baselines CoOp is compared with: zero-shot CLIP (one template or an ensemble) and the linear probe, on any
+backbone of `coop_hf.backbones`."""
 
 from __future__ import annotations
 
@@ -11,39 +12,45 @@ import torch
 import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
-from transformers import CLIPModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging
+
+from .backbones import Backbone, backbone_for
 
 COARSE_C_GRID = (1e6, 1e4, 1e2, 1.0, 1e-2, 1e-4, 1e-6)
 
 
 @torch.no_grad()
 def zero_shot_weights(
-    clip: CLIPModel,
+    clip: PreTrainedModel | Backbone,
     tokenizer: PreTrainedTokenizerBase,
     classnames: list[str],
     templates: list[str],
     batch_size: int = 256,
 ) -> torch.Tensor:
-    """[classes, projection_dim] normalised class weights: each template's normalised text features, averaged
-    over the templates and renormalised (with one template, simply its normalised features)."""
-    device = clip.logit_scale.device
+    """[classes, projection_dim] normalised class weights: each template's normalised text features (tokenized as
+    the backbone was trained: `Backbone.tokenize`), averaged over the templates and renormalised (with one template,
+    simply its normalised features)."""
+    backbone = backbone_for(clip)
     per_template = []
     for template in templates:
         texts = [template.format(name) for name in classnames]
         features = []
         for start in range(0, len(texts), batch_size):
-            inputs = tokenizer(texts[start : start + batch_size], padding=True, return_tensors="pt").to(device)
-            features.append(clip.get_text_features(**inputs).pooler_output)
+            inputs = backbone.tokenize(tokenizer, texts[start : start + batch_size])
+            features.append(backbone.text_features({key: value.to(backbone.device) for key, value in inputs.items()}))
         per_template.append(F.normalize(torch.cat(features), dim=-1))
     return F.normalize(torch.stack(per_template).mean(dim=0), dim=-1)
 
 
 @torch.no_grad()
-def zero_shot_logits(clip: CLIPModel, class_weights: torch.Tensor, image_embeds: torch.Tensor) -> torch.Tensor:
-    """CLIP's scaled cosine similarities between image features and normalised class weights."""
+def zero_shot_logits(
+    clip: PreTrainedModel | Backbone, class_weights: torch.Tensor, image_embeds: torch.Tensor
+) -> torch.Tensor:
+    """The backbone's scaled cosine similarities (plus SigLIP's bias) between image features and normalised class
+    weights."""
     image_embeds = F.normalize(image_embeds.to(class_weights), dim=-1)
-    return clip.logit_scale.exp() * image_embeds @ class_weights.t()
+    return backbone_for(clip).logits(image_embeds, class_weights)
 
 
 @dataclass

@@ -7,8 +7,8 @@ from typing import Any
 from huggingface_hub.dataclasses import strict
 from transformers import PretrainedConfig
 
-# Config fields that are not prompt settings: they come from the base CLIP and the dataset.
-NOT_PROMPT_SETTINGS = ("base_model_name_or_path", "classnames")
+# Config fields that are not prompt settings: they come from the backbone and the dataset.
+NOT_PROMPT_SETTINGS = ("base_model_name_or_path", "backbone_family", "classnames")
 
 
 @strict
@@ -18,7 +18,11 @@ class PromptConfig(PretrainedConfig):
 
     Args:
         base_model_name_or_path (`str`):
-            Hub id or local path of the frozen `CLIPModel` the prompt was learned on; `from_pretrained` loads it.
+            Hub id or local path of the frozen backbone (`CLIPModel`, `SiglipModel`, ...) the prompt was learned on;
+            `from_pretrained` loads it.
+        backbone_family (`str`, *optional*):
+            The backbone's family (`coop_hf.backbones.BACKBONES`: "clip", "metaclip_2", "siglip", "siglip2"): the
+            prompt loads onto no other.
         classnames (`list[str]`):
             The class names in label order. They are also the labels (`id2label`) that pipelines report.
     """
@@ -26,6 +30,7 @@ class PromptConfig(PretrainedConfig):
     keys_to_ignore_at_inference = ["image_embeds", "text_embeds"]
 
     base_model_name_or_path: str | None = None
+    backbone_family: str | None = None
     classnames: list[str] | None = None
 
     def __post_init__(self, **kwargs):

@@ -1,7 +1,8 @@
-"""CLIP image features computed once and cached on disk, so CoOp trains on `image_embeds` instead of pixels.
+"""Backbone image features computed once and cached on disk, so CoOp trains on `image_embeds` instead of pixels.
 
-CLIP is frozen in CoOp, so an image's feature depends only on the image, its augmentation and the vision
-weights. `encode_images` runs the image encoder over N seeded augmented views of every image (or the one test
+The backbone is frozen in CoOp, so an image's feature depends only on the image, its augmentation and the vision
+weights: only methods that leave the image tower untouched (`PromptPreTrainedModel.image_tower_frozen`) may use
+these features. `encode_images` runs the image encoder over N seeded augmented views of every image (or the one test
 view) and caches the result as a `datasets.Dataset` under a key of everything it depends on.
 """
 
@@ -21,8 +22,9 @@ import torch
 from datasets.features.features import FeatureType
 from datasets.utils import tqdm
 from torch.utils.data import DataLoader
-from transformers import CLIPModel
+from transformers import PreTrainedModel
 
+from .backbones import Backbone, backbone_for
 from .data.transforms import CoOpTransform
 
 CACHE_FORMAT_VERSION = 1
@@ -74,7 +76,7 @@ def view_seed(seed: int, view: int, index: int) -> int:
 
 
 def encode_images(
-    clip: CLIPModel,
+    clip: PreTrainedModel | Backbone,
     dataset: datasets.Dataset,
     transform: CoOpTransform,
     *,
@@ -85,7 +87,7 @@ def encode_images(
     cache_dir: str | os.PathLike | None = None,
     use_cache: bool = True,
 ) -> datasets.Dataset:
-    """CLIP image features of `num_views` augmented views of each image (or the single view of a test transform).
+    """Image features of `num_views` augmented views of each image (or the single view of a test transform).
 
     Returns a `datasets.Dataset` (torch format) with columns "image_embeds" (float32, projection_dim),
     "labels", "view" and "index" (the row in `dataset`); rows are view-major, so view v of every image is the
@@ -95,7 +97,7 @@ def encode_images(
     `datasets.config.HF_DATASETS_CACHE`) under a key of the model (name and a fingerprint of the vision
     weights), the data (`dataset._fingerprint`), the transform settings, `num_views` and `seed`; a later call
     with the same key loads it without encoding.
-    CLIP should be in eval mode (as `CoOpModel` keeps it).
+    The model should be in eval mode (as the prompt models keep it).
     """
     if not transform.train and num_views != 1:
         raise ValueError(f"The test transform is deterministic: use num_views=1, not {num_views}.")
@@ -110,13 +112,13 @@ def encode_images(
 
 
 def feature_cache_key(
-    clip: CLIPModel, dataset: datasets.Dataset, transform: CoOpTransform, *, num_views: int, seed: int
+    clip: PreTrainedModel | Backbone, dataset: datasets.Dataset, transform: CoOpTransform, *, num_views: int, seed: int
 ) -> str:
     """Hex digest of everything the cached features depend on."""
     processor = transform.image_processor
     description = {
         "version": CACHE_FORMAT_VERSION,
-        "model": {"name_or_path": clip.name_or_path, "vision_weights": vision_fingerprint(clip)},
+        "model": {"name_or_path": backbone_for(clip).model.name_or_path, "vision_weights": vision_fingerprint(clip)},
         "data": dataset._fingerprint,
         "transform": {
             "class": type(transform).__qualname__,
@@ -130,11 +132,11 @@ def feature_cache_key(
     return hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-def vision_fingerprint(clip: CLIPModel) -> str:
+def vision_fingerprint(clip: PreTrainedModel | Backbone) -> str:
     """Cheap fingerprint of the vision tower and projection: names, shapes, dtypes and a strided sample of
     `FINGERPRINT_SAMPLES` values of every tensor (a fine-tuned or different checkpoint changes the samples)."""
     digest = hashlib.sha256()
-    modules = {"vision_model": clip.vision_model, "visual_projection": clip.visual_projection}
+    modules = backbone_for(clip).vision_modules()
     for prefix, module in modules.items():
         for name, tensor in module.state_dict().items():
             flat = tensor.detach().reshape(-1)
@@ -145,7 +147,7 @@ def vision_fingerprint(clip: CLIPModel) -> str:
 
 
 def _encode(
-    clip: CLIPModel,
+    clip: PreTrainedModel | Backbone,
     dataset: datasets.Dataset,
     transform: CoOpTransform,
     num_views: int,
@@ -155,13 +157,14 @@ def _encode(
 ) -> datasets.Dataset:
     views = AugmentedViews(dataset, transform, num_views=num_views, seed=seed)
     loader = DataLoader(views, batch_size=batch_size, num_workers=num_workers)
-    parameter = next(clip.vision_model.parameters())
+    backbone = backbone_for(clip)
+    parameter = next(backbone.vision_model.parameters())
     columns: dict[str, list[np.ndarray]] = {"image_embeds": [], "labels": [], "view": [], "index": []}
     description = f"Encoding {num_views} view(s) of {len(dataset)} images"
     with torch.no_grad(), tqdm(total=len(views), desc=description, unit="img") as progress:
         for batch in loader:
             pixel_values = batch.pop("pixel_values").to(parameter.device, parameter.dtype)
-            embeds = clip.get_image_features(pixel_values=pixel_values).pooler_output
+            embeds = backbone.image_features(pixel_values)
             columns["image_embeds"].append(embeds.float().cpu().numpy())
             for key, values in batch.items():
                 columns[key].append(values.numpy())

@@ -1,5 +1,6 @@
-"""What every prompt model shares: a frozen CLIP underneath, a few trainable tensors on top, and one save / load /
-push path that stores exactly those tensors.
+"""What every prompt model shares: a frozen contrastive backbone underneath (CLIP, MetaCLIP 2, SigLIP, SigLIP 2,
+asked through `coop_hf.backbones`), a few trainable tensors on top, and one save / load / push path that stores
+exactly those tensors.
 
 A method (`coop_hf.methods.<name>`) subclasses [`PromptPreTrainedModel`], builds its trainable modules in
 `__init__(config, clip, tokenizer)` and writes its forward pass; saving, loading, the Hub, the image processor and
@@ -17,17 +18,11 @@ import torch
 from huggingface_hub import HfApi
 from safetensors.torch import load_file
 from torch import nn
-from transformers import (
-    AutoImageProcessor,
-    AutoTokenizer,
-    CLIPModel,
-    PretrainedConfig,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-)
+from transformers import AutoImageProcessor, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import ModelOutput, cached_file
 
 from .atomic import atomic_directory
+from .backbones import Backbone, backbone_for, load_backbone
 from .hub import CardResults, ModelCardInfo, render_model_card
 
 PROMPT_WEIGHTS_NAME = "model.safetensors"
@@ -45,7 +40,8 @@ class PromptModelOutput(ModelOutput):
     Args:
         loss: The training loss against `labels`, when labels are given (cross-entropy, plus the method's own
             regulariser if it has one).
-        logits: [batch, classes] CLIP's scaled cosine similarities between images and class prompts.
+        logits: [batch, classes] the backbone's scaled cosine similarities (plus its bias, SigLIP) between images and
+            class prompts.
         image_embeds: [batch, projection_dim] L2-normalised image features.
         text_embeds: L2-normalised text features of the class prompts: [classes, projection_dim], or one set per
             image or per ensemble member where the method computes several.
@@ -58,11 +54,13 @@ class PromptModelOutput(ModelOutput):
 
 
 class PromptPreTrainedModel(PreTrainedModel):
-    """Base class of the prompt models: a frozen `CLIPModel` (kept in eval mode) plus the method's trainable
-    tensors, which are all that `save_pretrained` stores.
+    """Base class of the prompt models: a frozen contrastive model (`self.clip`: a `CLIPModel`, `SiglipModel`, ...,
+    kept in eval mode and asked through `self.backbone`) plus the method's trainable tensors, which are all that
+    `save_pretrained` stores.
 
-    Subclasses set `config_class`, `method_name` and `paper` (title, URL and BibTeX for the model card) and build
-    their modules in `__init__(config, clip, tokenizer)` after calling this `__init__`.
+    Subclasses set `config_class`, `method_name` and `paper` (title, URL and BibTeX for the model card), declare
+    their capabilities (below) and build their modules in `__init__(config, clip, tokenizer)` after calling this
+    `__init__`.
     """
 
     config_class = PretrainedConfig
@@ -72,10 +70,21 @@ class PromptPreTrainedModel(PreTrainedModel):
     method_name = "Prompt"
     paper: tuple[str, str, str] = ("", "", "")
 
+    # -- capabilities: what the runners may rely on (declared by each method, never probed) -----------------------
+    image_tower_frozen: bool = True
+    """The method leaves the backbone's image path untouched, so its image features may come from the image-feature
+    cache (precomputed `image_embeds`, `--cached_views`). A method that changes the image tower (deep vision
+    prompts, LoRA) declares False: it refuses `image_embeds` and every evaluation runs its own image path."""
+    transfers_to_new_classes: bool = False
+    """A trained model moves to another class list with `set_classnames` (base-to-new, cross-dataset transfer)."""
+    has_own_loss: bool = False
+    """`compute_loss` adds the method's own term to cross-entropy (KgCoOp's regulariser), so `--loss` cannot
+    replace it."""
+
     def __init__(
         self,
         config: PretrainedConfig,
-        clip: CLIPModel,
+        clip: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase,
         image_processor: Any | None = None,
     ):
@@ -83,6 +92,13 @@ class PromptPreTrainedModel(PreTrainedModel):
         if not getattr(config, "classnames", None):
             raise ValueError(
                 f"{type(config).__name__}.classnames is empty: {type(self).__name__} classifies over the class names."
+            )
+        self.backbone: Backbone = backbone_for(clip)
+        recorded = getattr(config, "backbone_family", None)
+        if recorded is not None and recorded != self.backbone.family:
+            raise ValueError(
+                f"This {self.method_name} prompt was learned on a {recorded} backbone and cannot run on "
+                f"{self.backbone.describe()}: give a {recorded} checkpoint (clip_model= / --model_name_or_path)."
             )
         clip.requires_grad_(False)
         clip.eval()
@@ -113,30 +129,33 @@ class PromptPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def build_config(
-        cls, clip: CLIPModel, classnames: list[str], tokenizer: PreTrainedTokenizerBase, **settings
+        cls, clip: PreTrainedModel, classnames: list[str], tokenizer: PreTrainedTokenizerBase, **settings
     ) -> PretrainedConfig:
         """The config `from_clip` gives for these settings (left out or None: the config's defaults), without
         building the model: what a run records before any work."""
         given = {key: value for key, value in settings.items() if value is not None}
         settings = cls.resolve_settings(tokenizer, given)
         return cls.config_class(
-            base_model_name_or_path=clip.name_or_path or None, classnames=list(classnames), **settings
+            base_model_name_or_path=clip.name_or_path or None,
+            backbone_family=backbone_for(clip).family,
+            classnames=list(classnames),
+            **settings,
         )
 
     @classmethod
     def from_clip(
         cls,
-        clip: CLIPModel | str | os.PathLike,
+        clip: PreTrainedModel | str | os.PathLike,
         classnames: list[str],
         *,
         tokenizer: PreTrainedTokenizerBase | None = None,
         image_processor: Any | None = None,
         **settings,
     ) -> PromptPreTrainedModel:
-        """A new model of this method for `classnames` on a CLIP (a loaded `CLIPModel`, or a Hub id / local path);
-        `settings` are the config's own settings (`config_class.prompt_settings()`), the config's defaults when
-        left out."""
-        clip, tokenizer = load_clip_and_tokenizer(clip, tokenizer)
+        """A new model of this method for `classnames` on a contrastive backbone (a loaded `CLIPModel`,
+        `MetaClip2Model`, `SiglipModel` or `Siglip2Model`, or a Hub id / local path of one); `settings` are the
+        config's own settings (`config_class.prompt_settings()`), the config's defaults when left out."""
+        clip, tokenizer = load_backbone(clip, tokenizer)
         config = cls.build_config(clip, classnames, tokenizer, **settings)
         return cls(config, clip=clip, tokenizer=tokenizer, image_processor=image_processor)
 
@@ -148,13 +167,26 @@ class PromptPreTrainedModel(PreTrainedModel):
                 f"{int(labels.min())} to {int(labels.max())}: the dataset's class list does not match the model's."
             )
 
+    def set_classnames(self, classnames: list[str]) -> None:
+        """Move the model to another class list; refused unless the method declares `transfers_to_new_classes`."""
+        raise ValueError(
+            f"A {type(self).__name__} cannot move to another class list ({len(self.config.classnames)} classes "
+            f"trained, {len(classnames)} in the dataset): evaluate it on the dataset it was trained on (--dataset)."
+        )
+
     def image_features(self, pixel_values: torch.Tensor | None, image_embeds: torch.Tensor | None) -> torch.Tensor:
-        """CLIP's (unnormalised) image features: `image_embeds` when given, else encoded from `pixel_values`."""
+        """The backbone's (unnormalised) image features: `image_embeds` when given (only for a method whose
+        `image_tower_frozen`), else encoded from `pixel_values`."""
         if image_embeds is not None:
+            if not self.image_tower_frozen:
+                raise ValueError(
+                    f"{type(self).__name__} changes the image tower, so precomputed image_embeds (the image-feature "
+                    "cache, --cached_views) would miss its change: pass pixel_values."
+                )
             return image_embeds
         if pixel_values is None:
             raise ValueError(f"{type(self).__name__} needs pixel_values or precomputed image_embeds.")
-        return self.clip.get_image_features(pixel_values=pixel_values).pooler_output
+        return self.backbone.image_features(pixel_values)
 
     # -- what is saved ---------------------------------------------------------------------------------------------
 
@@ -169,7 +201,7 @@ class PromptPreTrainedModel(PreTrainedModel):
 
     def describe_prompt(self) -> str:
         """The settings that fix the shapes of the saved tensors, for error messages."""
-        return f"{len(self.config.classnames)} classes, text width {self.clip.config.text_config.hidden_size}"
+        return f"{len(self.config.classnames)} classes, text width {self.backbone.text_width}"
 
     def load_prompt(self, state_dict: dict[str, torch.Tensor], source: str = "the state dict") -> None:
         """Copy saved prompt tensors into this model, refusing any missing, extra or mis-shaped tensor."""
@@ -273,7 +305,7 @@ class PromptPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_saved_config(
-        cls, config: PretrainedConfig, clip: CLIPModel, tokenizer: PreTrainedTokenizerBase, image_processor: Any
+        cls, config: PretrainedConfig, clip: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, image_processor: Any
     ) -> PromptPreTrainedModel:
         """The model of a saved config, with freshly initialised prompt tensors (`from_pretrained` fills them)."""
         return cls(config, clip=clip, tokenizer=tokenizer, image_processor=image_processor)
@@ -283,17 +315,17 @@ class PromptPreTrainedModel(PreTrainedModel):
         cls,
         pretrained_model_name_or_path: str | os.PathLike,
         *model_args,
-        clip_model: CLIPModel | str | os.PathLike | None = None,
+        clip_model: PreTrainedModel | str | os.PathLike | None = None,
         tokenizer: PreTrainedTokenizerBase | None = None,
         config: PretrainedConfig | None = None,
         **kwargs,
     ) -> PromptPreTrainedModel:
-        """Load a saved prompt and the CLIP it sits on.
+        """Load a saved prompt and the backbone it sits on.
 
-        The base CLIP is `clip_model` when given (a loaded `CLIPModel`, a Hub id or a local path), otherwise the
-        `base_model_name_or_path` of the prompt's config. Remaining keyword arguments go to the Hub download
-        (`token`, `cache_dir`, ...; `revision` and `subfolder` concern the prompt repository only) and to
-        `CLIPModel.from_pretrained` (e.g. `dtype`).
+        The backbone is `clip_model` when given (a loaded model of the prompt's family, a Hub id or a local path),
+        otherwise the `base_model_name_or_path` of the prompt's config; another family is refused. Remaining keyword
+        arguments go to the Hub download (`token`, `cache_dir`, ...; `revision` and `subfolder` concern the prompt
+        repository only) and to the backbone's `from_pretrained` (e.g. `dtype`).
         """
         if model_args:
             raise TypeError(f"{cls.__name__}.from_pretrained takes no extra positional arguments, got {model_args}.")
@@ -333,10 +365,10 @@ def split_pretrained_kwargs(kwargs: dict) -> tuple[dict, dict]:
     return shared | {key: kwargs.pop(key) for key in PROMPT_ONLY_HUB_KWARGS if key in kwargs}, kwargs
 
 
-def find_image_processor(source: CLIPModel | str | os.PathLike, **hub_kwargs) -> Any | None:
-    """The image processor saved beside a checkpoint (a folder, Hub id, or the folder a CLIPModel was loaded
-    from), or None when there is none (e.g. a CLIP built from a config)."""
-    path = source.name_or_path if isinstance(source, CLIPModel) else source
+def find_image_processor(source: PreTrainedModel | str | os.PathLike, **hub_kwargs) -> Any | None:
+    """The image processor saved beside a checkpoint (a folder, Hub id, or the folder a model was loaded from), or
+    None when there is none (e.g. a model built from a config)."""
+    path = source.name_or_path if isinstance(source, PreTrainedModel) else source
     if not path:
         return None
     try:
@@ -347,41 +379,16 @@ def find_image_processor(source: CLIPModel | str | os.PathLike, **hub_kwargs) ->
 
 def load_base_clip(
     config: PretrainedConfig,
-    clip_model: CLIPModel | str | os.PathLike | None,
+    clip_model: PreTrainedModel | str | os.PathLike | None,
     tokenizer: PreTrainedTokenizerBase | None,
     source: str | os.PathLike,
     **from_pretrained_kwargs,
-) -> tuple[CLIPModel, PreTrainedTokenizerBase]:
-    """The CLIP a saved prompt sits on: `clip_model` when given, else the config's `base_model_name_or_path`."""
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The backbone a saved prompt sits on: `clip_model` when given, else the config's `base_model_name_or_path`."""
     base = clip_model if clip_model is not None else config.base_model_name_or_path
     if base is None:
         raise ValueError(
             f"The prompt at {source} does not name its base CLIP (config.base_model_name_or_path is empty): "
             "pass clip_model=<CLIPModel, Hub id or path>."
         )
-    return load_clip_and_tokenizer(base, tokenizer, **from_pretrained_kwargs)
-
-
-def load_clip_and_tokenizer(
-    clip: CLIPModel | str | os.PathLike,
-    tokenizer: PreTrainedTokenizerBase | None = None,
-    **from_pretrained_kwargs,
-) -> tuple[CLIPModel, PreTrainedTokenizerBase]:
-    """Resolve a CLIP given as a model or an id/path, and its tokenizer (loaded from the same place if absent)."""
-    if not isinstance(clip, CLIPModel):
-        if not isinstance(clip, (str, os.PathLike)):
-            raise TypeError(f"clip must be a transformers CLIPModel or a Hub id / local path, got {type(clip)}.")
-        try:
-            clip = CLIPModel.from_pretrained(clip, **from_pretrained_kwargs)
-        except OSError as error:
-            raise OSError(
-                f"Could not load the base CLIP {str(clip)!r}: {error}\nPass clip_model= a loaded CLIPModel or a "
-                "local path to it (offline, the Hub id must already be in the Hugging Face cache)."
-            ) from error
-    if tokenizer is None:
-        if not clip.name_or_path:
-            raise ValueError(
-                "This CLIPModel was not loaded from a checkpoint, so its tokenizer cannot be found: pass tokenizer=."
-            )
-        tokenizer = AutoTokenizer.from_pretrained(clip.name_or_path)
-    return clip, tokenizer
+    return load_backbone(base, tokenizer, **from_pretrained_kwargs)

@@ -13,7 +13,7 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
-from transformers import CLIPModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .baselines import zero_shot_weights
 from .data.few_shot import row_keys
@@ -136,7 +136,7 @@ def inject_label_noise(
 
 @torch.no_grad()
 def zero_shot_class_similarity(
-    clip: CLIPModel, tokenizer: PreTrainedTokenizerBase, classnames: list[str], templates: list[str]
+    clip: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, classnames: list[str], templates: list[str]
 ) -> np.ndarray:
     """[classes, classes] cosine similarity of CLIP's zero-shot class text features (`zero_shot_weights`), the
     `class_similarity` of the "confusion" noise."""

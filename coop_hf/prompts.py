@@ -1,4 +1,5 @@
-"""Token ids of CoOp prompts: where the context vectors, the class tokens and the end-of-text token sit."""
+"""Token ids of CoOp prompts: where the context vectors, the class tokens and the pooled token sit, in the token
+layout of the backbone's family (a start token or none, padded to the full length or cut after the pooled token)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from .backbones import Backbone
+
 # Stand-in word for a learned context vector while tokenizing, as in the reference code; its embedding is
 # always replaced by the context, so which word it is does not matter.
 CONTEXT_PLACEHOLDER = "X"
@@ -14,17 +17,21 @@ CONTEXT_PLACEHOLDER = "X"
 
 @dataclass
 class PromptTokens:
-    """The tokenized prompts of a class list, cut after the longest end-of-text token.
+    """The tokenized prompts of a class list, cut after the last pooled token (or padded to the full length where
+    the backbone reads every position).
 
     Attributes:
         input_ids: [classes, length] token ids; the context positions hold placeholder ids.
         context_positions: [classes, n_ctx] index of each context vector in its prompt.
-        eot_positions: [classes] index of the end-of-text token, where CLIP pools the text feature.
+        eot_positions: [classes] index of the token whose hidden state is the text feature: the end-of-text token
+            (CLIP, MetaCLIP 2) or the last position (SigLIP).
+        text_start: index of the first token after the leading special tokens (1 after CLIP's [SOS], 0 in SigLIP).
     """
 
     input_ids: torch.Tensor
     context_positions: torch.Tensor
     eot_positions: torch.Tensor
+    text_start: int
 
 
 def context_init_ids(tokenizer: PreTrainedTokenizerBase, ctx_init: str) -> list[int]:
@@ -62,27 +69,32 @@ def tokenize_prompts(
     n_ctx: int,
     ctx_init: str | None,
     class_token_position: str,
-    max_length: int,
+    backbone: Backbone,
 ) -> PromptTokens:
-    """Tokenize "[SOS] <context> <class>. [EOS]" for every class and move the class tokens to their position.
+    """Tokenize "<context> <class>." with the family's special tokens for every class and move the class tokens to
+    their position.
 
-    The sentence is tokenized whole, exactly as CLIP would tokenize the hand-written prompt, and the class
-    tokens are then moved to the front or the middle of the context for those positions.
+    The sentence is tokenized whole, exactly as the backbone would tokenize the hand-written prompt, and the class
+    tokens are then moved to the front or the middle of the context for those positions. The context starts after
+    the tokenizer's leading special tokens (CLIP's [SOS], MetaCLIP 2's <s>; none for SigLIP).
     """
     context_text = ctx_init if ctx_init is not None else " ".join([CONTEXT_PLACEHOLDER] * n_ctx)
     eos_id = tokenizer.eos_token_id
-    prompts, context_positions, eot_positions = [], [], []
+    max_length = backbone.max_text_length
+    prompts, context_positions = [], []
     for name in classnames:
-        ids = tokenizer(f"{context_text} {name}.", add_special_tokens=True)["input_ids"]
+        sentence = f"{context_text} {name}."
+        ids = tokenizer(sentence, add_special_tokens=True)["input_ids"]
         if len(ids) > max_length:
             raise ValueError(
                 f"The prompt for class {name!r} is {len(ids)} tokens long but the text model takes at most "
                 f"{max_length}: shorten the class name or use fewer context vectors (n_ctx={n_ctx})."
             )
-        context = list(range(1, 1 + n_ctx))
-        name_len = _class_token_count(tokenizer, name, ids, 1 + n_ctx, class_token_position)
-        name_span = list(range(1 + n_ctx, 1 + n_ctx + name_len))
-        rest = list(range(1 + n_ctx + name_len, len(ids)))
+        start = _leading_special_tokens(tokenizer, sentence, ids)
+        context = list(range(start, start + n_ctx))
+        name_len = _class_token_count(tokenizer, name, ids, start + n_ctx, class_token_position)
+        name_span = list(range(start + n_ctx, start + n_ctx + name_len))
+        rest = list(range(start + n_ctx + name_len, len(ids)))
         if class_token_position == "end":
             order = context + name_span
         elif class_token_position == "front":
@@ -90,22 +102,32 @@ def tokenize_prompts(
         else:
             half = n_ctx // 2
             order = context[:half] + name_span + context[half:]
-        order = [0] + order + rest
-        reordered = [ids[i] for i in order]
-        prompts.append(reordered)
+        order = list(range(start)) + order + rest
+        prompts.append([ids[i] for i in order])
         context_positions.append([order.index(i) for i in context])
-        eot_positions.append(reordered.index(eos_id))
-    length = max(eot_positions) + 1
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
+    length = max_length if backbone.pad_prompts else max(len(ids) for ids in prompts)
     input_ids = torch.full((len(classnames), length), pad_id, dtype=torch.long)
     for row, ids in enumerate(prompts):
-        kept = ids[:length]
-        input_ids[row, : len(kept)] = torch.tensor(kept)
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+    eot_positions = backbone.pool_positions(input_ids, eos_id)
+    if not backbone.pad_prompts:  # cut after the last pooled token: what follows cannot change a causal feature
+        input_ids = input_ids[:, : int(eot_positions.max()) + 1]
     return PromptTokens(
         input_ids=input_ids,
         context_positions=torch.tensor(context_positions, dtype=torch.long),
-        eot_positions=torch.tensor(eot_positions, dtype=torch.long),
+        eot_positions=eot_positions.to(torch.long),
+        text_start=start,
     )
+
+
+def _leading_special_tokens(tokenizer: PreTrainedTokenizerBase, sentence: str, ids: list[int]) -> int:
+    """How many special tokens the tokenizer puts before the text of `sentence` (tokenized as `ids`)."""
+    plain = tokenizer(sentence, add_special_tokens=False)["input_ids"]
+    for start in range(len(ids) - len(plain) + 1):
+        if ids[start : start + len(plain)] == plain:
+            return start
+    raise ValueError(f"The tokenizer's special tokens interleave the text of {sentence!r}: cannot place the context.")
 
 
 def _class_token_count(

@@ -1,4 +1,8 @@
-"""Text features of CoOp prompts through CLIP's own text modules, with the shared prompt prefix encoded once.
+"""Text features of prompts given as token embeddings, through the backbone's own text modules
+(`coop_hf.backbones`), with the shared prompt prefix encoded once where that is exact.
+
+`encode_prompts` is what the methods call: the shared-prefix path on a causal text tower (CLIP, MetaCLIP 2), the
+plain path on a bidirectional one (SigLIP, SigLIP 2), where every token sees every other.
 
 With a unified context and the class name after it, every prompt starts with the same [SOS] + context
 embeddings. The text transformer is causal, so the hidden states of those positions are the same for every
@@ -6,8 +10,8 @@ class at every layer: `encode_shared_prefix` computes them once (batch 1) and le
 tokens attend to the prefix keys/values plus their own. `encode_plain` is the straightforward computation
 (every prompt through the whole encoder), kept as the reference that the fast path is tested against.
 
-`CoOpModel.get_text_features` always takes the shared-prefix path, with the prefix the token layout allows:
-[SOS] + context (end position), [SOS] + the first half of the context (middle), or [SOS] alone (front position,
+On a causal tower `CoOpModel.get_text_features` always takes the shared-prefix path, with the prefix the token layout
+allows: [SOS] + context (end position), [SOS] + the first half of the context (middle), or [SOS] alone (front position,
 class-specific context). Measured on ViT-B/32 and TinyCLIP (CPU, fp32, forward + backward of the text features, 10
 and 102 classes), it is faster than the plain pass even with [SOS] alone (1.05-1.5x; its packing of per-class tokens
 without padding and its last-layer shortcut pay for themselves), 1.3-1.9x with 6-9 shared tokens and 1.6-3.8x
@@ -22,10 +26,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.utils.checkpoint import checkpoint as checkpoint_function
-from transformers import CLIPModel
-from transformers.masking_utils import create_causal_mask
-from transformers.models.clip.modeling_clip import CLIPEncoderLayer
+from transformers import PreTrainedModel
+
+from .backbones import Backbone, LayerHook, backbone_for
 
 
 def shared_prefix_length(
@@ -54,36 +59,59 @@ def shared_prefix_length(
     return min(prefix, int(eot_positions.min()))
 
 
+def encode_prompts(
+    backbone: Backbone | PreTrainedModel,
+    prompt_embeds: torch.Tensor,
+    eot_positions: torch.Tensor,
+    prefix_length: int,
+    *,
+    chunk_size: int | None = None,
+    checkpoint: bool = False,
+) -> torch.Tensor:
+    """[classes, projection_dim] text features of prompts [classes, length, width] whose first `prefix_length`
+    embeddings are the same in every row: `encode_shared_prefix` on a causal text tower, else `encode_plain`
+    (the same numbers, computed once per class)."""
+    backbone = backbone_for(backbone)
+    if backbone.causal_text:
+        return encode_shared_prefix(
+            backbone, prompt_embeds, eot_positions, prefix_length, chunk_size=chunk_size, checkpoint=checkpoint
+        )
+    return encode_plain(backbone, prompt_embeds, eot_positions, chunk_size=chunk_size, checkpoint=checkpoint)
+
+
 def encode_plain(
-    clip: CLIPModel,
+    backbone: Backbone | PreTrainedModel,
     prompt_embeds: torch.Tensor,
     eot_positions: torch.Tensor,
     *,
     chunk_size: int | None = None,
     checkpoint: bool = False,
+    layer_hook: LayerHook | None = None,
 ) -> torch.Tensor:
     """[classes, projection_dim] text features of token embeddings `prompt_embeds` [classes, length, width]:
-    position embeddings, the causal encoder, the final layer norm at `eot_positions`, the text projection.
+    position embeddings, the encoder (`layer_hook(index, hidden)` before each layer), the final layer norm and the
+    text projection (or head) at the pooled positions `eot_positions`.
 
-    Classes are encoded in groups of equal end-of-text position, each cut right after its EOT (what follows the
-    EOT cannot change it: the encoder is causal).
+    Classes are encoded in groups of equal pooled position; in a causal text tower each group is cut right after it
+    (what follows the pooled token cannot change it), in a bidirectional one every position is kept.
     """
-    text_model = clip.text_model
+    backbone = backbone_for(backbone)
     order, chunks = _class_chunks(eot_positions, chunk_size)
     pooled = []
     for rows, eot in (group for groups in chunks for group in groups):
-        hidden = text_model.embeddings(inputs_embeds=prompt_embeds[rows, : eot + 1])
-        causal_mask = create_causal_mask(
-            config=text_model.config, inputs_embeds=hidden, attention_mask=None, past_key_values=None
-        )
-        for layer in text_model.encoder.layers:
-            hidden = _maybe_checkpoint(checkpoint, layer, hidden, causal_mask, is_causal=True)
+        end = eot + 1 if backbone.causal_text else prompt_embeds.shape[1]
+        hidden = backbone.text_embeddings(inputs_embeds=prompt_embeds[rows, :end])
+        mask = backbone.text_attention_mask(hidden)
+        for index, layer in enumerate(backbone.text_layers):
+            if layer_hook is not None:
+                hidden = layer_hook(index, hidden)
+            hidden = _maybe_checkpoint(checkpoint, layer, hidden, mask, is_causal=backbone.causal_text)
         pooled.append(hidden[:, eot])
-    return clip.text_projection(text_model.final_layer_norm(_in_class_order(pooled, order)))
+    return backbone.project_text(_in_class_order(pooled, order))
 
 
 def encode_shared_prefix(
-    clip: CLIPModel,
+    backbone: Backbone | PreTrainedModel,
     prompt_embeds: torch.Tensor,
     eot_positions: torch.Tensor,
     prefix_length: int,
@@ -103,7 +131,7 @@ def encode_shared_prefix(
             f"({int(eot_positions.min())})."
         )
     return encode_prefixes(
-        clip,
+        backbone,
         prompt_embeds[:1, :prefix_length],
         prompt_embeds[:, prefix_length:],
         eot_positions,
@@ -113,7 +141,7 @@ def encode_shared_prefix(
 
 
 def encode_prefixes(
-    clip: CLIPModel,
+    backbone: Backbone | PreTrainedModel,
     prefix_embeds: torch.Tensor,
     suffix_embeds: torch.Tensor,
     eot_positions: torch.Tensor,
@@ -130,11 +158,16 @@ def encode_prefixes(
     without padding for the token-wise parts of each layer (projections, MLP, layer norms) and attend in groups of
     equal length; the last layer computes each prompt's EOT token only. Per layer this holds groups x classes x
     suffix tokens, never the full padded length. Every EOT must lie in the suffix. Attention dropout is not
-    applied: CLIP stays in eval mode.
+    applied: the backbone stays in eval mode. Exact only for a causal text tower (CLIP, MetaCLIP 2).
     """
-    text_model = clip.text_model
-    embeddings = text_model.embeddings
-    layers = text_model.encoder.layers
+    backbone = backbone_for(backbone)
+    if not backbone.causal_text:
+        raise ValueError(
+            f"{backbone.display_name}'s text tower is bidirectional: a shared prefix is not the same in every prompt, "
+            "so it cannot be encoded once. Use encode_plain."
+        )
+    embeddings = backbone.text_embeddings
+    layers = backbone.text_layers
     num_groups, prefix_length = prefix_embeds.shape[:2]
     if not 0 < prefix_length <= int(eot_positions.min()):
         raise ValueError(
@@ -178,7 +211,7 @@ def encode_prefixes(
         pooled.extend(hidden.split([prompts for prompts, _ in shapes]))
     pooled = [states.view(num_groups, -1, states.shape[-1]) for states in pooled]
     features = torch.cat(pooled, dim=1)[:, torch.argsort(order)]
-    return clip.text_projection(text_model.final_layer_norm(features))
+    return backbone.project_text(features)
 
 
 def _class_chunks(
@@ -207,7 +240,7 @@ def _maybe_checkpoint(checkpoint: bool, function, *args, **kwargs) -> torch.Tens
     return function(*args, **kwargs)
 
 
-def _split_heads(layer: CLIPEncoderLayer, states: torch.Tensor) -> torch.Tensor:
+def _split_heads(layer: nn.Module, states: torch.Tensor) -> torch.Tensor:
     """[batch, tokens, width] -> [batch, heads, tokens, head_dim]."""
     attention = layer.self_attn
     return states.view(*states.shape[:2], attention.num_heads, attention.head_dim).transpose(1, 2)
@@ -218,13 +251,13 @@ def _merge_heads(states: torch.Tensor) -> torch.Tensor:
     return states.transpose(1, 2).reshape(states.shape[0] * states.shape[2], -1)
 
 
-def _finish_layer(layer: CLIPEncoderLayer, hidden: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+def _finish_layer(layer: nn.Module, hidden: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
     """Attention output projection and residual, then the MLP block and residual."""
     hidden = hidden + layer.self_attn.out_proj(attended)
     return hidden + layer.mlp(layer.layer_norm2(hidden))
 
 
-def _prefix_layer(layer: CLIPEncoderLayer, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _prefix_layer(layer: nn.Module, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One causal layer over the shared prefix [1, prefix, width]; also returns its keys and values."""
     attention = layer.self_attn
     normed = layer.layer_norm1(hidden)
@@ -237,7 +270,7 @@ def _prefix_layer(layer: CLIPEncoderLayer, hidden: torch.Tensor) -> tuple[torch.
 
 
 def _suffix_layer(
-    layer: CLIPEncoderLayer,
+    layer: nn.Module,
     hidden: torch.Tensor,
     prefix_key: torch.Tensor,
     prefix_value: torch.Tensor,
@@ -277,7 +310,7 @@ def _suffix_layer(
     return _finish_layer(layer, hidden, torch.cat(attended))
 
 
-def _after_prefix(layer: CLIPEncoderLayer, prefix_states: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+def _after_prefix(layer: nn.Module, prefix_states: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
     """Each prompt's prefix keys or values (from [prefixes, heads, prefix, head_dim], prefix-major), then its own:
     [prompts, heads, prefix + suffix, head_dim]."""
     num_prefixes, heads, prefix_length, head_dim = prefix_states.shape

@@ -30,7 +30,7 @@ from transformers import HfArgumentParser
 
 from coop_hf.atomic import atomic_write_text
 from coop_hf.run_directory import claim_run_directory
-from coop_hf.runners import METHOD_NAMES, PROMPT_METHODS, Backbone, Experiment, PromptArguments
+from coop_hf.runners import METHOD_NAMES, PROMPT_METHODS, Experiment, LoadedBackbone, PromptArguments
 from coop_hf.runners.arguments import SweepArguments, settings_by_method
 from coop_hf.runners.baselines import linear_probe_config, run_linear_probe, run_zeroshot, zeroshot_config
 from coop_hf.runners.records import write_results
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     sweep, prompt, training_args = parser.parse_args_into_dataclasses(args=argv)
     check_grid(sweep)
     settings = settings_by_method(prompt, sweep.method)
-    backbone = Backbone.load(sweep.model_name_or_path, cache_dir=sweep.feature_cache_dir)
+    backbone = LoadedBackbone.load(sweep.model_name_or_path, cache_dir=sweep.feature_cache_dir)
     experiments = [
         Experiment(backbone, dataset, sweep.data_dir, batch_size=training_args.per_device_eval_batch_size)
         for dataset in sweep.dataset

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from transformers import AutoModel, HfArgumentParser
 
 import coop_hf  # noqa: F401  (registers the prompt models with AutoModel)
@@ -140,8 +139,7 @@ def plot_confusions(runner: Experiment, runs: list[dict], experiment, noise: Noi
         if result["noise_rate_requested"] != noise.rate or result["method"] == "linear-probe":
             continue
         model = AutoModel.from_pretrained(result["per_seed"][0]["prompt_dir"], clip_model=runner.backbone.clip)
-        with torch.no_grad():
-            predictions = model(image_embeds=runner.test["image_embeds"]).logits.argmax(-1)
+        predictions = runner.predict(model).argmax(-1)
         plot_confusion(
             runner.test["labels"].tolist(), predictions.tolist(), classnames,
             plots / f"predictions_{Path(result['run_dir']).name}.png",

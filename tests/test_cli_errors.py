@@ -7,14 +7,14 @@ import pytest
 from coop_hf import hub_access
 from coop_hf.data import load_dataset_splits
 from coop_hf.hub_access import HubUnavailableError, model_load_kwargs
-from coop_hf.runners import Backbone
+from coop_hf.runners import LoadedBackbone
 from tests.conftest import DATA
 
 
 def test_offline_model_id_fails_at_once_naming_the_flag():
     start = time.perf_counter()
     with pytest.raises(HubUnavailableError, match="--model_name_or_path 'openai/clip-vit-base-patch32' is not a"):
-        Backbone.load("openai/clip-vit-base-patch32")
+        LoadedBackbone.load("openai/clip-vit-base-patch32")
     assert time.perf_counter() - start < 5
     with pytest.raises(HubUnavailableError, match="HF_HUB_OFFLINE=1"):
         model_load_kwargs("org/some-clip")

@@ -15,7 +15,7 @@ from transformers import AutoModel, AutoModelForImageClassification, pipeline
 import coop_hf
 from coop_hf import CoCoOpConfig, CoCoOpModel, CoOpModel
 from coop_hf.data import load_benchmark
-from coop_hf.runners import Backbone
+from coop_hf.runners import LoadedBackbone
 from coop_hf.runners.arguments import PromptArguments, prompt_settings
 from coop_hf.runners.methods import PROMPT_METHODS
 from coop_hf.runners.prompt_learning import PromptLearning
@@ -359,7 +359,7 @@ def test_train_script_runs_cocoop_end_to_end(tiny_clip_dir, tmp_path):
     for key, tensor in initial.prompt_state_dict().items():
         assert not torch.equal(model.prompt_state_dict()[key], tensor), f"{key} did not train"
     # The saved prompt reproduces the logged test accuracy.
-    backbone = Backbone.load(str(tiny_clip_dir))
+    backbone = LoadedBackbone.load(str(tiny_clip_dir))
     test = backbone.features(load_benchmark("oxford_flowers", DATA)["test"], batch_size=100)
     with torch.no_grad():
         predictions = model(image_embeds=test["image_embeds"]).logits.argmax(-1)

@@ -11,7 +11,7 @@ from PIL import Image
 from coop_hf import CoOpEnsemble
 from coop_hf.data import load_benchmark
 from coop_hf.noise import NoiseSpec
-from coop_hf.runners import Backbone, Experiment
+from coop_hf.runners import Experiment, LoadedBackbone
 from coop_hf.runners.methods import PROMPT_METHODS
 from coop_hf.training import CoOpTrainingArguments
 from tests.conftest import DATA, load_example
@@ -77,7 +77,7 @@ def test_upl_trains_from_pseudo_labels_and_saves_the_seed_ensemble(tiny_clip_dir
 
     # The saved ensemble reproduces the reported accuracy, and its logits are the mean of the seeds' logits.
     ensemble = CoOpEnsemble.from_pretrained(tmp_path / "ensemble")
-    backbone = Backbone.load(str(tiny_clip_dir))
+    backbone = LoadedBackbone.load(str(tiny_clip_dir))
     test = backbone.features(load_benchmark("caltech101", DATA)["test"], batch_size=100)
     with torch.no_grad():
         logits = ensemble(image_embeds=test["image_embeds"]).logits
@@ -102,7 +102,9 @@ def test_upl_star_averages_the_probabilities_of_several_backbones(tiny_clip_dir,
     unlabeled = load_benchmark("caltech101", DATA)["train"].select(range(60))
     classnames = unlabeled.features["label"].names
     probabilities = [
-        zero_shot_probabilities(Backbone.load(str(path)), unlabeled, classnames, ["a photo of a {}."], batch_size=30)
+        zero_shot_probabilities(
+            LoadedBackbone.load(str(path)), unlabeled, classnames, ["a photo of a {}."], batch_size=30
+        )
         for path in (tiny_clip_dir, second_dir)
     ]
     mean = (probabilities[0] + probabilities[1]) / 2

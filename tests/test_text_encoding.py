@@ -121,12 +121,12 @@ def test_chunked_and_checkpointed_variants_are_equal(tiny_clip, clip_tokenizer, 
 
 
 def test_text_features_share_the_prefix_the_layout_allows(tiny_clip, clip_tokenizer, monkeypatch):
-    import coop_hf.methods.coop.modeling_coop as modeling_coop
+    import coop_hf.text_encoding as text_encoding
 
     prefixes = []
-    original = modeling_coop.encode_shared_prefix
+    original = text_encoding.encode_shared_prefix
     monkeypatch.setattr(
-        modeling_coop,
+        text_encoding,
         "encode_shared_prefix",
         lambda *args, **kwargs: prefixes.append(args[3]) or original(*args, **kwargs),
     )

@@ -12,7 +12,7 @@ from transformers import HfArgumentParser, TrainerCallback
 from coop_hf import CoOpModel
 from coop_hf.data import load_benchmark
 from coop_hf.run_directory import RunConfigMismatchError
-from coop_hf.runners import Backbone, ExperimentArguments, PromptArguments, run_method
+from coop_hf.runners import ExperimentArguments, LoadedBackbone, PromptArguments, run_method
 from coop_hf.training import CoOpTrainingArguments
 from tests.conftest import DATA, REPO
 
@@ -77,7 +77,7 @@ def test_one_shot_run_writes_results_prompt_and_card_and_reloads_exactly(tiny_cl
     assert os.path.getsize(prompt_dir / "model.safetensors") < 4096
 
     # The saved prompt reproduces the logged test accuracy exactly.
-    backbone = Backbone.load(str(tiny_clip_dir))
+    backbone = LoadedBackbone.load(str(tiny_clip_dir))
     test = backbone.features(load_benchmark("oxford_flowers", DATA)["test"], batch_size=100)
     model = CoOpModel.from_pretrained(prompt_dir)
     with torch.no_grad():
@@ -133,7 +133,7 @@ def test_baselines_on_the_same_splits(tiny_clip_dir, tmp_path):
 
 def test_class_specific_context_learns_far_above_chance_on_real_images(tiny_clip_dir):
     """Learning flows through the frozen encoders: CSC fits 10 real Flowers classes (chance: 10 %)."""
-    backbone = Backbone.load(str(tiny_clip_dir))
+    backbone = LoadedBackbone.load(str(tiny_clip_dir))
     splits = load_benchmark("oxford_flowers", DATA)
     train = splits["train"].filter(lambda label: label < 10, input_columns="label")
     classnames = splits["train"].features["label"].names[:10]
@@ -157,8 +157,10 @@ def test_class_specific_context_learns_far_above_chance_on_real_images(tiny_clip
 def test_rerun_with_another_configuration_stops_before_any_work(tiny_clip_dir, tmp_path, monkeypatch):
     run_in_process(flags(tiny_clip_dir, tmp_path))
     encoded = []
-    features = Backbone.features
-    monkeypatch.setattr(Backbone, "features", lambda *args, **kwargs: encoded.append(1) or features(*args, **kwargs))
+    features = LoadedBackbone.features
+    monkeypatch.setattr(
+        LoadedBackbone, "features", lambda *args, **kwargs: encoded.append(1) or features(*args, **kwargs)
+    )
     for extra in (["--shots", "2"], ["--shots", "2", "--resume_from_checkpoint", "true"]):
         with pytest.raises(RunConfigMismatchError, match=r"shots: 1 \(in the directory\) -> 2 \(now\)"):
             run_in_process(flags(tiny_clip_dir, tmp_path, *extra))

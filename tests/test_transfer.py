@@ -12,7 +12,7 @@ import torch
 from coop_hf import CoOpEnsemble, CoOpModel
 from coop_hf.data import load_benchmark
 from coop_hf.hub_access import HubUnavailableError
-from coop_hf.runners import Backbone
+from coop_hf.runners import LoadedBackbone
 from coop_hf.runners.transfer import base_to_new_rows, base_to_new_table, harmonic_mean
 from tests.conftest import DATA, load_example
 
@@ -35,7 +35,7 @@ def common(tiny_clip_dir, output_dir, data_dir=DATA) -> list[str]:
     ]  # fmt: skip
 
 
-def accuracy_of(prompt_dir, backbone: Backbone, features: dict, classnames: list[str]) -> float:
+def accuracy_of(prompt_dir, backbone: LoadedBackbone, features: dict, classnames: list[str]) -> float:
     """Independent check: the saved prompt moved to `classnames`, on test features."""
     model = CoOpModel.from_pretrained(prompt_dir, clip_model=backbone.clip, tokenizer=backbone.tokenizer)
     model.set_classnames(classnames)
@@ -97,14 +97,14 @@ def test_evaluate_a_saved_prompt_on_its_dataset_and_moved_to_another(flowers_pro
         "splits_fingerprint": None,
     }  # fmt: skip
     test = load_benchmark("caltech101", DATA)["test"]
-    backbone = Backbone.load(str(tiny_clip_dir))
+    backbone = LoadedBackbone.load(str(tiny_clip_dir))
     expected = accuracy_of(prompt_dir, backbone, backbone.features(test, batch_size=100), test.features["label"].names)
     assert moved["accuracy"] == pytest.approx(expected, abs=1e-9)
 
 
 def test_evaluate_an_ensemble_of_saved_prompts(flowers_prompt, tiny_clip_dir, tmp_path):
     prompt_dir, trained = flowers_prompt
-    backbone = Backbone.load(str(tiny_clip_dir))
+    backbone = LoadedBackbone.load(str(tiny_clip_dir))
     members = [CoOpModel.from_pretrained(prompt_dir, clip_model=backbone.clip) for _ in range(2)]
     CoOpEnsemble(members).save_pretrained(tmp_path / "ensemble")
     results = load_example("evaluate_prompt").main(
@@ -117,7 +117,7 @@ def test_evaluate_an_ensemble_of_saved_prompts(flowers_prompt, tiny_clip_dir, tm
 
 
 def test_class_specific_prompt_is_refused_on_another_class_list(tiny_clip_dir, tmp_path):
-    backbone = Backbone.load(str(tiny_clip_dir))
+    backbone = LoadedBackbone.load(str(tiny_clip_dir))
     names = load_benchmark("oxford_flowers", DATA)["test"].features["label"].names
     model = CoOpModel.from_clip(
         backbone.clip, names, tokenizer=backbone.tokenizer, n_ctx=4, class_specific_context=True
@@ -154,7 +154,7 @@ def test_base_to_new_end_to_end_and_resumed(tiny_clip_dir, tmp_path, capsys):
         harmonic_mean(record["zeroshot_base_accuracy"], record["zeroshot_new_accuracy"])
     )
     # New: the base-class prompt moved to the 50 new class names, on the new classes' test images only.
-    backbone = Backbone.load(str(tiny_clip_dir))
+    backbone = LoadedBackbone.load(str(tiny_clip_dir))
     test = backbone.features(load_benchmark("caltech101", DATA)["test"], batch_size=100)
     new = test["labels"] >= 50
     new_test = {"image_embeds": test["image_embeds"][new], "labels": test["labels"][new] - 50}
@@ -217,7 +217,7 @@ def test_domain_generalisation_then_cross_dataset_on_fake_imagenet_layouts(tiny_
     # ImageNet-A: its 3 wnid folders in sorted order (README.txt ignored), names from classnames.txt.
     a_test = load_benchmark("imagenet_a", data)["test"]
     assert a_test.features["label"].names == [WNIDS[wnid] for wnid in IMAGENET_A]
-    backbone = Backbone.load(str(tiny_clip_dir))
+    backbone = LoadedBackbone.load(str(tiny_clip_dir))
     for seed, run in zip((1, 2), targets["imagenet_a"]["per_seed"], strict=True):
         features = backbone.features(a_test, batch_size=100)
         expected = accuracy_of(tmp_path / "out" / f"seed{seed}", backbone, features, a_test.features["label"].names)

@@ -14,14 +14,14 @@ from .arguments import (
     UPLArguments,
     prompt_settings,
 )
-from .experiment import Backbone, Experiment
+from .experiment import Experiment, LoadedBackbone
 from .methods import METHOD_NAMES, PROMPT_METHODS
 from .run import load_experiment, run_method
 
 __all__ = [
     "METHOD_NAMES",
     "PROMPT_METHODS",
-    "Backbone",
+    "LoadedBackbone",
     "Experiment",
     "ExperimentArguments",
     "NoiseStudyArguments",

@@ -15,13 +15,16 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
-from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
+from torch.utils.data import DataLoader
+from transformers import AutoImageProcessor, PreTrainedModel
 
+from ..backbones import Backbone, backbone_for, load_backbone
 from ..baselines import zero_shot_logits, zero_shot_weights
-from ..data import CoOpTransform, build_few_shot_splits, check_images, load_dataset_splits
+from ..data import CoOpTransform, build_few_shot_splits, check_images, load_dataset_splits, with_coop_transform
 from ..feature_cache import encode_images
 from ..hub import CardResults
 from ..hub_access import model_load_kwargs
+from ..modeling_utils import PromptPreTrainedModel
 from ..noise import NO_NOISE, NoiseReport, NoiseSpec, inject_label_noise, zero_shot_class_similarity
 from ..run_directory import claim_run_directory, splits_fingerprint
 from ..training import CoOpTrainingArguments
@@ -29,30 +32,36 @@ from .records import accuracy_percent
 
 
 @dataclass
-class Backbone:
-    """The frozen CLIP shared by every run of an experiment, with its tokenizer and image processor."""
+class LoadedBackbone:
+    """The frozen backbone (CLIP, MetaCLIP 2, SigLIP, SigLIP 2) shared by every run of an experiment, with its
+    tokenizer and image processor."""
 
     name_or_path: str
-    clip: CLIPModel
+    clip: PreTrainedModel
     tokenizer: Any
     image_processor: Any
     cache_dir: str | None = None
 
     @classmethod
-    def load(cls, name_or_path: str, *, cache_dir: str | None = None) -> Backbone:
+    def load(cls, name_or_path: str, *, cache_dir: str | None = None) -> LoadedBackbone:
         load_kwargs = model_load_kwargs(name_or_path)  # fails at once, naming the flag, if it cannot load
-        clip = CLIPModel.from_pretrained(name_or_path, **load_kwargs).eval()
-        clip.requires_grad_(False)
+        clip, tokenizer = load_backbone(name_or_path, **load_kwargs)
+        clip.eval().requires_grad_(False)
         return cls(
             name_or_path=name_or_path,
             clip=clip,
-            tokenizer=AutoTokenizer.from_pretrained(name_or_path, **load_kwargs),
+            tokenizer=tokenizer,
             image_processor=AutoImageProcessor.from_pretrained(name_or_path, **load_kwargs),
             cache_dir=cache_dir,
         )
 
+    @property
+    def backbone(self) -> Backbone:
+        """What the methods ask of the model (`coop_hf.backbones`)."""
+        return backbone_for(self.clip)
+
     def features(self, dataset: datasets.Dataset, *, batch_size: int) -> dict[str, torch.Tensor]:
-        """Test-transform CLIP image features of a split, {"image_embeds": [N, D], "labels": [N]}, encoded once
+        """Test-transform image features of a split, {"image_embeds": [N, D], "labels": [N]}, encoded once
         and cached on disk (`coop_hf.feature_cache`, under `cache_dir` or the `datasets` cache)."""
         transform = CoOpTransform(self.image_processor, train=False)
         encoded = encode_images(self.clip, dataset, transform, batch_size=batch_size, cache_dir=self.cache_dir)
@@ -67,7 +76,7 @@ class Experiment:
     when a run first needs them (after its output directory was checked), and shared by every run.
     """
 
-    def __init__(self, backbone: Backbone, dataset: str, data_dir: str | None, *, batch_size: int = 100):
+    def __init__(self, backbone: LoadedBackbone, dataset: str, data_dir: str | None, *, batch_size: int = 100):
         self.backbone = backbone
         self.dataset = dataset
         self.batch_size = batch_size
@@ -84,7 +93,7 @@ class Experiment:
         batch_size: int = 100,
     ) -> Experiment:
         """Load the backbone and read the dataset's split files."""
-        backbone = Backbone.load(model_name_or_path, cache_dir=feature_cache_dir)
+        backbone = LoadedBackbone.load(model_name_or_path, cache_dir=feature_cache_dir)
         return cls(backbone, dataset, data_dir, batch_size=batch_size)
 
     @cached_property
@@ -98,6 +107,29 @@ class Experiment:
         return datasets.Dataset.from_dict({key: value.numpy() for key, value in self.test.items()}).with_format(
             "torch"
         )
+
+    @cached_property
+    def test_pixels(self) -> datasets.Dataset:
+        """The test split through the test transform (`pixel_values`, `labels`), for models that change the image
+        tower and so may never be evaluated on the cached features."""
+        return with_coop_transform(self.splits["test"], self.backbone.image_processor, train=False)
+
+    def test_inputs(self, model: PromptPreTrainedModel | type[PromptPreTrainedModel]) -> datasets.Dataset:
+        """What `Trainer.evaluate` feeds a model on the test split: the cached image features when the method
+        declares `image_tower_frozen`, else pixels through its own image path."""
+        return self.test_dataset if model.image_tower_frozen else self.test_pixels
+
+    @torch.no_grad()
+    def predict(self, model: PromptPreTrainedModel) -> torch.Tensor:
+        """[test images, classes] logits of the model on the test split (see `test_inputs`), batch by batch."""
+        device = model.device
+        model.eval()
+        loader = DataLoader(self.test_inputs(model), batch_size=self.batch_size)
+        batches = []
+        for batch in loader:
+            batch.pop("labels")
+            batches.append(model(**{key: value.to(device) for key, value in batch.items()}).logits.float().cpu())
+        return torch.cat(batches)
 
     @cached_property
     def zeroshot(self) -> dict[str, float]:

@@ -22,7 +22,7 @@ from ..atomic import atomic_write_text
 from ..data import CLEAN_LABEL, CLEAN_LABELS, CoOpTransform, with_coop_transform
 from ..feature_cache import encode_images
 from ..losses import loss_from_name
-from ..methods.coop import CoOpModel
+from ..methods import MethodSpec
 from ..modeling_utils import PromptPreTrainedModel
 from ..noise import NO_NOISE, NoiseReport, NoiseSpec
 from ..training import CoOpTrainer, CoOpTrainingArguments, compute_accuracy_metrics, reference_epochs
@@ -56,6 +56,14 @@ class PromptLearning:
     defaults: dict[str, Any] = field(default_factory=dict)
     label: str | None = None
 
+    @classmethod
+    def from_spec(cls, spec: MethodSpec) -> PromptLearning:
+        """The runner of a registered `--method` (`coop_hf.methods.registry`)."""
+        return cls(
+            spec.name, spec.model_class, spec.trainer_class() or CoOpTrainer, recipe=spec.recipe,
+            settings=spec.settings, defaults=spec.defaults, label=spec.label,
+        )  # fmt: skip
+
     @property
     def display_name(self) -> str:
         """How tables and plots name the method: `label`, else the model's `method_name`."""
@@ -79,10 +87,19 @@ class PromptLearning:
         }
         return dataclasses.replace(args, **changes) if changes else args
 
+    def check_arguments(self, args: CoOpTrainingArguments, loss: str) -> None:
+        """Refuse what the method cannot do: `--cached_views` for a method that changes the image tower, `--loss`
+        other than "ce" for a method whose loss adds its own term."""
+        if args.cached_views and not self.model_class.image_tower_frozen:
+            raise ValueError(
+                f"--cached_views trains on precomputed image features, but {self.model_class.method_name} changes the "
+                f"image tower: drop --cached_views with --method {self.name}."
+            )
+        self.check_loss(loss)
+
     def check_loss(self, loss: str) -> None:
         """`--loss` other than "ce" replaces the model's own loss; refused for a method whose loss adds a term."""
-        own_loss = self.model_class.compute_loss is not CoOpModel.compute_loss
-        if loss != "ce" and own_loss:
+        if loss != "ce" and self.model_class.has_own_loss:
             raise ValueError(
                 f"--loss {loss} would replace {self.model_class.method_name}'s own loss (cross-entropy plus its "
                 f"regulariser): use --loss ce with --method {self.name}."
@@ -136,7 +153,7 @@ class PromptLearning:
         allow_fewer: bool = False,
     ) -> dict[str, Any]:
         """The run configuration of `run` with these settings (see `Experiment.run_config`)."""
-        self.check_loss(loss)
+        self.check_arguments(args, loss)
         args = self.training_arguments(args)
         return experiment.run_config(
             self.name, shots=shots, allow_fewer_shots=allow_fewer, prompt=self.prompt_fields(experiment, settings),
@@ -282,7 +299,7 @@ class PromptLearning:
             callbacks=callbacks,
         )
         trainer.train(resume_from_checkpoint=True if resume else None)
-        metrics = trainer.evaluate(eval_dataset=experiment.test_dataset, metric_key_prefix="test")
+        metrics = trainer.evaluate(eval_dataset=experiment.test_inputs(model), metric_key_prefix="test")
         result = {
             "seed": seed,
             "accuracy": metrics["test_accuracy"],

@@ -31,7 +31,7 @@ from ..noise import NO_NOISE, NoiseReport, NoiseSpec
 from ..run_directory import claim_run_directory, splits_fingerprint
 from ..training import CoOpTrainingArguments
 from .arguments import ExperimentArguments, prompt_settings
-from .experiment import Backbone, Experiment
+from .experiment import Experiment, LoadedBackbone
 from .methods import PROMPT_METHODS
 from .prompt_learning import PromptLearning
 from .records import accuracy_percent, announce, write_results
@@ -81,28 +81,17 @@ def move_to_classnames(model: PromptPreTrainedModel, classnames: list[str]) -> b
     Returns whether the class list changed; a prompt that cannot move raises a `ValueError`."""
     if list(model.config.classnames) == list(classnames):
         return False
-    if not hasattr(model, "set_classnames"):
-        raise ValueError(
-            f"A {type(model).__name__} cannot move to another class list ({len(model.config.classnames)} classes "
-            f"trained, {len(classnames)} in the dataset): evaluate it on the dataset it was trained on (--dataset)."
-        )
-    model.set_classnames(list(classnames))
+    model.set_classnames(list(classnames))  # raises for a model that cannot move
     return True
 
 
 @torch.no_grad()
 def evaluate_prompt(model: PromptPreTrainedModel, experiment: Experiment) -> dict[str, float]:
-    """Accuracy and macro accuracy (%) of the prompt on the experiment's cached test features, over the
-    experiment's class names (the prompt moves to them first, see `move_to_classnames`)."""
+    """Accuracy and macro accuracy (%) of the prompt on the experiment's test split (cached features, or pixels for
+    a method that changes the image tower: `Experiment.predict`), over the experiment's class names (the prompt
+    moves to them first, see `move_to_classnames`)."""
     move_to_classnames(model, experiment.classnames)
-    device = model.clip.logit_scale.device
-    model.to(device).eval()
-    test = experiment.test
-    predictions = [
-        model(image_embeds=chunk.to(device)).logits.argmax(-1).cpu()
-        for chunk in test["image_embeds"].split(experiment.batch_size)
-    ]
-    return accuracy_percent(torch.cat(predictions), test["labels"])
+    return accuracy_percent(experiment.predict(model).argmax(-1), experiment.test["labels"])
 
 
 def load_seed_prompt(
@@ -360,7 +349,7 @@ def load_experiments(
     arguments: ExperimentArguments, names: list[str], args: CoOpTrainingArguments
 ) -> list[Experiment]:
     """One experiment per dataset on one backbone (the split files read, so a missing dataset fails at once)."""
-    backbone = Backbone.load(arguments.model_name_or_path, cache_dir=arguments.feature_cache_dir)
+    backbone = LoadedBackbone.load(arguments.model_name_or_path, cache_dir=arguments.feature_cache_dir)
     batch_size = args.per_device_eval_batch_size
     return [Experiment(backbone, name, arguments.data_dir, batch_size=batch_size) for name in names]
 

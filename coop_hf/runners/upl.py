@@ -16,7 +16,7 @@ from ..data import ensemble_templates
 from ..methods.coop import CoOpModel
 from ..methods.upl import UPL_TOP_K, CoOpEnsemble, pseudo_label_accuracy, pseudo_label_dataset
 from ..training import CoOpTrainingArguments
-from .experiment import Backbone, Experiment
+from .experiment import Experiment, LoadedBackbone
 from .prompt_learning import PromptLearning
 from .records import accuracy_percent, announce, loss_fields, training_fields
 
@@ -64,7 +64,7 @@ def run_upl(
     probabilities = torch.stack(
         [
             zero_shot_probabilities(
-                backbone if name == backbone.name_or_path else Backbone.load(name, cache_dir=backbone.cache_dir),
+                backbone if name == backbone.name_or_path else LoadedBackbone.load(name, cache_dir=backbone.cache_dir),
                 unlabeled,
                 experiment.classnames,
                 templates,
@@ -123,7 +123,12 @@ def run_upl(
 
 
 def zero_shot_probabilities(
-    backbone: Backbone, dataset: datasets.Dataset, classnames: list[str], templates: list[str], *, batch_size: int
+    backbone: LoadedBackbone,
+    dataset: datasets.Dataset,
+    classnames: list[str],
+    templates: list[str],
+    *,
+    batch_size: int,
 ) -> torch.Tensor:
     """[images, classes] zero-shot CLIP probabilities of one backbone (its own image transform and features)."""
     features = backbone.features(dataset, batch_size=batch_size)

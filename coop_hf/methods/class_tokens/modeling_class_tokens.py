@@ -15,9 +15,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from transformers import CLIPModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ...text_encoding import encode_shared_prefix, shared_prefix_length
+from ...text_encoding import encode_prompts, shared_prefix_length
 from ..classifier.modeling_classifier import PTNL_PAPER
 from ..coop.modeling_coop import CoOpModel
 from .configuration_class_tokens import ClassTokenConfig
@@ -45,11 +45,12 @@ class ClassTokenTuningModel(CoOpModel):
     config_class = ClassTokenConfig
     method_name = "Class-token tuning"
     paper = PTNL_PAPER
+    transfers_to_new_classes = False
 
     def __init__(
         self,
         config: ClassTokenConfig,
-        clip: CLIPModel,
+        clip: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase,
         image_processor: Any | None = None,
     ):
@@ -63,21 +64,21 @@ class ClassTokenTuningModel(CoOpModel):
         rows, positions = self._class_name_positions()
         self.register_buffer("class_name_rows", rows, persistent=False)
         self.register_buffer("class_name_positions", positions, persistent=False)
-        token_embedding = self.clip.text_model.embeddings.token_embedding
+        token_embedding = self.backbone.token_embedding
         with torch.no_grad():
             initial = token_embedding(learner.input_ids[rows, positions]).float()
         self.class_embeds = torch.nn.Parameter(initial)
 
     def _class_name_positions(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(class, position) of every class-name token, class by class: the first tokens after [SOS] that are not
-        context, as many as the name's BPE tokens."""
+        """(class, position) of every class-name token, class by class: the first tokens after the leading special
+        tokens ([SOS]) that are not context, as many as the name's tokens."""
         learner = self.prompt_learner
         rows, positions = [], []
         for row, name in enumerate(self.config.classnames):
             count = len(self.tokenizer(name, add_special_tokens=False)["input_ids"])
             context = set(learner.context_positions[row].tolist())
             eot = int(learner.eot_positions[row])
-            free = [position for position in range(1, eot) if position not in context][:count]
+            free = [position for position in range(learner.text_start, eot) if position not in context][:count]
             rows.extend([row] * len(free))
             positions.extend(free)
         device = learner.input_ids.device
@@ -85,7 +86,7 @@ class ClassTokenTuningModel(CoOpModel):
 
     def prompt_embeddings(self) -> torch.Tensor:
         """[classes, length, width] prompt embeddings: context and learned class-name tokens written in."""
-        embeds = self.prompt_learner(self.clip.text_model.embeddings.token_embedding)
+        embeds = self.prompt_learner(self.backbone.token_embedding)
         names = self.class_embeds.to(embeds.dtype)
         return embeds.index_put((self.class_name_rows, self.class_name_positions), names)
 
@@ -96,8 +97,8 @@ class ClassTokenTuningModel(CoOpModel):
         )
         # Equal class-name token ids are not equal embeddings once learned: the prefix ends before any name token.
         prefix_length = min(prefix_length, int(self.class_name_positions.min()))
-        return encode_shared_prefix(
-            self.clip,
+        return encode_prompts(
+            self.backbone,
             self.prompt_embeddings(),
             learner.eot_positions,
             prefix_length,

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import CLIPModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ...baselines import zero_shot_weights
 from ...modeling_utils import PromptModelOutput, PromptPreTrainedModel
@@ -56,18 +56,18 @@ class LinearClassifierModel(PromptPreTrainedModel):
     def __init__(
         self,
         config: ClassifierConfig,
-        clip: CLIPModel,
+        clip: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase,
         image_processor: Any | None = None,
     ):
         super().__init__(config, clip, tokenizer, image_processor)
-        self.classifier = nn.Linear(clip.config.projection_dim, len(config.classnames))
+        self.classifier = nn.Linear(self.backbone.embed_dim, len(config.classnames))
         if config.init == "text":
             with torch.no_grad():
                 weights = zero_shot_weights(clip, tokenizer, self.classnames, [config.template])
                 self.classifier.weight.copy_(weights)
                 self.classifier.bias.zero_()
-        self.classifier.to(clip.logit_scale.device)
+        self.classifier.to(self.backbone.device)
         self.post_init()
 
     @property
@@ -86,7 +86,7 @@ class LinearClassifierModel(PromptPreTrainedModel):
         image_embeds = F.normalize(self.image_features(pixel_values, image_embeds), dim=-1)
         logits = self.classifier(image_embeds.to(self.classifier.weight.dtype))
         if self.config.init == "text":
-            logits = self.clip.logit_scale.exp() * logits
+            logits = self.backbone.scale_similarities(logits)
         loss = None
         if labels is not None:
             self.check_labels(labels, logits.shape[-1])
@@ -98,7 +98,7 @@ class LinearClassifierModel(PromptPreTrainedModel):
     compute_loss = CoOpModel.compute_loss
 
     def describe_prompt(self) -> str:
-        return f"{len(self.config.classnames)} classes, feature width {self.clip.config.projection_dim}"
+        return f"{len(self.config.classnames)} classes, feature width {self.backbone.embed_dim}"
 
     def card_settings(self) -> list[tuple[str, str]]:
         if self.config.init == "text":

@@ -18,12 +18,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import CLIPModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ...hub import ModelCardInfo
 from ...modeling_utils import PromptModelOutput
 from ...prompts import context_init_ids
-from ...text_encoding import encode_prefixes, shared_prefix_length
+from ...text_encoding import encode_plain, encode_prefixes, shared_prefix_length
 from ..coop.modeling_coop import COOP_PAPER, CoOpModel
 from .configuration_cocoop import COCOOP_CTX_INIT, CoCoOpConfig
 
@@ -54,7 +54,7 @@ def build_meta_net(vision_dim: int, text_width: int) -> nn.Sequential:
 
 
 class CoCoOpModel(CoOpModel):
-    """A frozen `CLIPModel` whose class prompts carry a learned context that a meta-network shifts per image.
+    """A frozen contrastive backbone whose class prompts carry a learned context that a meta-network shifts per image.
 
     Build one with [`CoCoOpModel.from_clip`], load a saved prompt with [`CoCoOpModel.from_pretrained`]. The
     trainable tensors are `prompt_learner.ctx` and the meta-network `meta_net.linear{1,2}.{weight,bias}`; every
@@ -79,18 +79,18 @@ class CoCoOpModel(CoOpModel):
     def __init__(
         self,
         config: CoCoOpConfig,
-        clip: CLIPModel,
+        clip: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase,
         image_processor: Any | None = None,
     ):
         super().__init__(config, clip, tokenizer, image_processor)
         # Built after the context, as in the reference (same random-number order).
-        self.meta_net = build_meta_net(clip.config.projection_dim, clip.config.text_config.hidden_size)
+        self.meta_net = build_meta_net(self.backbone.embed_dim, self.backbone.text_width)
         self.post_init()
 
     @classmethod
     def build_config(
-        cls, clip: CLIPModel, classnames: list[str], tokenizer: PreTrainedTokenizerBase, **settings
+        cls, clip: PreTrainedModel, classnames: list[str], tokenizer: PreTrainedTokenizerBase, **settings
     ) -> CoCoOpConfig:
         """The config `from_clip` gives for these settings. Left out, `ctx_init` is "a photo of a" (4 tokens);
         an `n_ctx` without `ctx_init` must be 4, or ask for random context with an empty `ctx_init`."""
@@ -118,21 +118,34 @@ class CoCoOpModel(CoOpModel):
         image, from L2-normalised image features `image_embeds` [batch, projection_dim] (what `forward` returns
         as `image_embeds`).
 
-        Each image's [SOS] + context prefix is encoded once for all classes; `chunk_size` (classes per pass) and
-        `checkpoint` (recompute activations in backward) only save memory.
+        On a causal text tower each image's [SOS] + context prefix is encoded once for all classes; on a
+        bidirectional one (SigLIP) every image's prompts go through the plain path. `chunk_size` (classes per pass)
+        and `checkpoint` (recompute activations in backward) only save memory.
         """
         learner = self.prompt_learner
-        prompt_embeds = learner(self.clip.text_model.embeddings.token_embedding)
+        prompt_embeds = learner(self.backbone.token_embedding)
+        shift = self.context_shift(image_embeds).to(prompt_embeds.dtype)
+        if not self.backbone.causal_text:
+            is_context = torch.zeros(prompt_embeds.shape[1], 1, dtype=shift.dtype, device=shift.device)
+            is_context[learner.context_positions[0]] = 1
+            prompts = prompt_embeds[None] + (shift[:, None, :] * is_context)[:, None]
+            features = encode_plain(
+                self.backbone,
+                prompts.flatten(0, 1),
+                learner.eot_positions.repeat(len(shift)),
+                chunk_size=chunk_size,
+                checkpoint=checkpoint,
+            )
+            return features.view(len(shift), len(prompt_embeds), -1)
         prefix_length = shared_prefix_length(
             learner.input_ids, learner.context_positions, learner.eot_positions, class_specific=False
         )
-        # The context sits at positions 1..n_ctx of every prompt, inside the shared prefix.
+        # The context sits right after [SOS] in every prompt, inside the shared prefix.
         is_context = torch.zeros(prefix_length, 1, dtype=prompt_embeds.dtype, device=prompt_embeds.device)
         is_context[learner.context_positions[0]] = 1
-        shift = self.context_shift(image_embeds).to(prompt_embeds.dtype)
         prefixes = prompt_embeds[:1, :prefix_length] + shift[:, None, :] * is_context
         return encode_prefixes(
-            self.clip,
+            self.backbone,
             prefixes,
             prompt_embeds[:, prefix_length:],
             learner.eot_positions,
@@ -153,7 +166,7 @@ class CoCoOpModel(CoOpModel):
         image_embeds = F.normalize(self.image_features(pixel_values, image_embeds), dim=-1)
         text_embeds = F.normalize(self.get_text_features(image_embeds), dim=-1)
         scores = torch.einsum("bd,bkd->bk", image_embeds, text_embeds.to(image_embeds.dtype))
-        logits = self.clip.logit_scale.exp() * scores
+        logits = self.backbone.scale_similarities(scores)
         loss = None
         if labels is not None:
             self.check_labels(labels, logits.shape[-1])
@@ -164,10 +177,9 @@ class CoCoOpModel(CoOpModel):
     # -- what is saved ---------------------------------------------------------------------------------------------
 
     def describe_prompt(self) -> str:
-        config = self.clip.config
         return (
             f"{len(self.config.classnames)} classes, n_ctx={self.config.n_ctx}, text width "
-            f"{config.text_config.hidden_size}, meta-network input {config.projection_dim}"
+            f"{self.backbone.text_width}, meta-network input {self.backbone.embed_dim}"
         )
 
     def card_settings(self) -> list[tuple[str, str]]:

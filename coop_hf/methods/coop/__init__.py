@@ -1,6 +1,9 @@
 """CoOp (Zhou et al., IJCV 2022): learned context vectors in front of the class name."""
 
+from ..registry import register_method
 from .configuration_coop import CoOpConfig
 from .modeling_coop import CoOpModel, PromptLearner
+
+register_method("coop", CoOpModel)
 
 __all__ = ["CoOpConfig", "CoOpModel", "PromptLearner"]

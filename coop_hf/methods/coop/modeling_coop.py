@@ -1,12 +1,14 @@
 """CoOp: learned prompt context in front of a frozen CLIP (Zhou et al., "Learning to Prompt for Vision-Language
-Models", IJCV 2022).
+Models", IJCV 2022), on any backbone of `coop_hf.backbones` (CLIP, MetaCLIP 2, SigLIP, SigLIP 2).
 
 The whole computation, top to bottom:
 1. `PromptLearner` writes the learned context vectors into the token embeddings of every class prompt.
-2. `CoOpModel.get_text_features` runs those embeddings through CLIP's own text modules (position embeddings,
-   causal encoder, final layer norm, pooling at the end-of-text token, text projection), encoding the prompt
-   prefix that all classes share only once (`coop_hf.text_encoding`).
-3. `CoOpModel.forward` compares them with CLIP's image features: scaled cosine similarities are the logits.
+2. `CoOpModel.get_text_features` runs those embeddings through the backbone's own text modules (position
+   embeddings, encoder, final layer norm, pooling at the end-of-text token or SigLIP's last position, projection
+   or head), encoding the prompt prefix that all classes share only once where the text tower is causal
+   (`coop_hf.text_encoding`).
+3. `CoOpModel.forward` compares them with the backbone's image features: scaled cosine similarities (plus
+   SigLIP's bias) are the logits.
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import CLIPModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ...modeling_utils import PromptModelOutput, PromptPreTrainedModel
 from ...prompts import PromptTokens, context_init_ids, resolve_n_ctx, tokenize_prompts
-from ...text_encoding import encode_shared_prefix, shared_prefix_length
+from ...text_encoding import encode_prompts, shared_prefix_length
 from .configuration_coop import CoOpConfig, check_classnames
 
 CONTEXT_KEY = "prompt_learner.ctx"
@@ -54,6 +56,7 @@ class PromptLearner(nn.Module):
         self.register_buffer("input_ids", tokens.input_ids.to(device), persistent=False)
         self.register_buffer("context_positions", tokens.context_positions.to(device), persistent=False)
         self.register_buffer("eot_positions", tokens.eot_positions.to(device), persistent=False)
+        self.text_start = tokens.text_start
 
     @property
     def class_specific(self) -> bool:
@@ -69,7 +72,8 @@ class PromptLearner(nn.Module):
 
 
 class CoOpModel(PromptPreTrainedModel):
-    """A frozen `CLIPModel` whose class prompts carry learned context vectors.
+    """A frozen contrastive backbone (`CLIPModel`, `MetaClip2Model`, `SiglipModel`, `Siglip2Model`) whose class
+    prompts carry learned context vectors.
 
     Build one with [`CoOpModel.from_clip`], load a saved prompt with [`CoOpModel.from_pretrained`]. Only
     `prompt_learner.ctx` trains; every CLIP parameter is frozen and CLIP stays in eval mode (dropout off).
@@ -88,11 +92,12 @@ class CoOpModel(PromptPreTrainedModel):
     config_class = CoOpConfig
     method_name = "CoOp"
     paper = COOP_PAPER
+    transfers_to_new_classes = True
 
     def __init__(
         self,
         config: CoOpConfig,
-        clip: CLIPModel,
+        clip: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase,
         image_processor: Any | None = None,
     ):
@@ -112,10 +117,10 @@ class CoOpModel(PromptPreTrainedModel):
                     f"ctx_init={config.ctx_init!r} is {len(init_ids)} BPE tokens but n_ctx={config.n_ctx}: the "
                     "context length is the phrase's token count. Set n_ctx to it or change the phrase."
                 )
-            token_embedding = self.clip.text_model.embeddings.token_embedding
+            token_embedding = self.backbone.token_embedding
             return token_embedding(torch.tensor(init_ids, device=token_embedding.weight.device)).detach().float()
         shape = (len(config.classnames),) if config.class_specific_context else ()
-        return torch.randn(*shape, config.n_ctx, self.clip.config.text_config.hidden_size) * 0.02
+        return torch.randn(*shape, config.n_ctx, self.backbone.text_width) * 0.02
 
     @classmethod
     def resolve_settings(cls, tokenizer: PreTrainedTokenizerBase, settings: dict[str, Any]) -> dict[str, Any]:
@@ -132,7 +137,7 @@ class CoOpModel(PromptPreTrainedModel):
             n_ctx=self.config.n_ctx,
             ctx_init=self.config.ctx_init,
             class_token_position=self.config.class_token_position,
-            max_length=self.clip.config.text_config.max_position_embeddings,
+            backbone=self.backbone,
         )
 
     def train(self, mode: bool = True) -> CoOpModel:
@@ -160,20 +165,25 @@ class CoOpModel(PromptPreTrainedModel):
         self.prompt_changed()
 
     def get_text_features(self, *, chunk_size: int | None = None, checkpoint: bool = False) -> torch.Tensor:
-        """[classes, projection_dim] unnormalised text features of the current prompts, exactly as
-        `CLIPModel.get_text_features` returns them for the equivalent text.
+        """[classes, projection_dim] unnormalised text features of the current prompts, exactly as the backbone's
+        `get_text_features` returns them for the equivalent text.
 
-        The [SOS] + context prefix that all prompts share (as far as the token layout allows) is encoded once;
-        `chunk_size` (classes per pass) and `checkpoint` (recompute activations in backward) only save memory.
+        On a causal text tower the [SOS] + context prefix that all prompts share (as far as the token layout allows)
+        is encoded once; `chunk_size` (classes per pass) and `checkpoint` (recompute activations in backward) only
+        save memory.
         """
         learner = self.prompt_learner
-        prompt_embeds = learner(self.clip.text_model.embeddings.token_embedding)
+        prompt_embeds = learner(self.backbone.token_embedding)
         prefix_length = shared_prefix_length(
             learner.input_ids, learner.context_positions, learner.eot_positions, class_specific=learner.class_specific
         )
-        eot_positions = learner.eot_positions
-        return encode_shared_prefix(
-            self.clip, prompt_embeds, eot_positions, prefix_length, chunk_size=chunk_size, checkpoint=checkpoint
+        return encode_prompts(
+            self.backbone,
+            prompt_embeds,
+            learner.eot_positions,
+            prefix_length,
+            chunk_size=chunk_size,
+            checkpoint=checkpoint,
         )
 
     def _text_features_for_logits(self) -> torch.Tensor:
@@ -193,11 +203,11 @@ class CoOpModel(PromptPreTrainedModel):
         image_embeds: torch.Tensor | None = None,
         return_dict: bool | None = None,
     ) -> PromptModelOutput | tuple:
-        """Class logits of images: `pixel_values` [batch, 3, H, W], or precomputed CLIP `image_embeds`
+        """Class logits of images: `pixel_values` [batch, 3, H, W], or precomputed backbone `image_embeds`
         [batch, projection_dim]. With `labels` [batch], also the training loss (`compute_loss`)."""
         image_embeds = F.normalize(self.image_features(pixel_values, image_embeds), dim=-1)
         text_embeds = F.normalize(self._text_features_for_logits(), dim=-1)
-        logits = self.clip.logit_scale.exp() * image_embeds @ text_embeds.to(image_embeds.dtype).t()
+        logits = self.backbone.logits(image_embeds, text_embeds)
         loss = None
         if labels is not None:
             self.check_labels(labels, logits.shape[-1])
@@ -212,12 +222,12 @@ class CoOpModel(PromptPreTrainedModel):
     @torch.no_grad()
     def nearest_tokens(self, top_k: int = 5) -> list[list[tuple[str, float]]] | list[list[list[tuple[str, float]]]]:
         """What the prompt learned, in words: for each context vector, the `top_k` vocabulary tokens nearest to it in
-        CLIP's token-embedding space (Euclidean distance, as the reference's `interpret_prompt.py`), nearest first,
-        as (word, distance) pairs. [n_ctx][top_k] for a unified context, [classes][n_ctx][top_k] for
+        the backbone's token-embedding space (Euclidean distance, as the reference's `interpret_prompt.py`), nearest
+        first, as (word, distance) pairs. [n_ctx][top_k] for a unified context, [classes][n_ctx][top_k] for
         class-specific context."""
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise ValueError(f"top_k must be a positive number of tokens, got {top_k!r}.")
-        vocabulary = self.clip.text_model.embeddings.token_embedding.weight
+        vocabulary = self.backbone.token_embedding.weight
         ctx = self.prompt_learner.ctx.to(vocabulary)
         exact = "donot_use_mm_for_euclid_dist"  # the matmul shortcut is off by ~1e-4 near zero distance
         distances = torch.cdist(ctx.reshape(-1, ctx.shape[-1]), vocabulary, compute_mode=exact)
@@ -240,7 +250,7 @@ class CoOpModel(PromptPreTrainedModel):
     def describe_prompt(self) -> str:
         return (
             f"{len(self.config.classnames)} classes, n_ctx={self.config.n_ctx}, text width "
-            f"{self.clip.config.text_config.hidden_size}, class-specific={self.config.class_specific_context}"
+            f"{self.backbone.text_width}, class-specific={self.config.class_specific_context}"
         )
 
     def card_settings(self) -> list[tuple[str, str]]:

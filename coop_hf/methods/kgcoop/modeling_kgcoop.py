@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from transformers import CLIPModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ...baselines import zero_shot_weights
 from ..coop.modeling_coop import CoOpModel
@@ -52,11 +52,12 @@ class KgCoOpModel(CoOpModel):
     config_class = KgCoOpConfig
     method_name = "KgCoOp"
     paper = KGCOOP_PAPER
+    has_own_loss = True
 
     def __init__(
         self,
         config: KgCoOpConfig,
-        clip: CLIPModel,
+        clip: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase,
         image_processor: Any | None = None,
     ):
@@ -65,7 +66,7 @@ class KgCoOpModel(CoOpModel):
 
     @classmethod
     def build_config(
-        cls, clip: CLIPModel, classnames: list[str], tokenizer: PreTrainedTokenizerBase, **settings
+        cls, clip: PreTrainedModel, classnames: list[str], tokenizer: PreTrainedTokenizerBase, **settings
     ) -> KgCoOpConfig:
         # An explicit n_ctx is checked against the default phrase too, so a contradiction fails here, naming flags.
         if settings.get("ctx_init") is None:

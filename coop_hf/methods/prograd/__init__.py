@@ -2,7 +2,10 @@
 with zero-shot CLIP's. Its update rule is `coop_hf.methods.prograd.trainer.ProGradTrainer` (imported from there, so
 that `import coop_hf` does not load `transformers.Trainer`)."""
 
+from ..registry import register_method
 from .configuration_prograd import PROGRAD_TEMPLATES, ProGradConfig
 from .modeling_prograd import ProGradModel
+
+register_method("prograd", ProGradModel, trainer="coop_hf.methods.prograd.trainer:ProGradTrainer")
 
 __all__ = ["PROGRAD_TEMPLATES", "ProGradConfig", "ProGradModel"]

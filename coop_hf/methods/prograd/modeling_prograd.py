@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from transformers import CLIPModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ...baselines import zero_shot_weights
 from ...prompts import CONTEXT_PLACEHOLDER, PromptTokens, context_init_ids, tokenize_prompts
@@ -59,7 +59,7 @@ class ProGradModel(CoOpModel):
     def __init__(
         self,
         config: ProGradConfig,
-        clip: CLIPModel,
+        clip: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase,
         image_processor: Any | None = None,
     ):
@@ -72,7 +72,7 @@ class ProGradModel(CoOpModel):
 
     @classmethod
     def build_config(
-        cls, clip: CLIPModel, classnames: list[str], tokenizer: PreTrainedTokenizerBase, **settings
+        cls, clip: PreTrainedModel, classnames: list[str], tokenizer: PreTrainedTokenizerBase, **settings
     ) -> ProGradConfig:
         """The config `from_clip` gives for these prompt settings, without building the model. Unlike CoOp's, the
         context length is not the phrase's token count: the phrase fills the last of `n_ctx` slots."""
@@ -88,7 +88,7 @@ class ProGradModel(CoOpModel):
         if config.ctx_init is None:
             return super().initial_context()
         phrase_ids = _phrase_ids(self.tokenizer, config.ctx_init, config.class_token_position)
-        token_embedding = self.clip.text_model.embeddings.token_embedding
+        token_embedding = self.backbone.token_embedding
         device = token_embedding.weight.device
         ctx = torch.zeros(config.n_ctx, token_embedding.embedding_dim, device=device)
         ctx[config.n_ctx - len(phrase_ids) :] = token_embedding(torch.tensor(phrase_ids, device=device)).detach()
@@ -106,7 +106,7 @@ class ProGradModel(CoOpModel):
             n_ctx=config.n_ctx,
             ctx_init=context_text,
             class_token_position=config.class_token_position,
-            max_length=self.clip.config.text_config.max_position_embeddings,
+            backbone=self.backbone,
         )
 
     def _set_zero_shot_text_embeds(self) -> None:
@@ -121,7 +121,7 @@ class ProGradModel(CoOpModel):
     def zero_shot_logits(self, image_embeds: torch.Tensor) -> torch.Tensor:
         """[batch, classes] the teacher's logits: zero-shot CLIP with `template` on the same image features."""
         image_embeds = F.normalize(image_embeds.detach().float(), dim=-1)
-        return self.clip.logit_scale.exp().float() * image_embeds @ self.zero_shot_text_embeds.float().t()
+        return self.backbone.scale_similarities(image_embeds @ self.zero_shot_text_embeds.float().t()).float()
 
     def distillation_loss(self, logits: torch.Tensor, image_embeds: torch.Tensor) -> torch.Tensor:
         """The reference's "KL" term: mean over the batch of the cross-entropy between the teacher's and the

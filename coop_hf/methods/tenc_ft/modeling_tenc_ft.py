@@ -9,7 +9,7 @@ import copy
 from typing import Any
 
 import torch
-from transformers import CLIPModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ...modeling_utils import PromptPreTrainedModel
 from ..classifier.modeling_classifier import PTNL_PAPER
@@ -18,8 +18,9 @@ from .configuration_tenc_ft import TextEncoderFineTuningConfig
 
 
 class TextEncoderFineTuningModel(PromptPreTrainedModel):
-    """A trainable copy of CLIP's text encoder (`text_model` and `text_projection`) over the frozen CLIP, whose image
-    encoder and logit scale it uses; the shared CLIP itself is never changed. The whole text encoder trains and is
+    """A trainable copy of the backbone's text encoder (CLIP: `text_model` and `text_projection`; SigLIP: `text_model`
+    with its head) over the frozen backbone, whose image encoder and logit scale it uses; the shared backbone itself
+    is never changed. The whole text encoder trains and is
     saved (safetensors), so a checkpoint is about as large as CLIP's text half.
 
     Example:
@@ -40,22 +41,24 @@ class TextEncoderFineTuningModel(PromptPreTrainedModel):
     def __init__(
         self,
         config: TextEncoderFineTuningConfig,
-        clip: CLIPModel,
+        clip: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase,
         image_processor: Any | None = None,
     ):
         super().__init__(config, clip, tokenizer, image_processor)
-        self.text_model = copy.deepcopy(clip.text_model).requires_grad_(True)
-        self.text_projection = copy.deepcopy(clip.text_projection).requires_grad_(True)
+        # The backbone's text path (CLIP: text_model and text_projection; SigLIP: text_model with its head), copied.
+        for name, module in self.backbone.text_modules().items():
+            setattr(self, name, copy.deepcopy(module).requires_grad_(True))
         self._set_prompts(self.classnames)
         self._text_features_cache: tuple[tuple, torch.Tensor] | None = None
         self.post_init()
 
     def _set_prompts(self, classnames: list[str]) -> None:
         texts = [self.config.template.format(name) for name in classnames]
-        tokens = self.tokenizer(texts, padding=True, return_tensors="pt").to(self.clip.logit_scale.device)
-        self.register_buffer("input_ids", tokens["input_ids"], persistent=False)
-        self.register_buffer("attention_mask", tokens["attention_mask"], persistent=False)
+        tokens = self.backbone.tokenize(self.tokenizer, texts)
+        self._token_keys = tuple(tokens)
+        for key, value in tokens.items():
+            self.register_buffer(key, value.to(self.backbone.device), persistent=False)
 
     def train(self, mode: bool = True) -> TextEncoderFineTuningModel:
         super().train(mode)
@@ -67,15 +70,19 @@ class TextEncoderFineTuningModel(PromptPreTrainedModel):
 
     def get_text_features(self) -> torch.Tensor:
         """[classes, projection_dim] unnormalised text features of the class prompts from the fine-tuned encoder."""
-        pooled = self.text_model(input_ids=self.input_ids, attention_mask=self.attention_mask).pooler_output
-        return self.text_projection(pooled)
+        tokens = {key: getattr(self, key) for key in self._token_keys}
+        return self.backbone.text_features_with_grad(tokens, self.fine_tuned_text_modules())
+
+    def fine_tuned_text_modules(self) -> dict[str, torch.nn.Module]:
+        return {name: getattr(self, name) for name in self.backbone.text_modules()}
 
     def _text_features_for_logits(self) -> torch.Tensor:
         """Text features, computed once and reused while no weight changed and no gradient is needed."""
         if torch.is_grad_enabled():
             return self.get_text_features()
-        key = tuple(parameter._version for parameter in self.text_model.parameters())
-        key += (self.text_projection.weight._version, self.input_ids.data_ptr())
+        modules = self.fine_tuned_text_modules().values()
+        key = tuple(parameter._version for module in modules for parameter in module.parameters())
+        key += (self.input_ids.data_ptr(),)
         if self._text_features_cache is None or self._text_features_cache[0] != key:
             self._text_features_cache = (key, self.get_text_features())
         return self._text_features_cache[1]
@@ -87,7 +94,7 @@ class TextEncoderFineTuningModel(PromptPreTrainedModel):
     compute_loss = CoOpModel.compute_loss
 
     def describe_prompt(self) -> str:
-        text = self.clip.config.text_config
+        text = self.backbone.text_config
         return f"{len(self.config.classnames)} classes, text width {text.hidden_size}, {text.num_hidden_layers} layers"
 
     def card_settings(self) -> list[tuple[str, str]]:

@@ -7,7 +7,14 @@ from huggingface_hub.dataclasses import strict
 from ..coop.configuration_coop import CoOpConfig
 
 # ctx_init is left out: it only initialises the context, so members may differ in it.
-SHARED_SETTINGS = ("classnames", "base_model_name_or_path", "n_ctx", "class_token_position", "class_specific_context")
+SHARED_SETTINGS = (
+    "classnames",
+    "base_model_name_or_path",
+    "backbone_family",
+    "n_ctx",
+    "class_token_position",
+    "class_specific_context",
+)
 MEMBER_FIELDS = (*SHARED_SETTINGS, "ctx_init")
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import CLIPModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ...hub import ModelCardInfo
 from ...modeling_utils import PromptModelOutput, PromptPreTrainedModel
@@ -53,7 +53,7 @@ class CoOpEnsemble(PromptPreTrainedModel):
         for index, member in enumerate(members[1:], start=1):
             _check_compatible(first, member, index)
         for member in members[1:]:
-            member.clip = first.clip
+            member.clip, member.backbone = first.clip, first.backbone
         config = CoOpEnsembleConfig(
             **{field: getattr(first.config, field) for field in MEMBER_FIELDS}, num_members=len(members)
         )
@@ -121,7 +121,11 @@ class CoOpEnsemble(PromptPreTrainedModel):
 
     @classmethod
     def from_saved_config(
-        cls, config: CoOpEnsembleConfig, clip: CLIPModel, tokenizer: PreTrainedTokenizerBase, image_processor: Any
+        cls,
+        config: CoOpEnsembleConfig,
+        clip: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        image_processor: Any,
     ) -> CoOpEnsemble:
         members = [
             CoOpModel(config.member_config(), clip=clip, tokenizer=tokenizer) for _ in range(config.num_members)

@@ -1,0 +1,238 @@
+"""What a prompt method may ask of a contrastive vision-language backbone, whatever its family.
+
+A [`Backbone`] wraps a loaded transformers model (`CLIPModel`, `SiglipModel`, ...) and answers, for its family:
+- the prompt's token layout: the sequence length, whether prompts are padded to it, where the text feature is
+  pooled ([`Backbone.pool_positions`]);
+- the text tower run from input embeddings, layer by layer (`text_embeddings`, `text_layers`, `text_attention_mask`,
+  `project_text`), with a per-layer hook for methods that insert or replace tokens;
+- the image tower ([`Backbone.image_features`]), with the same kind of hook;
+- the similarity head ([`Backbone.logits`]): scale, and bias where the family has one;
+- whether the text tower is causal, which decides whether the shared-prefix fast path is exact.
+
+Methods never name a backbone class: they ask the backbone. A family is one subclass, registered by its
+`model_types` in `coop_hf.backbones`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import ClassVar
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers.masking_utils import create_causal_mask
+
+LayerHook = Callable[[int, torch.Tensor], torch.Tensor]
+"""`hook(layer_index, hidden_states) -> hidden_states`, called before each encoder layer: where deep prompts insert
+or replace tokens. The tokens it returns are what the layer sees."""
+
+
+class Backbone:
+    """One family of contrastive backbones, around a loaded model (`backbone.model`).
+
+    The defaults here describe CLIP's layout (causal text tower, pooled at the first end-of-text token, a text and a
+    visual projection, a scale and no bias); each family overrides what differs.
+    """
+
+    family: ClassVar[str] = ""
+    """Name recorded in a saved prompt's config (`backbone_family`): a prompt loads only onto its own family."""
+    display_name: ClassVar[str] = ""
+    model_types: ClassVar[tuple[str, ...]] = ()
+    """The `config.model_type` values this family loads."""
+    causal_text: ClassVar[bool] = True
+    """Whether each text token attends only to the tokens before it: then what follows the pooled token cannot change
+    it, and a prefix that all prompts share can be encoded once (the fast paths of `coop_hf.text_encoding`)."""
+    pad_prompts: ClassVar[bool] = False
+    """Whether every prompt is padded to the full sequence length, as the family was trained (SigLIP: 64 tokens,
+    every one attended)."""
+    text_projection_name: ClassVar[str | None] = "text_projection"
+    """The model's text projection module, when it is not part of the text tower."""
+    image_projection_name: ClassVar[str | None] = "visual_projection"
+
+    def __init__(self, model: PreTrainedModel):
+        if model.config.model_type not in self.model_types:
+            raise ValueError(
+                f"{type(self).__name__} takes {self.model_types} models, got {model.config.model_type!r}."
+            )
+        self.model = model
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({type(self.model).__name__})"
+
+    # -- sizes ---------------------------------------------------------------------------------------------------
+
+    @property
+    def text_config(self):
+        return self.model.config.text_config
+
+    @property
+    def text_width(self) -> int:
+        return self.text_config.hidden_size
+
+    @property
+    def max_text_length(self) -> int:
+        """The longest prompt the text tower takes (CLIP: 77, SigLIP: 64)."""
+        return self.text_config.max_position_embeddings
+
+    @property
+    def embed_dim(self) -> int:
+        """Width of the joint image-text space (what `image_features` and `project_text` return)."""
+        return self.model.config.projection_dim
+
+    @property
+    def device(self) -> torch.device:
+        return self.logit_scale.device
+
+    def describe(self) -> str:
+        """One line for error messages: the family and its widths."""
+        return f"{self.display_name} (text width {self.text_width}, embedding width {self.embed_dim})"
+
+    # -- tokens --------------------------------------------------------------------------------------------------
+
+    def tokenize(self, tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> dict[str, torch.Tensor]:
+        """Token ids of hand-written texts as the family was trained on them (CLIP: padded to the longest, with an
+        attention mask; SigLIP: padded to the full length, no mask)."""
+        return tokenizer(texts, padding=True, return_tensors="pt")
+
+    def pool_positions(self, input_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
+        """[prompts] position of each prompt's pooled token: the first end-of-text token."""
+        return (input_ids == eos_token_id).int().argmax(dim=-1)
+
+    @property
+    def token_embedding(self) -> nn.Embedding:
+        return self.text_embeddings.token_embedding
+
+    # -- the text tower, from input embeddings -------------------------------------------------------------------
+
+    @property
+    def text_model(self) -> nn.Module:
+        return self.model.text_model
+
+    @property
+    def text_embeddings(self) -> nn.Module:
+        """Adds position embeddings: `text_embeddings(inputs_embeds=..., position_ids=...)`."""
+        return self.text_model.embeddings
+
+    @property
+    def text_layers(self) -> nn.ModuleList:
+        return self.text_model.encoder.layers
+
+    def text_modules(self) -> dict[str, nn.Module]:
+        """Every module of the text path by attribute name (the tower, and the projection where it is separate):
+        what a method that fine-tunes the text encoder copies."""
+        modules = {"text_model": self.text_model}
+        if self.text_projection_name is not None:
+            modules[self.text_projection_name] = getattr(self.model, self.text_projection_name)
+        return modules
+
+    def text_attention_mask(self, hidden: torch.Tensor) -> torch.Tensor | None:
+        """The attention mask of unpadded prompts [prompts, length, width]: causal, or None (all tokens)."""
+        if not self.causal_text:
+            return None
+        return create_causal_mask(config=self.text_config, inputs_embeds=hidden, attention_mask=None, cache=None)
+
+    def project_text(self, pooled: torch.Tensor, modules: dict[str, nn.Module] | None = None) -> torch.Tensor:
+        """[..., embed_dim] text features of pooled hidden states [..., text_width]: the final layer norm and the
+        projection (`modules` replaces the model's own, e.g. a fine-tuned copy from `text_modules`)."""
+        modules = modules or self.text_modules()
+        features = modules["text_model"].final_layer_norm(pooled)
+        return modules[self.text_projection_name](features)
+
+    @torch.no_grad()
+    def text_features(
+        self,
+        inputs: dict[str, torch.Tensor],
+        modules: dict[str, nn.Module] | None = None,
+    ) -> torch.Tensor:
+        """[texts, embed_dim] unnormalised text features of tokenized texts (`tokenize`), the model's own text path."""
+        return self.text_features_with_grad(inputs, modules)
+
+    def text_features_with_grad(
+        self, inputs: dict[str, torch.Tensor], modules: dict[str, nn.Module] | None = None
+    ) -> torch.Tensor:
+        """`text_features`, differentiable (for a fine-tuned copy of the text modules)."""
+        modules = modules or self.text_modules()
+        pooled = modules["text_model"](**inputs).pooler_output
+        if self.text_projection_name is None:
+            return pooled
+        return modules[self.text_projection_name](pooled)
+
+    # -- the image tower ----------------------------------------------------------------------------------------
+
+    @property
+    def vision_model(self) -> nn.Module:
+        return self.model.vision_model
+
+    @property
+    def vision_layers(self) -> nn.ModuleList:
+        return self.vision_model.encoder.layers
+
+    def vision_modules(self) -> dict[str, nn.Module]:
+        """Every module of the image path by attribute name (what fixes the image features: the feature cache's
+        fingerprint)."""
+        modules = {"vision_model": self.vision_model}
+        if self.image_projection_name is not None:
+            modules[self.image_projection_name] = getattr(self.model, self.image_projection_name)
+        return modules
+
+    @property
+    def vision_dtype(self) -> torch.dtype:
+        return next(self.vision_model.parameters()).dtype
+
+    def image_features(self, pixel_values: torch.Tensor, *, layer_hook: LayerHook | None = None) -> torch.Tensor:
+        """[images, embed_dim] unnormalised image features of `pixel_values` [images, 3, H, W], through the model's
+        own image path (`layer_hook` before each encoder layer)."""
+        with self._vision_layer_hook(layer_hook):
+            return self._image_features(pixel_values.to(self.vision_dtype))
+
+    def _image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model.get_image_features(pixel_values=pixel_values).pooler_output
+
+    @contextmanager
+    def _vision_layer_hook(self, layer_hook: LayerHook | None) -> Iterator[None]:
+        """Run `layer_hook(index, hidden)` before each vision encoder layer while inside the block."""
+        if layer_hook is None:
+            yield
+            return
+
+        def make_hook(index: int):
+            def pre_hook(module, args, kwargs):
+                if args:
+                    return (layer_hook(index, args[0]), *args[1:]), kwargs
+                return args, {**kwargs, "hidden_states": layer_hook(index, kwargs["hidden_states"])}
+
+            return pre_hook
+
+        handles = [
+            layer.register_forward_pre_hook(make_hook(index), with_kwargs=True)
+            for index, layer in enumerate(self.vision_layers)
+        ]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    # -- the similarity head -------------------------------------------------------------------------------------
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        return self.model.logit_scale
+
+    @property
+    def logit_bias(self) -> torch.Tensor | None:
+        """The logits' additive bias (SigLIP), or None."""
+        return None
+
+    def logits(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
+        """Class logits of L2-normalised image [batch, dim] and text [classes, dim] features: scale x cosine
+        (+ bias)."""
+        return self.scale_similarities(image_embeds @ text_embeds.to(image_embeds.dtype).t())
+
+    def scale_similarities(self, cosine: torch.Tensor) -> torch.Tensor:
+        """Cosine similarities (any shape) to logits: scale x cosine (+ bias)."""
+        logits = self.logit_scale.exp() * cosine
+        bias = self.logit_bias
+        return logits if bias is None else logits + bias.to(logits.dtype)

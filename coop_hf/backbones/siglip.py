@@ -1,0 +1,72 @@
+"""SigLIP and SigLIP 2 (`SiglipModel`, `Siglip2Model`): sigmoid-trained towers with a bias on the logits.
+
+The text tower is bidirectional and reads every one of its 64 positions, padding included: prompts are padded to
+the full length, as the models were trained, and the text feature is the last position's, through the text head.
+There is no start token. Being bidirectional, the text tower never takes the shared-prefix fast path.
+
+SigLIP 2 comes in two forms: the fixed-resolution checkpoints are `SiglipModel`s (with a Gemma tokenizer), the
+NaFlex ones `Siglip2Model`s, whose image tower takes flattened patches; `Siglip2Backbone` cuts CoOp's square crops
+into the full grid of patches, so every family reads the same pixels.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from .base import Backbone
+
+
+class SiglipBackbone(Backbone):
+    """SigLIP (and fixed-resolution SigLIP 2): prompts padded to 64 tokens, pooled at the last one, then the head."""
+
+    family = "siglip"
+    display_name = "SigLIP"
+    model_types = ("siglip",)
+    causal_text = False
+    pad_prompts = True
+    text_projection_name = None
+    image_projection_name = None
+
+    @property
+    def embed_dim(self) -> int:
+        return self.text_config.projection_size
+
+    def tokenize(self, tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> dict[str, torch.Tensor]:
+        ids = tokenizer(texts, padding="max_length", max_length=self.max_text_length, return_tensors="pt")
+        return {"input_ids": ids["input_ids"]}  # every position is attended, as in training
+
+    def pool_positions(self, input_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
+        return torch.full((len(input_ids),), input_ids.shape[1] - 1, dtype=torch.long, device=input_ids.device)
+
+    def project_text(self, pooled: torch.Tensor, modules: dict[str, nn.Module] | None = None) -> torch.Tensor:
+        text_model = (modules or self.text_modules())["text_model"]
+        return text_model.head(text_model.final_layer_norm(pooled))
+
+    @property
+    def logit_bias(self) -> torch.Tensor:
+        return self.model.logit_bias
+
+
+class Siglip2Backbone(SiglipBackbone):
+    """SigLIP 2 NaFlex (`Siglip2Model`): SigLIP's text side; images as the full grid of `patch_size` patches."""
+
+    family = "siglip2"
+    display_name = "SigLIP 2 (NaFlex)"
+    model_types = ("siglip2",)
+
+    def _image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        patch = self.model.config.vision_config.patch_size
+        batch, channels, height, width = pixel_values.shape
+        rows, columns = height // patch, width // patch
+        # [B, C, rows, p, columns, p] -> [B, rows * columns, p * p * C], the order of Siglip2ImageProcessor.
+        patches = pixel_values[:, :, : rows * patch, : columns * patch].reshape(
+            batch, channels, rows, patch, columns, patch
+        )
+        patches = patches.permute(0, 2, 4, 3, 5, 1).reshape(batch, rows * columns, patch * patch * channels)
+        spatial_shapes = torch.tensor([[rows, columns]] * batch, device=pixel_values.device)
+        mask = torch.ones(batch, rows * columns, dtype=torch.int32, device=pixel_values.device)
+        return self.model.get_image_features(
+            pixel_values=patches, pixel_attention_mask=mask, spatial_shapes=spatial_shapes
+        ).pooler_output
