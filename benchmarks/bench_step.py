@@ -147,7 +147,7 @@ def reference_learner(model: CoOpModel) -> PromptLearner:
     full_length = model.clip.config.text_config.max_position_embeddings
     pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else model.tokenizer.eos_token_id
     input_ids = F.pad(learner.input_ids, (0, full_length - learner.input_ids.shape[1]), value=pad_id)
-    tokens = PromptTokens(input_ids, learner.context_positions, learner.eot_positions)
+    tokens = PromptTokens(input_ids, learner.context_positions, learner.eot_positions, learner.text_start)
     return PromptLearner(learner.ctx.detach().clone(), tokens)
 
 

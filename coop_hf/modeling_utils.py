@@ -104,7 +104,9 @@ class PromptPreTrainedModel(PreTrainedModel):
         clip.eval()
         self.clip = clip
         self.tokenizer = tokenizer
-        self.image_processor = image_processor if image_processor is not None else find_image_processor(clip)
+        if image_processor is None:
+            image_processor = find_image_processor(clip)
+        self.image_processor = None if image_processor is None else self.backbone.image_processor(image_processor)
         # CLIP's weights come from its own checkpoint: never saved with the prompt, and not "missing" when a
         # Trainer checkpoint (prompt only) is loaded back.
         self._keys_to_ignore_on_save = {f"clip.{key}" for key in clip.state_dict()}

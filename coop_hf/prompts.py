@@ -46,18 +46,28 @@ DEFAULT_N_CTX = 16
 """CoOp's context length M when neither `n_ctx` nor an initialisation phrase gives one."""
 
 
-def resolve_n_ctx(tokenizer: PreTrainedTokenizerBase, n_ctx: int | None, ctx_init: str | None) -> int:
-    """The context length a model gets: the BPE token count of `ctx_init` when given, else `n_ctx` (default 16).
+def resolve_n_ctx(
+    tokenizer: PreTrainedTokenizerBase, n_ctx: int | None, ctx_init: str | None, *, default_of: str | None = None
+) -> int:
+    """The context length a model gets, the one rule for every method that initialises its context from a phrase:
+    the token count of `ctx_init` when there is a phrase, else `n_ctx` (default 16).
 
-    An explicit `n_ctx` that contradicts `ctx_init` raises a `ValueError` naming both.
+    An `n_ctx` that contradicts the phrase raises a `ValueError` naming both flags; `default_of` names the method
+    whose default phrase it is (then an empty `--ctx_init` asks for random vectors instead).
     """
     if not ctx_init:
         return DEFAULT_N_CTX if n_ctx is None else n_ctx
     phrase_tokens = len(context_init_ids(tokenizer, ctx_init))
     if n_ctx is not None and n_ctx != phrase_tokens:
+        whose = f"{default_of}'s default ctx_init" if default_of else "ctx_init"
+        fix = (
+            f"for {n_ctx} random context vectors also pass --ctx_init \"\" (ctx_init=''), or drop --n_ctx."
+            if default_of
+            else f"drop --n_ctx or set it to {phrase_tokens}."
+        )
         raise ValueError(
-            f"n_ctx={n_ctx} (--n_ctx) contradicts ctx_init={ctx_init!r} (--ctx_init), which is {phrase_tokens} BPE "
-            f"tokens: the context length is the phrase's token count. Drop --n_ctx or set it to {phrase_tokens}."
+            f"n_ctx={n_ctx} (--n_ctx) contradicts {whose}={ctx_init!r} (--ctx_init): the phrase is {phrase_tokens} "
+            f"BPE tokens but n_ctx={n_ctx}, and the context length is the phrase's token count; {fix}"
         )
     return phrase_tokens
 

@@ -17,7 +17,7 @@ from transformers import Trainer, TrainingArguments
 
 from . import gradient_flow
 from .atomic import atomic_write_text
-from .data import CLEAN_LABEL, CLEAN_LABELS, check_classnames
+from .data import CLEAN_LABEL, CLEAN_LABELS, check_classnames_match
 from .hub import render_model_card
 from .metrics import ClassificationAccuracy
 from .modeling_utils import PromptModelOutput
@@ -281,7 +281,7 @@ class CoOpTrainer(Trainer):
         label = features.get("label", features.get("labels"))
         if isinstance(label, ClassLabel):
             model = self.accelerator.unwrap_model(self.model)
-            check_classnames(label.names, model.config.classnames)
+            check_classnames_match(label.names, model.config.classnames)
 
     def create_model_card(self, *args, **kwargs) -> None:
         """Write the CoOp model card (Trainer's generic card would overwrite it before a Hub push)."""

@@ -20,7 +20,7 @@ from pathlib import Path
 from transformers import HfArgumentParser
 
 from coop_hf.runners import PromptArguments
-from coop_hf.runners.transfer import BaseToNewArguments, base_to_new_study
+from coop_hf.runners.base_to_new import BaseToNewArguments, base_to_new_study
 from coop_hf.training import CoOpTrainingArguments
 
 

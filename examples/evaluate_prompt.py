@@ -16,7 +16,7 @@ import json
 
 from transformers import HfArgumentParser
 
-from coop_hf.runners.transfer import EvaluationArguments, run_evaluation
+from coop_hf.runners.evaluation import EvaluationArguments, run_evaluation
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -33,8 +33,10 @@ from coop_hf.run_directory import claim_run_directory
 from coop_hf.runners import METHOD_NAMES, PROMPT_METHODS, Experiment, LoadedBackbone, PromptArguments
 from coop_hf.runners.arguments import SweepArguments, settings_by_method
 from coop_hf.runners.baselines import linear_probe_config, run_linear_probe, run_zeroshot, zeroshot_config
-from coop_hf.runners.records import write_results
+from coop_hf.runners.prompt_learning import PromptRun
+from coop_hf.runners.records import check_dataset_folders, dataset_folder, write_results
 from coop_hf.runners.reporting import ZEROSHOT, plot_sweep, results_markdown, rows_csv
+from coop_hf.runners.settings import RunSettings
 from coop_hf.training import CoOpTrainingArguments
 
 CSV_COLUMNS = ("dataset", "method", "shots", "seed", "accuracy", "macro_accuracy", "run_dir")
@@ -46,10 +48,30 @@ class Cell:
 
     experiment: Experiment
     method: str
-    shots: int
+    run: RunSettings  # its shot count, the sweep's seeds, loss and noise
     run_dir: str  # relative to the sweep's output_dir
     args: CoOpTrainingArguments
-    config: dict[str, Any]
+    planned: PromptRun | None  # a prompt method's resolved run; None for a baseline
+
+    @property
+    def shots(self) -> int:
+        return self.run.shots
+
+    @property
+    def run_args(self) -> CoOpTrainingArguments:
+        """The arguments it runs with: its directory was claimed before the grid started, so nothing is removed;
+        it resumes unless --overwrite_output_dir retrains every seed."""
+        resume = None if self.args.overwrite_output_dir else "true"
+        return dataclasses.replace(self.args, overwrite_output_dir=False, resume_from_checkpoint=resume)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The run configuration its runner records in its directory."""
+        if self.planned is not None:
+            return self.planned.run_config
+        if self.method == ZEROSHOT:
+            return zeroshot_config(self.experiment)
+        return linear_probe_config(self.experiment, self.run)
 
     @property
     def name(self) -> str:
@@ -69,15 +91,7 @@ def check_grid(sweep: SweepArguments) -> None:
         raise ValueError(
             f"--shots takes counts of at least 1 (zero-shot CLIP is --method zeroshot), got {sweep.shots}."
         )
-    folders = [dataset_folder(dataset) for dataset in sweep.dataset]
-    shared = sorted({folder for folder in folders if folders.count(folder) > 1})
-    if shared:
-        raise ValueError(f"--dataset names the same folder more than once ({', '.join(shared)}): list each once.")
-
-
-def dataset_folder(dataset: str) -> str:
-    """The folder of a dataset's cells: its name, or the last part of a Hub id or path."""
-    return Path(dataset.rstrip("/")).name
+    check_dataset_folders(sweep.dataset)
 
 
 def plan_grid(
@@ -86,7 +100,8 @@ def plan_grid(
     training_args: CoOpTrainingArguments,
     settings: dict[str, dict[str, Any]],
 ) -> list[Cell]:
-    """Every cell of the grid, dataset by dataset, with its output directory and run configuration."""
+    """Every cell of the grid, dataset by dataset, with its output directory and, for a prompt method, its plan."""
+    sweep_run = RunSettings.from_arguments(sweep)
     cells = []
     for experiment in experiments:
         for method in sweep.method:
@@ -96,28 +111,11 @@ def plan_grid(
                 if method in PROMPT_METHODS and args.push_to_hub:  # one repository per cell (and seed)
                     repo = f"{method}-{dataset_folder(experiment.dataset)}-{shots}shots"
                     args = dataclasses.replace(args, hub_model_id="-".join(filter(None, [args.hub_model_id, repo])))
-                config = cell_config(experiment, method, shots, args, sweep, settings)
-                cells.append(Cell(experiment, method, shots, run_dir, args, config))
+                cell = Cell(experiment, method, sweep_run.replace(shots=shots), run_dir, args, None)
+                if method in PROMPT_METHODS:
+                    cell.planned = PROMPT_METHODS[method].plan(experiment, cell.run, cell.run_args, settings[method])
+                cells.append(cell)
     return cells
-
-
-def cell_config(
-    experiment: Experiment,
-    method: str,
-    shots: int,
-    args: CoOpTrainingArguments,
-    sweep: SweepArguments,
-    settings: dict[str, dict[str, Any]],
-) -> dict[str, Any]:
-    """The run configuration the cell's runner records in its directory."""
-    if method == ZEROSHOT:
-        return zeroshot_config(experiment)
-    if method == "linear-probe":
-        return linear_probe_config(experiment, shots, noise=sweep.noise(), allow_fewer=sweep.allow_fewer_shots)
-    return PROMPT_METHODS[method].run_config(
-        experiment, shots, args, settings[method], loss=sweep.loss, gce_q=sweep.gce_q, noise=sweep.noise(),
-        allow_fewer=sweep.allow_fewer_shots,
-    )  # fmt: skip
 
 
 def finished_results(cell: Cell, seeds: list[int]) -> dict[str, Any] | None:
@@ -129,23 +127,15 @@ def finished_results(cell: Cell, seeds: list[int]) -> dict[str, Any] | None:
     return results if results.get("seeds") == seeds else None
 
 
-def run_cell(cell: Cell, sweep: SweepArguments, settings: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def run_cell(cell: Cell) -> dict[str, Any]:
     """Run a cell with its runner (reusing the finished seeds of an interrupted run) and write its results.json."""
-    # Claimed before the grid started: never remove what is resumed; --overwrite_output_dir retrains every seed.
-    resume = None if cell.args.overwrite_output_dir else "true"
-    args = dataclasses.replace(cell.args, overwrite_output_dir=False, resume_from_checkpoint=resume)
-    noise = sweep.noise()
-    if cell.method == ZEROSHOT:
-        results = run_zeroshot(cell.experiment, sweep.seeds, args)
-    elif cell.method == "linear-probe":
-        results = run_linear_probe(
-            cell.experiment, cell.shots, sweep.seeds, args, noise=noise, allow_fewer=sweep.allow_fewer_shots
-        )
+    args = cell.run_args
+    if cell.planned is not None:
+        results = cell.planned.execute()
+    elif cell.method == ZEROSHOT:
+        results = run_zeroshot(cell.experiment, cell.run, args)
     else:
-        results = PROMPT_METHODS[cell.method].run(
-            cell.experiment, cell.shots, sweep.seeds, args, settings[cell.method], loss=sweep.loss,
-            gce_q=sweep.gce_q, noise=noise, allow_fewer=sweep.allow_fewer_shots,
-        )  # fmt: skip
+        results = run_linear_probe(cell.experiment, cell.run, args)
     if args.should_save:
         write_results(results, args.output_dir)
     return results
@@ -194,7 +184,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         results = finished_results(cell, sweep.seeds)
         done_before = results is not None
         if results is None:
-            results = run_cell(cell, sweep, settings)
+            results = run_cell(cell)
         rows.extend(cell_rows(cell, results))
         if log:
             spread = f" ± {results['accuracy_std']:.2f}" if cell.method != ZEROSHOT and len(sweep.seeds) > 1 else ""

@@ -43,8 +43,10 @@ from coop_hf.runners.arguments import settings_by_method
 from coop_hf.runners.baselines import linear_probe_config, run_linear_probe
 from coop_hf.runners.experiment import Experiment
 from coop_hf.runners.methods import PROMPT_METHODS
+from coop_hf.runners.prompt_learning import PromptRun
 from coop_hf.runners.records import announce, write_results
 from coop_hf.runners.reporting import method_labels, plot_confusion, plot_gradient_flow, plot_noise_curves
+from coop_hf.runners.settings import RunSettings
 from coop_hf.training import CoOpTrainingArguments
 
 LOSSES = {"ce": "CE", "gce": "GCE"}
@@ -96,21 +98,44 @@ def study_models(study: NoiseStudyArguments, prompt: PromptArguments) -> list[St
     return models
 
 
-def run_config(runner: Experiment, model: StudyModel, experiment, args, noise: NoiseSpec) -> dict:
-    if model.loss is None:
-        return linear_probe_config(runner, experiment.shots, noise=noise)
-    return PROMPT_METHODS[model.method].run_config(
-        runner, experiment.shots, args, model.settings, loss=model.loss, gce_q=experiment.gce_q, noise=noise
-    )
+@dataclass
+class StudyRun:
+    """One model at one noise rate, planned before any run starts: its settings, its directory and, for a prompt
+    model, its resolved plan."""
+
+    model: StudyModel
+    run: RunSettings
+    args: CoOpTrainingArguments
+    planned: PromptRun | None  # None: the linear probe
+
+    def run_config(self, runner: Experiment) -> dict:
+        return self.planned.run_config if self.planned else linear_probe_config(runner, self.run)
+
+    def execute(self, runner: Experiment) -> dict:
+        return self.planned.execute() if self.planned else run_linear_probe(runner, self.run, self.args)
 
 
-def run(runner: Experiment, model: StudyModel, experiment, args, noise: NoiseSpec) -> dict:
-    if model.loss is None:
-        return run_linear_probe(runner, experiment.shots, experiment.seeds, args, noise=noise)
-    return PROMPT_METHODS[model.method].run(
-        runner, experiment.shots, experiment.seeds, args, model.settings, loss=model.loss, gce_q=experiment.gce_q,
-        noise=noise,
-    )  # fmt: skip
+def plan_study(
+    runner: Experiment, models: list[StudyModel], study: NoiseStudyArguments, experiment, training_args
+) -> list[StudyRun]:
+    """Every model at every noise rate, in its own directory under output_dir."""
+    plan = []
+    output_dir = Path(training_args.output_dir)
+    for rate in study.noise_rates:
+        noise = NoiseSpec(study.study_noise_type, rate, val=experiment.noise_val)
+        for model in models:
+            args = dataclasses.replace(
+                training_args,
+                output_dir=str(output_dir / f"{model.slug}-noise{rate:g}"),
+                gradient_flow=training_args.gradient_flow and noise.rate > 0 and model.loss is not None,
+                overwrite_output_dir=False,  # claimed before the runs start; never remove what was resumed
+            )
+            run = RunSettings.from_arguments(experiment).replace(noise=noise, loss=model.loss or "ce")
+            planned = None
+            if model.loss is not None:
+                planned = PROMPT_METHODS[model.method].plan(runner, run, args, model.settings)
+            plan.append(StudyRun(model, run, args, planned))
+    return plan
 
 
 def results_table(runs: list[dict], rates: list[float]) -> str:
@@ -139,9 +164,9 @@ def plot_confusions(runner: Experiment, runs: list[dict], experiment, noise: Noi
         if result["noise_rate_requested"] != noise.rate or result["method"] == "linear-probe":
             continue
         model = AutoModel.from_pretrained(result["per_seed"][0]["prompt_dir"], clip_model=runner.backbone.clip)
-        predictions = runner.predict(model).argmax(-1)
+        logits, labels = runner.predict(model)
         plot_confusion(
-            runner.test["labels"].tolist(), predictions.tolist(), classnames,
+            labels.tolist(), logits.argmax(-1).tolist(), classnames,
             plots / f"predictions_{Path(result['run_dir']).name}.png",
             title=f"{result['study_method']} trained at {rate}: test predictions (seed {seed})",
             xlabel="predicted class", ylabel="true class",
@@ -188,31 +213,20 @@ def main(argv: list[str] | None = None) -> dict:
     models = study_models(study, prompt)
     runner = load_experiment(experiment, training_args)
     output_dir = Path(training_args.output_dir)
-    plan = []
-    for rate in study.noise_rates:
-        noise = NoiseSpec(study.study_noise_type, rate, val=experiment.noise_val)
-        for model in models:
-            args = dataclasses.replace(
-                training_args,
-                output_dir=str(output_dir / f"{model.slug}-noise{rate:g}"),
-                gradient_flow=training_args.gradient_flow and noise.rate > 0 and model.loss is not None,
-            )
-            plan.append((model, noise, args))
+    plan = plan_study(runner, models, study, experiment, training_args)
     # Every run directory is checked before the first run starts, so a mismatch never stops a study half-way.
-    for model, noise, args in plan:
-        with args.main_process_first(desc="output directory"):
-            config = run_config(runner, model, experiment, args, noise)
-            claim_run_directory(args.output_dir, config, overwrite=args.overwrite_output_dir)
+    for cell in plan:
+        with cell.args.main_process_first(desc="output directory"):
+            overwrite = training_args.overwrite_output_dir
+            claim_run_directory(cell.args.output_dir, cell.run_config(runner), overwrite=overwrite)
     runs = []
-    for index, (model, noise, args) in enumerate(plan, start=1):
-        announce(args, f"noise study {index}/{len(plan)}: {model.label}, {100 * noise.rate:g} % {noise.noise_type}")
-        args = dataclasses.replace(args, overwrite_output_dir=False)  # claimed above; never remove what was resumed
-        results = run(runner, model, experiment, args, noise) | {
-            "study_method": model.label,
-            "run_dir": args.output_dir,
-        }
+    for index, cell in enumerate(plan, start=1):
+        noise = cell.run.noise
+        step = f"noise study {index}/{len(plan)}: {cell.model.label}, {100 * noise.rate:g} % {noise.noise_type}"
+        announce(cell.args, step)
+        results = cell.execute(runner) | {"study_method": cell.model.label, "run_dir": cell.args.output_dir}
         if training_args.should_save:
-            write_results(results, args.output_dir)
+            write_results(results, cell.args.output_dir)
         runs.append(results)
     summary = {
         "study": "label-noise",

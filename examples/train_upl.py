@@ -23,6 +23,7 @@ from transformers import HfArgumentParser
 from coop_hf.atomic import atomic_write_text
 from coop_hf.runners import ExperimentArguments, PromptArguments, UPLArguments, load_experiment, prompt_settings
 from coop_hf.runners.records import write_results
+from coop_hf.runners.settings import RunSettings
 from coop_hf.runners.upl import run_upl
 from coop_hf.training import CoOpTrainingArguments
 
@@ -51,16 +52,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser = HfArgumentParser((ExperimentArguments, PromptArguments, UPLArguments, CoOpTrainingArguments))
     experiment, prompt, upl, training_args = parser.parse_args_into_dataclasses(args=argv)
     settings = prompt_settings(prompt, "coop")
+    run = RunSettings.from_arguments(experiment).replace(shots=upl.pseudo_top_k or experiment.shots)
     results = run_upl(
         load_experiment(experiment, training_args),
-        experiment.seeds,
+        run,
         training_args,
         settings,
-        top_k=upl.pseudo_top_k or experiment.shots,
         pseudo_label_templates=upl.pseudo_label_templates,
         pseudo_label_models=upl.pseudo_label_models,
-        loss=experiment.loss,
-        gce_q=experiment.gce_q,
     )
     if training_args.should_save:
         write_results(results, training_args.output_dir)

@@ -8,8 +8,9 @@ from torch import nn
 
 from coop_hf import CoOpModel, KgCoOpModel, LinearClassifierModel
 from coop_hf.runners import Experiment, LoadedBackbone
+from coop_hf.runners.evaluation import evaluate_prompt
 from coop_hf.runners.prompt_learning import PromptLearning
-from coop_hf.runners.transfer import evaluate_prompt
+from coop_hf.runners.settings import RunSettings
 from coop_hf.training import CoOpTrainingArguments
 from tests.conftest import DATA
 
@@ -53,7 +54,7 @@ def test_runs_of_a_method_that_changes_the_image_tower_never_use_the_feature_cac
     args = CoOpTrainingArguments(
         str(tmp_path), num_train_epochs=1, learning_rate=0.05, disable_tqdm=True, per_device_eval_batch_size=50
     )
-    results = method.run(experiment, 1, [1], args, {"n_ctx": 2})
+    results = method.run(experiment, RunSettings(shots=1, seeds=[1]), args, {"n_ctx": 2})
     backbone = experiment.backbone
     model = VisionShiftCoOp.from_pretrained(tmp_path / "seed1", clip_model=backbone.clip, tokenizer=backbone.tokenizer)
     assert not torch.equal(model.vision_shift, torch.full_like(model.vision_shift, 0.5))  # it trained
@@ -68,7 +69,8 @@ def test_runs_of_a_method_that_changes_the_image_tower_never_use_the_feature_cac
         assert not torch.allclose(model(pixel_values=pixels).logits, cached, atol=1e-4)
 
     with pytest.raises(ValueError, match="--cached_views.*changes the image tower"):
-        method.run(experiment, 1, [1], CoOpTrainingArguments(str(tmp_path / "views"), cached_views=2), {"n_ctx": 2})
+        views = CoOpTrainingArguments(str(tmp_path / "views"), cached_views=2)
+        method.run(experiment, RunSettings(shots=1, seeds=[1]), views, {"n_ctx": 2})
 
 
 def test_declared_capabilities():

@@ -4,7 +4,7 @@ import datasets
 import pytest
 from PIL import Image
 
-from coop_hf.data import UnreadableImageError, check_classnames, check_images
+from coop_hf.data import UnreadableImageError, check_classnames_match, check_images
 
 
 def _dataset(paths: list[str]) -> datasets.Dataset:
@@ -38,10 +38,10 @@ def test_check_images_lists_every_unreadable_file(tmp_path):
 
 
 def test_check_classnames():
-    check_classnames(["cat", "dog"], ("cat", "dog"))
+    check_classnames_match(["cat", "dog"], ("cat", "dog"))
     with pytest.raises(ValueError, match="differ first at label 1: the dataset has 'dog', the model 'wolf'"):
-        check_classnames(["cat", "dog", "fox"], ["cat", "wolf", "fox"])
+        check_classnames_match(["cat", "dog", "fox"], ["cat", "wolf", "fox"])
     with pytest.raises(ValueError, match="dataset has 3 classes, the model 2.*label 2, is the dataset's 'fox'"):
-        check_classnames(["cat", "dog", "fox"], ["cat", "dog"])
+        check_classnames_match(["cat", "dog", "fox"], ["cat", "dog"])
     with pytest.raises(ValueError, match="label 1, is the model's 'dog'"):
-        check_classnames(["cat"], ["cat", "dog"])
+        check_classnames_match(["cat"], ["cat", "dog"])

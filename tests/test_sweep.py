@@ -11,7 +11,7 @@ from PIL import Image
 from coop_hf.baselines import fit_linear_probe
 from coop_hf.run_directory import RunConfigMismatchError
 from coop_hf.runners import baselines
-from coop_hf.runners.prompt_learning import PromptLearning
+from coop_hf.runners.prompt_learning import PromptRun
 from coop_hf.runners.reporting import (
     average_over_datasets,
     method_labels,
@@ -173,7 +173,7 @@ def test_sweep_writes_tables_and_plots_skips_finished_cells_and_resumes(tiny_cli
     )
     monkeypatch.setattr(sweep, "run_zeroshot", counting("zeroshot", sweep.run_zeroshot))
     monkeypatch.setattr(sweep, "run_linear_probe", counting("linear-probe", sweep.run_linear_probe))
-    monkeypatch.setattr(PromptLearning, "train_seed", counting("train_seed", PromptLearning.train_seed))
+    monkeypatch.setattr(PromptRun, "train_seed", counting("train_seed", PromptRun.train_seed))
 
     # Killed while training the 6th prompt: Flowers102's 1-shot CoOp has finished seed 1, not seed 2.
     kill_at["train_seed"] = 6

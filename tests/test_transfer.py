@@ -13,7 +13,7 @@ from coop_hf import CoOpEnsemble, CoOpModel
 from coop_hf.data import load_benchmark
 from coop_hf.hub_access import HubUnavailableError
 from coop_hf.runners import LoadedBackbone
-from coop_hf.runners.transfer import base_to_new_rows, base_to_new_table, harmonic_mean
+from coop_hf.runners.base_to_new import base_to_new_rows, base_to_new_table, harmonic_mean
 from tests.conftest import DATA, load_example
 
 WNIDS = {

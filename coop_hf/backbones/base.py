@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -186,6 +186,11 @@ class Backbone:
         own image path (`layer_hook` before each encoder layer)."""
         with self._vision_layer_hook(layer_hook):
             return self._image_features(pixel_values.to(self.vision_dtype))
+
+    def image_processor(self, processor: Any) -> Any:
+        """The processor that gives this family's `pixel_values` [images, 3, H, W] (CoOp's transforms resize, crop
+        and normalise with it): the checkpoint's own, for every family but SigLIP 2 NaFlex."""
+        return processor
 
     def _image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.model.get_image_features(pixel_values=pixel_values).pooler_output

@@ -11,9 +11,13 @@ into the full grid of patches, so every family reads the same pixels.
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
+from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
 
 from .base import Backbone
 
@@ -55,6 +59,21 @@ class Siglip2Backbone(SiglipBackbone):
     family = "siglip2"
     display_name = "SigLIP 2 (NaFlex)"
     model_types = ("siglip2",)
+
+    def image_processor(self, processor: Any) -> Any:
+        """NaFlex resizes each image to its own patch grid; CoOp's transforms crop a square, so a NaFlex processor
+        becomes SigLIP's fixed-size one at the largest square grid it allows (16 x 16 patches of 16 pixels: 256 px),
+        with its mean, std and resampling."""
+        if getattr(processor, "max_num_patches", None) is None:
+            return processor
+        side = math.isqrt(processor.max_num_patches) * processor.patch_size
+        return SiglipImageProcessorPil(
+            size={"height": side, "width": side},
+            resample=processor.resample,
+            image_mean=processor.image_mean,
+            image_std=processor.image_std,
+            rescale_factor=processor.rescale_factor,
+        )
 
     def _image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         patch = self.model.config.vision_config.patch_size

@@ -16,7 +16,7 @@ from .templates import (
     templates_for,
 )
 from .transforms import CLEAN_LABELS, CoOpTransform, random_resized_crop_box, with_coop_transform
-from .validation import check_classnames, check_images
+from .validation import check_classnames_match, check_images
 
 __all__ = [
     "BENCHMARKS",
@@ -30,7 +30,7 @@ __all__ = [
     "CoOpTransform",
     "UnreadableImageError",
     "build_few_shot_splits",
-    "check_classnames",
+    "check_classnames_match",
     "check_images",
     "ensemble_templates",
     "few_shot_indices",

@@ -27,7 +27,7 @@ def check_images(dataset: datasets.Dataset) -> None:
         )
 
 
-def check_classnames(dataset_classnames: Sequence[str], model_classnames: Sequence[str]) -> None:
+def check_classnames_match(dataset_classnames: Sequence[str], model_classnames: Sequence[str]) -> None:
     """Raise ``ValueError`` unless the dataset's class list equals the model's, naming the first change."""
     dataset_classnames, model_classnames = list(dataset_classnames), list(model_classnames)
     if dataset_classnames == model_classnames:

@@ -78,7 +78,11 @@ def _prompt_arguments() -> type:
             entry["helps"].setdefault(_setting_help(config_class, setting), []).append(name)
     fields = []
     for setting, entry in settings.items():
-        annotation = entry["type"].replace(" | None", "") + " | None"
+        annotation = entry["type"]  # a string where the config module postpones annotations, else the type
+        if isinstance(annotation, str):
+            annotation = annotation.replace(" | None", "") + " | None"
+        else:
+            annotation = annotation | None
         helps = entry["helps"]
         described = (
             next(iter(helps)) if len(helps) == 1 else "; ".join(f"{', '.join(m)}: {h}" for h, m in helps.items())

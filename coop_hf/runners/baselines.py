@@ -6,10 +6,10 @@ from typing import Any
 
 from ..baselines import fit_linear_probe
 from ..data import ensemble_templates
-from ..noise import NO_NOISE, NoiseSpec
 from ..training import CoOpTrainingArguments
 from .experiment import Experiment
 from .records import accuracy_percent, announce, noise_fields, noise_summary
+from .settings import RunSettings
 
 
 def zeroshot_config(experiment: Experiment) -> dict[str, Any]:
@@ -18,41 +18,34 @@ def zeroshot_config(experiment: Experiment) -> dict[str, Any]:
     return experiment.run_config("zeroshot", template=experiment.template, templates_ensemble=templates)
 
 
-def run_zeroshot(experiment: Experiment, seeds: list[int], args: CoOpTrainingArguments) -> dict[str, Any]:
+def run_zeroshot(experiment: Experiment, run: RunSettings, args: CoOpTrainingArguments) -> dict[str, Any]:
     """Zero-shot CLIP with the dataset template (`accuracy`) and the template ensemble (`accuracy_ensemble`);
-    seed-independent, reported once per seed for a uniform record."""
+    seed-independent, reported once per seed of `run` for a uniform record."""
     experiment.prepare(args, zeroshot_config(experiment))
     templates = ensemble_templates(experiment.dataset)
     ensemble = experiment.zero_shot_accuracy(templates)
     return experiment.results(
-        "zeroshot", 0, seeds, [{"seed": seed, **experiment.zeroshot} for seed in seeds],
+        "zeroshot", 0, run.seeds, [{"seed": seed, **experiment.zeroshot} for seed in run.seeds],
         template=experiment.template, accuracy_ensemble=ensemble["accuracy"], templates_ensemble=templates,
     )  # fmt: skip
 
 
-def linear_probe_config(
-    experiment: Experiment, shots: int, *, noise: NoiseSpec = NO_NOISE, allow_fewer: bool = False
-) -> dict[str, Any]:
+def linear_probe_config(experiment: Experiment, run: RunSettings) -> dict[str, Any]:
     """The run configuration of `run_linear_probe` with these settings (see `Experiment.run_config`)."""
-    return experiment.run_config("linear-probe", shots=shots, allow_fewer_shots=allow_fewer, **noise.fields())
+    return experiment.run_config(
+        "linear-probe", shots=run.shots, allow_fewer_shots=run.allow_fewer_shots, **run.noise.fields()
+    )
 
 
-def run_linear_probe(
-    experiment: Experiment,
-    shots: int,
-    seeds: list[int],
-    args: CoOpTrainingArguments,
-    *,
-    noise: NoiseSpec = NO_NOISE,
-    allow_fewer: bool = False,
-) -> dict[str, Any]:
-    """The linear probe on each seed's few-shot features, C chosen on its validation split."""
-    experiment.prepare(args, linear_probe_config(experiment, shots, noise=noise, allow_fewer=allow_fewer))
-    backbone = experiment.backbone
+def run_linear_probe(experiment: Experiment, run: RunSettings, args: CoOpTrainingArguments) -> dict[str, Any]:
+    """The linear probe on each seed's few-shot features, C chosen on its validation split (the loss and the
+    callbacks of `run` do not apply)."""
+    experiment.prepare(args, linear_probe_config(experiment, run))
+    backbone, shots, noise = experiment.backbone, run.shots, run.noise
     per_seed = []
-    for seed in seeds:
+    for seed in run.seeds:
         announce(args, f"linear-probe | {experiment.dataset} | {shots} shots | seed {seed}")
-        splits, report = experiment.few_shot(shots, seed, noise=noise, allow_fewer=allow_fewer)
+        splits, report = experiment.few_shot(shots, seed, noise=noise, allow_fewer=run.allow_fewer_shots)
         train = backbone.features(splits["train"], batch_size=experiment.batch_size)
         val = backbone.features(splits["val"], batch_size=experiment.batch_size)
         probe = fit_linear_probe(
@@ -63,4 +56,4 @@ def run_linear_probe(
         )
         scores = accuracy_percent(probe.predict(experiment.test["image_embeds"].numpy()), experiment.test["labels"])
         per_seed.append({"seed": seed, **scores, "C": probe.C, **noise_fields(noise, report)})
-    return experiment.results("linear-probe", shots, seeds, per_seed, **noise_summary(noise, per_seed))
+    return experiment.results("linear-probe", shots, run.seeds, per_seed, **noise_summary(noise, per_seed))

@@ -51,7 +51,9 @@ class LoadedBackbone:
             name_or_path=name_or_path,
             clip=clip,
             tokenizer=tokenizer,
-            image_processor=AutoImageProcessor.from_pretrained(name_or_path, **load_kwargs),
+            image_processor=backbone_for(clip).image_processor(
+                AutoImageProcessor.from_pretrained(name_or_path, **load_kwargs)
+            ),
             cache_dir=cache_dir,
         )
 
@@ -120,16 +122,16 @@ class Experiment:
         return self.test_dataset if model.image_tower_frozen else self.test_pixels
 
     @torch.no_grad()
-    def predict(self, model: PromptPreTrainedModel) -> torch.Tensor:
-        """[test images, classes] logits of the model on the test split (see `test_inputs`), batch by batch."""
+    def predict(self, model: PromptPreTrainedModel) -> tuple[torch.Tensor, torch.Tensor]:
+        """([test images, classes] logits, [test images] labels) of the model on the test split (see
+        `test_inputs`), batch by batch."""
         device = model.device
         model.eval()
-        loader = DataLoader(self.test_inputs(model), batch_size=self.batch_size)
-        batches = []
-        for batch in loader:
-            batch.pop("labels")
-            batches.append(model(**{key: value.to(device) for key, value in batch.items()}).logits.float().cpu())
-        return torch.cat(batches)
+        logits, labels = [], []
+        for batch in DataLoader(self.test_inputs(model), batch_size=self.batch_size):
+            labels.append(batch.pop("labels"))
+            logits.append(model(**{key: value.to(device) for key, value in batch.items()}).logits.float().cpu())
+        return torch.cat(logits), torch.cat(labels)
 
     @cached_property
     def zeroshot(self) -> dict[str, float]:

@@ -12,3 +12,13 @@ PROMPT_METHODS: dict[str, PromptLearning] = {name: PromptLearning.from_spec(spec
 """Prompt-learning methods by `--method` name: the model class each trains (and its trainer, if not CoOp's)."""
 
 METHOD_NAMES = (*BASELINES, *PROMPT_METHODS)
+
+
+def prompt_method(name: str) -> PromptLearning:
+    """The prompt-learning method a transfer protocol trains (`--method`)."""
+    if name not in PROMPT_METHODS:
+        raise ValueError(
+            f"--method {name!r} learns no prompt to transfer: use one of {', '.join(PROMPT_METHODS)} (zero-shot "
+            "CLIP is reported beside it)."
+        )
+    return PROMPT_METHODS[name]

@@ -3,6 +3,7 @@ method's recipe, evaluated on the test features, saved with its model card (and 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -21,13 +22,13 @@ from .. import gradient_flow
 from ..atomic import atomic_write_text
 from ..data import CLEAN_LABEL, CLEAN_LABELS, CoOpTransform, with_coop_transform
 from ..feature_cache import encode_images
-from ..losses import loss_from_name
 from ..methods import MethodSpec
 from ..modeling_utils import PromptPreTrainedModel
 from ..noise import NO_NOISE, NoiseReport, NoiseSpec
 from ..training import CoOpTrainer, CoOpTrainingArguments, compute_accuracy_metrics, reference_epochs
 from .experiment import Experiment
-from .records import announce, describe_loss, loss_fields, noise_fields, noise_summary, training_fields
+from .records import announce, describe_loss, noise_fields, noise_summary, training_fields
+from .settings import RunSettings
 
 NOISY_LABEL_EPOCHS = 50  # PTNL trains noisy-label prompts 50 epochs at every shot count
 
@@ -124,8 +125,7 @@ class PromptLearning:
 
     def prompt_fields(self, experiment: Experiment, settings: dict[str, Any]) -> dict[str, Any]:
         """The prompt settings as the model will have them: its config's own fields, without the class list."""
-        config = self.prompt_config(experiment, settings)
-        return {key: getattr(config, key) for key in config.prompt_settings()}
+        return prompt_fields(self.prompt_config(experiment, settings))
 
     def epochs(
         self, experiment: Experiment, shots: int, args: CoOpTrainingArguments, noise: NoiseSpec = NO_NOISE
@@ -140,73 +140,66 @@ class PromptLearning:
             epochs = NOISY_LABEL_EPOCHS if noise.active else reference_epochs(shots, experiment.dataset)
         return math.ceil(epochs / max(args.cached_views, 1))
 
-    def run_config(
-        self,
-        experiment: Experiment,
-        shots: int,
-        args: CoOpTrainingArguments,
-        settings: dict[str, Any],
-        *,
-        loss: str = "ce",
-        gce_q: float | None = None,
-        noise: NoiseSpec = NO_NOISE,
-        allow_fewer: bool = False,
-    ) -> dict[str, Any]:
-        """The run configuration of `run` with these settings (see `Experiment.run_config`)."""
-        self.check_arguments(args, loss)
+    def plan(
+        self, experiment: Experiment, run: RunSettings, args: CoOpTrainingArguments, prompt: dict[str, Any]
+    ) -> PromptRun:
+        """Every setting of a run of this method resolved once, before any work: the checks, the recipe, the
+        epochs and the prompt config (`prompt` holds the prompt flags given)."""
+        self.check_arguments(args, run.loss)
         args = self.training_arguments(args)
-        return experiment.run_config(
-            self.name, shots=shots, allow_fewer_shots=allow_fewer, prompt=self.prompt_fields(experiment, settings),
-            training=training_fields(args, self.epochs(experiment, shots, args, noise)), **loss_fields(loss, gce_q),
-            **noise.fields(),
-        )  # fmt: skip
+        epochs = self.epochs(experiment, run.shots, args, run.noise)
+        return PromptRun(self, experiment, run, args, epochs, self.prompt_config(experiment, prompt))
 
     def run(
-        self,
-        experiment: Experiment,
-        shots: int,
-        seeds: list[int],
-        args: CoOpTrainingArguments,
-        settings: dict[str, Any],
-        *,
-        loss: str = "ce",
-        gce_q: float | None = None,
-        noise: NoiseSpec = NO_NOISE,
-        allow_fewer: bool = False,
-        callbacks: list | None = None,
+        self, experiment: Experiment, run: RunSettings, args: CoOpTrainingArguments, prompt: dict[str, Any]
     ) -> dict[str, Any]:
-        """Train one prompt per seed on the seed's few-shot split (see `train_seeds`), with the method's recipe
-        for the arguments left at their defaults; the results record."""
-        args = self.training_arguments(args)
-        epochs = self.epochs(experiment, shots, args, noise)
-        options = dict(loss=loss, gce_q=gce_q, noise=noise, allow_fewer=allow_fewer)
-        continued = experiment.prepare(args, self.run_config(experiment, shots, args, settings, **options))
-        per_seed = self.train_seeds(
-            experiment, lambda seed: experiment.few_shot(shots, seed, noise=noise, allow_fewer=allow_fewer),
-            seeds, args, settings, shots=shots, epochs=epochs, loss=loss, gce_q=gce_q, noise=noise,
-            callbacks=callbacks, continued=continued,
+        """Plan and execute a run (see `PromptRun.execute`); the results record."""
+        return self.plan(experiment, run, args, prompt).execute()
+
+
+def prompt_fields(config: PretrainedConfig) -> dict[str, Any]:
+    """A prompt config's own settings (without the class list and the backbone), as runs record them."""
+    return {key: getattr(config, key) for key in config.prompt_settings()}
+
+
+@dataclass
+class PromptRun:
+    """One run of a prompt-learning method on an experiment, every setting resolved (`PromptLearning.plan`): what
+    its directory records (`run_config`) and how it trains (`execute`)."""
+
+    method: PromptLearning
+    experiment: Experiment
+    run: RunSettings
+    args: CoOpTrainingArguments
+    """The training arguments, the method's recipe applied."""
+    epochs: float
+    config: PretrainedConfig
+    """The prompt config every seed's model starts from."""
+
+    @property
+    def run_config(self) -> dict[str, Any]:
+        """What the run's results depend on (see `Experiment.run_config`)."""
+        run, prompt = self.run, prompt_fields(self.config)
+        return self.experiment.run_config(
+            self.method.name, shots=run.shots, allow_fewer_shots=run.allow_fewer_shots, prompt=prompt,
+            training=training_fields(self.args, self.epochs), **run.loss_fields(), **run.noise.fields(),
         )  # fmt: skip
+
+    def execute(self) -> dict[str, Any]:
+        """Train one prompt per seed on the seed's few-shot split (see `train_seeds`); the results record."""
+        experiment, run = self.experiment, self.run
+        continued = experiment.prepare(self.args, self.run_config)
+        per_seed = self.train_seeds(
+            lambda seed: experiment.few_shot(run.shots, seed, noise=run.noise, allow_fewer=run.allow_fewer_shots),
+            continued=continued,
+        )
         return experiment.results(
-            self.name, shots, seeds, per_seed, epochs=epochs, cached_views=args.cached_views,
-            **self.prompt_fields(experiment, settings), **loss_fields(loss, gce_q), **noise_summary(noise, per_seed),
+            self.method.name, run.shots, run.seeds, per_seed, epochs=self.epochs, cached_views=self.args.cached_views,
+            **prompt_fields(self.config), **run.loss_fields(), **noise_summary(run.noise, per_seed),
         )  # fmt: skip
 
     def train_seeds(
-        self,
-        experiment: Experiment,
-        splits_for_seed: SplitsForSeed,
-        seeds: list[int],
-        args: CoOpTrainingArguments,
-        settings: dict[str, Any],
-        *,
-        shots: int,
-        epochs: float,
-        loss: str,
-        gce_q: float | None,
-        callbacks: list | None,
-        noise: NoiseSpec = NO_NOISE,
-        push: bool = True,
-        continued: bool = False,
+        self, splits_for_seed: SplitsForSeed, *, push: bool = True, continued: bool = False
     ) -> list[dict[str, Any]]:
         """Train, evaluate and save one prompt per seed in `args.output_dir/seed<N>`.
 
@@ -216,12 +209,16 @@ class PromptLearning:
         `args.push_to_hub` (and `push`), each seed's prompt goes to `args.hub_model_id` (suffixed "-seed<N>" when
         there are several seeds).
         """
+        args, seeds, noise = self.args, self.run.seeds, self.run.noise
         resume = continued and bool(args.resume_from_checkpoint)
         per_seed = []
         for position, seed in enumerate(seeds, start=1):
             seed_dir = Path(args.output_dir) / f"seed{seed}"
             finished = seed_dir / "seed_result.json"
-            heading = f"{self.name} | {experiment.dataset} | {shots} shots | seed {seed} ({position}/{len(seeds)})"
+            heading = (
+                f"{self.method.name} | {self.experiment.dataset} | {self.run.shots} shots | seed {seed} "
+                f"({position}/{len(seeds)})"
+            )
             if resume and finished.is_file():
                 announce(args, f"{heading}: already done, result read from {finished}")
                 per_seed.append(json.loads(finished.read_text()))
@@ -233,15 +230,16 @@ class PromptLearning:
                 if args.should_save and last_checkpoint is not None:
                     for checkpoint in seed_dir.glob("checkpoint-*"):
                         shutil.rmtree(checkpoint)
-                announce(args, f"{heading}: training {epochs:g} epochs -> {seed_dir}")
+                announce(args, f"{heading}: training {self.epochs:g} epochs -> {seed_dir}")
             splits, report = splits_for_seed(seed)
-            seed_args = dataclasses.replace(args, output_dir=str(seed_dir), num_train_epochs=epochs, push_to_hub=False)
+            seed_args = dataclasses.replace(
+                args, output_dir=str(seed_dir), num_train_epochs=self.epochs, push_to_hub=False
+            )
             repo_id = args.hub_model_id or Path(args.output_dir).name
             repo_id = repo_id if len(seeds) == 1 else f"{repo_id}-seed{seed}"
             result = self.train_seed(
-                experiment, splits, seed_args, settings, seed=seed, shots=shots, loss=loss, gce_q=gce_q,
-                resume=resume and last_checkpoint is not None, push_to=repo_id if args.push_to_hub and push else None,
-                callbacks=callbacks, noise=noise, noise_report=report,
+                splits, seed_args, seed=seed, resume=resume and last_checkpoint is not None,
+                push_to=repo_id if args.push_to_hub and push else None, noise_report=report,
             )  # fmt: skip
             result.update(noise_fields(noise, report))
             if args.should_save:
@@ -252,29 +250,23 @@ class PromptLearning:
 
     def train_seed(
         self,
-        experiment: Experiment,
         splits: datasets.DatasetDict,
         args: CoOpTrainingArguments,
-        settings: dict[str, Any],
         *,
         seed: int,
-        shots: int,
-        loss: str = "ce",
-        gce_q: float | None = None,
         resume: bool = False,
         push_to: str | None = None,
-        callbacks: list | None = None,
-        noise: NoiseSpec = NO_NOISE,
         noise_report: NoiseReport | None = None,
     ) -> dict[str, Any]:
-        """Train one seed's prompt, evaluate it on the test features, save it with its card (and push it)."""
+        """Train one seed's prompt, evaluate it on the test split, save it with its card (and push it)."""
+        experiment, run = self.experiment, self.run
         backbone = experiment.backbone
         set_seed(seed)
-        model = self.model_class.from_clip(
-            backbone.clip, experiment.classnames, tokenizer=backbone.tokenizer,
-            image_processor=backbone.image_processor, **self.method_settings(experiment, settings),
-        )  # fmt: skip
-        model.config.base_model_name_or_path = backbone.name_or_path
+        config = copy.deepcopy(self.config)
+        config.base_model_name_or_path = backbone.name_or_path  # as the user named it
+        model = self.method.model_class(
+            config, clip=backbone.clip, tokenizer=backbone.tokenizer, image_processor=backbone.image_processor
+        )
         args.seed = seed
         if args.cached_views:
             views = encode_images(
@@ -289,14 +281,14 @@ class PromptLearning:
             train = with_coop_transform(
                 splits["train"], backbone.image_processor, train=True, clean_labels=args.gradient_flow
             )
-        trainer = self.trainer_class(
+        trainer = self.method.trainer_class(
             model=model,
             args=args,
             train_dataset=train,
             processing_class=backbone.image_processor,
             compute_metrics=compute_accuracy_metrics,
-            compute_loss_func=loss_from_name(loss, **({"q": gce_q} if gce_q is not None else {})),
-            callbacks=callbacks,
+            compute_loss_func=run.loss_function(),
+            callbacks=run.callbacks,
         )
         trainer.train(resume_from_checkpoint=True if resume else None)
         metrics = trainer.evaluate(eval_dataset=experiment.test_inputs(model), metric_key_prefix="test")
@@ -309,14 +301,15 @@ class PromptLearning:
         if args.gradient_flow:
             result["gradient_flow"] = gradient_flow.report(trainer.state.log_history)["summary"]
         hyperparameters = {
-            "shots": shots,
+            "shots": run.shots,
             "seed": seed,
             "epochs": args.num_train_epochs,
             "optimizer": f"SGD lr {args.learning_rate}, momentum {args.momentum}, weight decay {args.weight_decay}",
             "schedule": f"{args.warmup_epochs} warm-up epoch(s) at lr {args.warmup_lr}, then cosine",
             "batch size": args.global_train_batch_size,
-            "loss": describe_loss(loss_fields(loss, gce_q)),
+            "loss": describe_loss(run.loss_fields()),
         }
+        noise = run.noise
         if noise.active:
             actual = f", {100 * noise_report.actual_rate:.1f} % actual" if noise_report is not None else ""
             where = "train and val splits" if noise.val else "train split (val clean)"
@@ -324,8 +317,8 @@ class PromptLearning:
         card_results = experiment.card_results(
             result["accuracy"],
             f"{model.method_name} (this prompt, seed {seed})",
-            task=f"{shots}-shot image classification",
-            description=f"{shots}-shot training, seed {seed}, evaluated on the full test split "
+            task=f"{run.shots}-shot image classification",
+            description=f"{run.shots}-shot training, seed {seed}, evaluated on the full test split "
             f"({len(experiment.test['labels'])} images).",
             hyperparameters=hyperparameters,
         )

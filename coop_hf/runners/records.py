@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,35 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_write_text
-from ..losses import DEFAULT_GCE_Q
 from ..metrics import ClassificationAccuracy
 from ..noise import NoiseReport, NoiseSpec
 from ..training import CoOpTrainingArguments
+
+TRAINING_RESULT_KEYS = (
+    "accuracy", "accuracy_std", "macro_accuracy", "zeroshot_accuracy", "num_classes", "per_seed",
+    "noise_type", "noise_rate_requested", "noise_rate_actual",
+)  # fmt: skip
+"""Fields of a training run's record that a transfer record replaces with its own (the settings are kept)."""
+
+
+def dataset_folder(dataset: str) -> str:
+    """A folder name for a dataset's outputs: the benchmark name, or the last part of a Hub id or path, file-safe."""
+    name = os.path.basename(os.path.normpath(os.path.expanduser(dataset)))
+    return re.sub(r"[^A-Za-z0-9_.-]+", "__", name).strip("_.") or "dataset"
+
+
+def check_dataset_folders(datasets: list[str]) -> None:
+    """Refuse datasets that would share an output folder (`dataset_folder`)."""
+    folders = [dataset_folder(dataset) for dataset in datasets]
+    shared = sorted({folder for folder in folders if folders.count(folder) > 1})
+    if shared:
+        raise ValueError(f"--dataset names the same folder more than once ({', '.join(shared)}): list each once.")
+
+
+def seed_mean(per_seed: list[dict[str, Any]], key: str) -> tuple[float, float]:
+    """Mean and population standard deviation (ddof 0, as the reference's parser) of `key` over seeds."""
+    values = np.array([run[key] for run in per_seed], dtype=float)
+    return float(values.mean()), float(values.std())
 
 
 def accuracy_percent(predictions: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray) -> dict[str, float]:
@@ -52,13 +78,8 @@ def training_fields(args: CoOpTrainingArguments, epochs: float) -> dict[str, Any
     }
 
 
-def loss_fields(loss: str, gce_q: float | None) -> dict[str, Any]:
-    """Results-level loss fields: the loss name, and q for the generalised cross-entropy."""
-    return {"loss": loss} | ({"gce_q": gce_q if gce_q is not None else DEFAULT_GCE_Q} if loss == "gce" else {})
-
-
 def describe_loss(fields: dict[str, Any]) -> str:
-    """ "cross-entropy", or "generalised cross-entropy (q = 0.5)", from `loss_fields`."""
+    """ "cross-entropy", or "generalised cross-entropy (q = 0.5)", from `RunSettings.loss_fields`."""
     if fields["loss"] == "gce":
         return f"generalised cross-entropy (q = {fields['gce_q']:g})"
     return "cross-entropy"

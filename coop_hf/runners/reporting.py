@@ -63,7 +63,18 @@ def method_labels(methods: Iterable[str]) -> dict[str, str]:
 
 
 def dataset_title(dataset: str) -> str:
-    return DATASET_TITLES.get(dataset, dataset)
+    """The paper's name of a CoOp benchmark; other datasets keep their name (a local path: its folder name)."""
+    return DATASET_TITLES.get(dataset, os.path.basename(os.path.normpath(dataset)) or dataset)
+
+
+def model_text(record: dict[str, Any]) -> str:
+    """The backbone of a results record, as captions name it (a local path: its folder name)."""
+    return os.path.basename(os.path.normpath(record["model_name_or_path"]))
+
+
+def seeds_text(record: dict[str, Any]) -> str:
+    seeds = record["seeds"]
+    return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
 
 
 def _datasets(rows: Sequence[Row]) -> list[str]:

@@ -7,9 +7,10 @@ from typing import Any
 from ..training import CoOpTrainingArguments
 from .arguments import ExperimentArguments, prompt_settings
 from .baselines import run_linear_probe, run_zeroshot
-from .experiment import Experiment
+from .experiment import Experiment, LoadedBackbone
 from .methods import METHOD_NAMES, PROMPT_METHODS
 from .records import write_results
+from .settings import RunSettings
 
 
 def load_experiment(experiment: ExperimentArguments, args: CoOpTrainingArguments) -> Experiment:
@@ -23,6 +24,15 @@ def load_experiment(experiment: ExperimentArguments, args: CoOpTrainingArguments
     )
 
 
+def load_experiments(
+    arguments: ExperimentArguments, names: list[str], args: CoOpTrainingArguments
+) -> list[Experiment]:
+    """One experiment per dataset on one backbone (the split files read, so a missing dataset fails at once)."""
+    backbone = LoadedBackbone.load(arguments.model_name_or_path, cache_dir=arguments.feature_cache_dir)
+    batch_size = args.per_device_eval_batch_size
+    return [Experiment(backbone, name, arguments.data_dir, batch_size=batch_size) for name in names]
+
+
 def run_method(
     experiment: ExperimentArguments, prompt: Any, training_args: CoOpTrainingArguments, callbacks=None
 ) -> dict[str, Any]:
@@ -31,7 +41,8 @@ def run_method(
     if experiment.method not in METHOD_NAMES:
         raise ValueError(f"Unknown --method {experiment.method!r}: use one of {', '.join(METHOD_NAMES)}.")
     settings = prompt_settings(prompt, experiment.method)
-    noise = experiment.noise()
+    run = RunSettings.from_arguments(experiment, callbacks)
+    noise = run.noise
     if training_args.gradient_flow and not (experiment.method in PROMPT_METHODS and noise.active and noise.rate > 0):
         raise ValueError(
             "--gradient_flow compares the gradients of clean and noisy training samples: use it with a prompt "
@@ -39,17 +50,11 @@ def run_method(
         )
     runner = load_experiment(experiment, training_args)
     if experiment.method == "zeroshot":
-        results = run_zeroshot(runner, experiment.seeds, training_args)
+        results = run_zeroshot(runner, run, training_args)
     elif experiment.method == "linear-probe":
-        results = run_linear_probe(
-            runner, experiment.shots, experiment.seeds, training_args, noise=noise,
-            allow_fewer=experiment.allow_fewer_shots,
-        )  # fmt: skip
+        results = run_linear_probe(runner, run, training_args)
     else:
-        results = PROMPT_METHODS[experiment.method].run(
-            runner, experiment.shots, experiment.seeds, training_args, settings, loss=experiment.loss,
-            gce_q=experiment.gce_q, noise=noise, allow_fewer=experiment.allow_fewer_shots, callbacks=callbacks,
-        )  # fmt: skip
+        results = PROMPT_METHODS[experiment.method].run(runner, run, training_args, settings)
     if training_args.should_save:
         write_results(results, training_args.output_dir)
     return results

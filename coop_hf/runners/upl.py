@@ -14,11 +14,12 @@ import torch
 from ..baselines import zero_shot_logits, zero_shot_weights
 from ..data import ensemble_templates
 from ..methods.coop import CoOpModel
-from ..methods.upl import UPL_TOP_K, CoOpEnsemble, pseudo_label_accuracy, pseudo_label_dataset
+from ..methods.upl import CoOpEnsemble, pseudo_label_accuracy, pseudo_label_dataset
 from ..training import CoOpTrainingArguments
 from .experiment import Experiment, LoadedBackbone
-from .prompt_learning import PromptLearning
-from .records import accuracy_percent, announce, loss_fields, training_fields
+from .prompt_learning import PromptLearning, PromptRun, prompt_fields
+from .records import accuracy_percent, announce, training_fields
+from .settings import RunSettings
 
 UPL_EPOCHS = 50  # UPL trains 50 epochs on its pseudo-labelled images
 UPL_MEMBERS = PromptLearning("upl", CoOpModel)
@@ -26,22 +27,18 @@ UPL_MEMBERS = PromptLearning("upl", CoOpModel)
 
 def run_upl(
     experiment: Experiment,
-    seeds: list[int],
+    run: RunSettings,
     args: CoOpTrainingArguments,
     settings: dict[str, Any],
     *,
-    top_k: int = UPL_TOP_K,
     pseudo_label_templates: str = "dataset",
     pseudo_label_models: list[str] | None = None,
-    loss: str = "ce",
-    gce_q: float | None = None,
-    callbacks: list | None = None,
 ) -> dict[str, Any]:
     """Pseudo-label the unlabeled train split with zero-shot CLIP (the dataset template, or the template
     "ensemble"; with `pseudo_label_models`, the mean of those backbones' zero-shot probabilities: UPL*), keep the
-    `top_k` most confident images per predicted class, train one CoOp prompt per seed on them, and evaluate the
-    ensemble that averages the seeds' logits. Classes left with fewer than `top_k` images are announced and listed
-    in `pseudo_label_shortfall`.
+    `run.shots` (top k) most confident images per predicted class, train one CoOp prompt per seed of `run` on them,
+    and evaluate the ensemble that averages the seeds' logits. Classes left with fewer than k images are announced
+    and listed in `pseudo_label_shortfall`.
 
     The ensemble is saved (with its model card) in `args.output_dir/ensemble` and pushed to `args.hub_model_id`
     with `args.push_to_hub`. The true train labels are used only to report `pseudo_label_accuracy`.
@@ -51,12 +48,16 @@ def run_upl(
     templates = [experiment.template]
     if pseudo_label_templates == "ensemble":
         templates = ensemble_templates(experiment.dataset)
+    if run.noise.active:
+        raise ValueError("UPL learns from zero-shot pseudo-labels, not given ones: drop --noise_type / --noise_rate.")
+    top_k, seeds = run.shots, run.seeds
     epochs = args.num_train_epochs or math.ceil(UPL_EPOCHS / max(args.cached_views, 1))
-    prompt = UPL_MEMBERS.prompt_fields(experiment, settings)
+    planned = PromptRun(UPL_MEMBERS, experiment, run, args, epochs, UPL_MEMBERS.prompt_config(experiment, settings))
+    prompt = prompt_fields(planned.config)
     labellers = list(pseudo_label_models or [experiment.backbone.name_or_path])
     config = experiment.run_config(
         "upl", pseudo_top_k=top_k, pseudo_label_templates=templates, pseudo_label_models=labellers, prompt=prompt,
-        training=training_fields(args, epochs), **loss_fields(loss, gce_q),
+        training=training_fields(args, epochs), **run.loss_fields(),
     )  # fmt: skip
     continued = experiment.prepare(args, config)
     backbone = experiment.backbone
@@ -77,14 +78,12 @@ def run_upl(
     shortfall = pseudo_label_shortfall(pseudo, top_k)
     for classname, count in shortfall.items():
         announce(args, f"UPL: class {classname!r} has {count} pseudo-labelled image(s), fewer than the {top_k} asked")
-    per_seed = UPL_MEMBERS.train_seeds(
-        experiment, lambda seed: (datasets.DatasetDict({"train": pseudo}), None),
-        seeds, args, settings, shots=top_k, epochs=epochs, loss=loss, gce_q=gce_q, callbacks=callbacks,
-        push=False, continued=continued,
-    )  # fmt: skip
+    per_seed = planned.train_seeds(
+        lambda seed: (datasets.DatasetDict({"train": pseudo}), None), push=False, continued=continued
+    )
     members = [
-        CoOpModel.from_pretrained(run["prompt_dir"], clip_model=backbone.clip, tokenizer=backbone.tokenizer)
-        for run in per_seed
+        CoOpModel.from_pretrained(result["prompt_dir"], clip_model=backbone.clip, tokenizer=backbone.tokenizer)
+        for result in per_seed
     ]
     ensemble = CoOpEnsemble(members)
     test = experiment.test
@@ -97,7 +96,7 @@ def run_upl(
         task="Unsupervised image classification",
         description=f"Trained without labels on the {len(pseudo)} most confident zero-shot pseudo-labels (top "
         f"{top_k} per class, pseudo-label accuracy {pseudo_accuracy:.2f} %), evaluated on the full test split.",
-        hyperparameters={"pseudo-labels per class": top_k, "seeds": seeds, "epochs": epochs, "loss": loss},
+        hyperparameters={"pseudo-labels per class": top_k, "seeds": seeds, "epochs": epochs, "loss": run.loss},
     )
     ensemble_dir = Path(args.output_dir) / "ensemble"
     hub_url = None
@@ -109,7 +108,7 @@ def run_upl(
                 repo_id, token=args.hub_token, private=args.hub_private_repo, card_results=card_results
             )
     record = experiment.results(
-        "upl", top_k, seeds, per_seed, epochs=epochs, **prompt, **loss_fields(loss, gce_q),
+        "upl", top_k, seeds, per_seed, epochs=epochs, **prompt, **run.loss_fields(),
         pseudo_label_templates=templates, pseudo_label_models=labellers, pseudo_labels=len(pseudo),
         pseudo_label_accuracy=pseudo_accuracy, pseudo_label_shortfall=shortfall,
         ensemble_dir=str(ensemble_dir),

@@ -22,10 +22,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ...hub import ModelCardInfo
 from ...modeling_utils import PromptModelOutput
-from ...prompts import context_init_ids
 from ...text_encoding import encode_plain, encode_prefixes, shared_prefix_length
 from ..coop.modeling_coop import COOP_PAPER, CoOpModel
-from .configuration_cocoop import COCOOP_CTX_INIT, CoCoOpConfig
+from .configuration_cocoop import CoCoOpConfig
 
 COCOOP_PAPER = (
     "Zhou et al., Conditional Prompt Learning for Vision-Language Models, CVPR 2022",
@@ -87,23 +86,6 @@ class CoCoOpModel(CoOpModel):
         # Built after the context, as in the reference (same random-number order).
         self.meta_net = build_meta_net(self.backbone.embed_dim, self.backbone.text_width)
         self.post_init()
-
-    @classmethod
-    def build_config(
-        cls, clip: PreTrainedModel, classnames: list[str], tokenizer: PreTrainedTokenizerBase, **settings
-    ) -> CoCoOpConfig:
-        """The config `from_clip` gives for these settings. Left out, `ctx_init` is "a photo of a" (4 tokens);
-        an `n_ctx` without `ctx_init` must be 4, or ask for random context with an empty `ctx_init`."""
-        n_ctx = settings.get("n_ctx")
-        if settings.get("ctx_init") is None and n_ctx is not None:
-            phrase_tokens = len(context_init_ids(tokenizer, COCOOP_CTX_INIT))
-            if n_ctx != phrase_tokens:
-                raise ValueError(
-                    f"n_ctx={n_ctx} (--n_ctx) contradicts CoCoOp's default ctx_init={COCOOP_CTX_INIT!r}, which is "
-                    f'{phrase_tokens} BPE tokens: for {n_ctx} random context vectors also pass --ctx_init "" '
-                    "(ctx_init=''), or drop --n_ctx."
-                )
-        return super().build_config(clip, classnames, tokenizer, **settings)
 
     def context_shift(self, image_embeds: torch.Tensor) -> torch.Tensor:
         """[batch, text width] meta-network output pi(x) for L2-normalised image features [batch, projection_dim];

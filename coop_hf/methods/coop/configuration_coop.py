@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from huggingface_hub.dataclasses import strict
 
-from ...configuration_utils import PromptConfig, check_classnames
+from ...configuration_utils import PromptConfig
 
-__all__ = ["CLASS_TOKEN_POSITIONS", "CoOpConfig", "check_classnames"]
+__all__ = ["CLASS_TOKEN_POSITIONS", "CoOpConfig"]
 
 CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
 

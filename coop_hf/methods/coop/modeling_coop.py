@@ -20,10 +20,11 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from ...configuration_utils import check_classnames
 from ...modeling_utils import PromptModelOutput, PromptPreTrainedModel
 from ...prompts import PromptTokens, context_init_ids, resolve_n_ctx, tokenize_prompts
 from ...text_encoding import encode_prompts, shared_prefix_length
-from .configuration_coop import CoOpConfig, check_classnames
+from .configuration_coop import CoOpConfig
 
 CONTEXT_KEY = "prompt_learner.ctx"
 COOP_PAPER = (
@@ -111,12 +112,8 @@ class CoOpModel(PromptPreTrainedModel):
         class with class-specific context)."""
         config = self.config
         if config.ctx_init is not None:
+            resolve_n_ctx(self.tokenizer, config.n_ctx, config.ctx_init)  # a config may contradict its phrase
             init_ids = context_init_ids(self.tokenizer, config.ctx_init)
-            if len(init_ids) != config.n_ctx:
-                raise ValueError(
-                    f"ctx_init={config.ctx_init!r} is {len(init_ids)} BPE tokens but n_ctx={config.n_ctx}: the "
-                    "context length is the phrase's token count. Set n_ctx to it or change the phrase."
-                )
             token_embedding = self.backbone.token_embedding
             return token_embedding(torch.tensor(init_ids, device=token_embedding.weight.device)).detach().float()
         shape = (len(config.classnames),) if config.class_specific_context else ()
@@ -124,11 +121,14 @@ class CoOpModel(PromptPreTrainedModel):
 
     @classmethod
     def resolve_settings(cls, tokenizer: PreTrainedTokenizerBase, settings: dict[str, Any]) -> dict[str, Any]:
-        """`n_ctx` resolved against `ctx_init`: with a phrase, the context length is its BPE token count, and an
-        `n_ctx` that contradicts it is an error naming both."""
-        if "n_ctx" in settings or settings.get("ctx_init"):
-            settings = {**settings, "n_ctx": resolve_n_ctx(tokenizer, settings.get("n_ctx"), settings.get("ctx_init"))}
-        return settings
+        """`n_ctx` resolved against the phrase (`ctx_init` given, else the method's default one): with a phrase, the
+        context length is its token count, and an `n_ctx` that contradicts it is an error naming both flags."""
+        default = cls.config_class.__dataclass_fields__["ctx_init"].default
+        phrase = settings.get("ctx_init", default)
+        if "n_ctx" not in settings and not phrase:
+            return settings
+        default_of = None if "ctx_init" in settings else cls.method_name
+        return {**settings, "n_ctx": resolve_n_ctx(tokenizer, settings.get("n_ctx"), phrase, default_of=default_of)}
 
     def _tokenize(self, classnames: list[str]) -> PromptTokens:
         return tokenize_prompts(

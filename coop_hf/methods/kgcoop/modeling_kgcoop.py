@@ -16,7 +16,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ...baselines import zero_shot_weights
 from ..coop.modeling_coop import CoOpModel
-from .configuration_kgcoop import KGCOOP_CTX_INIT, KgCoOpConfig
+from .configuration_kgcoop import KgCoOpConfig
 
 KGCOOP_PAPER = (
     "Yao et al., Visual-Language Prompt Tuning with Knowledge-guided Context Optimization, CVPR 2023",
@@ -63,15 +63,6 @@ class KgCoOpModel(CoOpModel):
     ):
         super().__init__(config, clip, tokenizer, image_processor)
         self._set_handcrafted_text_embeds()
-
-    @classmethod
-    def build_config(
-        cls, clip: PreTrainedModel, classnames: list[str], tokenizer: PreTrainedTokenizerBase, **settings
-    ) -> KgCoOpConfig:
-        # An explicit n_ctx is checked against the default phrase too, so a contradiction fails here, naming flags.
-        if settings.get("ctx_init") is None:
-            settings["ctx_init"] = KGCOOP_CTX_INIT
-        return super().build_config(clip, classnames, tokenizer, **settings)
 
     def _set_handcrafted_text_embeds(self) -> None:
         embeds = zero_shot_weights(self.clip, self.tokenizer, self.classnames, [self.config.template])

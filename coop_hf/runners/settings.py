@@ -1,0 +1,58 @@
+"""What a study fixes for every run it makes: one object instead of long keyword lists through every runner."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..losses import DEFAULT_GCE_Q, loss_from_name
+from ..noise import NO_NOISE, NoiseSpec
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The protocol and objective of a study's runs, as the flags give them.
+
+    Attributes:
+        shots: Training images per class (K).
+        seeds: One run per seed.
+        loss: "ce" or "gce" (generalised cross-entropy, with `gce_q`).
+        gce_q: q of the generalised cross-entropy (None: the default).
+        noise: The label noise injected into the few-shot splits.
+        allow_fewer_shots: Take all images of a class with fewer than `shots` (as the reference), else an error.
+        callbacks: Extra `TrainerCallback`s of every training run.
+    """
+
+    shots: int
+    seeds: list[int]
+    loss: str = "ce"
+    gce_q: float | None = None
+    noise: NoiseSpec = NO_NOISE
+    allow_fewer_shots: bool = False
+    callbacks: list | None = None
+
+    @classmethod
+    def from_arguments(cls, arguments: Any, callbacks: list | None = None) -> RunSettings:
+        """The settings of an `ExperimentArguments` (or a study's arguments built on it)."""
+        return cls(
+            shots=arguments.shots,
+            seeds=list(arguments.seeds),
+            loss=arguments.loss,
+            gce_q=arguments.gce_q,
+            noise=arguments.noise(),
+            allow_fewer_shots=arguments.allow_fewer_shots,
+            callbacks=callbacks,
+        )
+
+    def replace(self, **changes: Any) -> RunSettings:
+        return dataclasses.replace(self, **changes)
+
+    def loss_fields(self) -> dict[str, Any]:
+        """Results-level loss fields: the loss name, and q for the generalised cross-entropy."""
+        return {"loss": self.loss} | ({"gce_q": self.gce_q or DEFAULT_GCE_Q} if self.loss == "gce" else {})
+
+    def loss_function(self) -> Callable | None:
+        """The Trainer's `compute_loss_func` of `loss` (None: the model's own loss)."""
+        return loss_from_name(self.loss, **({"q": self.gce_q} if self.gce_q is not None else {}))
