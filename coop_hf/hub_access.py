@@ -55,7 +55,7 @@ def model_load_kwargs(name_or_path: str, *, flag: str = "--model_name_or_path") 
         return {"local_files_only": True}
     raise HubUnavailableError(
         f"{flag} {name_or_path!r} is not a local folder nor in the Hugging Face cache, and {why_unreachable()}. "
-        f"Pass {flag} a local checkpoint folder (e.g. one written by CLIPModel.save_pretrained or "
+        f"Pass {flag} a local checkpoint folder (e.g. one written by the model's save_pretrained or "
         f"`hf download {name_or_path} --local-dir <folder>` on a connected machine), or run where the Hub is "
         "reachable."
     )

@@ -391,6 +391,6 @@ def load_base_clip(
     if base is None:
         raise ValueError(
             f"The prompt at {source} does not name its base CLIP (config.base_model_name_or_path is empty): "
-            "pass clip_model=<CLIPModel, Hub id or path>."
+            "pass clip_model=<a loaded model, Hub id or path> (--model_name_or_path)."
         )
     return load_backbone(base, tokenizer, **from_pretrained_kwargs)

@@ -32,7 +32,7 @@ from coop_hf.atomic import atomic_write_text
 from coop_hf.run_directory import claim_run_directory
 from coop_hf.runners import METHOD_NAMES, PROMPT_METHODS, Experiment, LoadedBackbone, PromptArguments
 from coop_hf.runners.arguments import SweepArguments, settings_by_method
-from coop_hf.runners.baselines import linear_probe_config, run_linear_probe, run_zeroshot, zeroshot_config
+from coop_hf.runners.baselines import linear_probe_run_config, run_linear_probe, run_zeroshot, zeroshot_run_config
 from coop_hf.runners.prompt_learning import PromptRun
 from coop_hf.runners.records import check_dataset_folders, dataset_folder, write_results
 from coop_hf.runners.reporting import ZEROSHOT, plot_sweep, results_markdown, rows_csv
@@ -65,13 +65,13 @@ class Cell:
         return dataclasses.replace(self.args, overwrite_output_dir=False, resume_from_checkpoint=resume)
 
     @property
-    def config(self) -> dict[str, Any]:
+    def run_config(self) -> dict[str, Any]:
         """The run configuration its runner records in its directory."""
         if self.planned is not None:
             return self.planned.run_config
         if self.method == ZEROSHOT:
-            return zeroshot_config(self.experiment)
-        return linear_probe_config(self.experiment, self.run)
+            return zeroshot_run_config(self.experiment)
+        return linear_probe_run_config(self.experiment, self.run)
 
     @property
     def name(self) -> str:
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     # Every cell's directory is checked before the first run starts, so a mismatch never stops a sweep half-way.
     for cell in cells:
         with cell.args.main_process_first(desc="output directory"):
-            claim_run_directory(cell.args.output_dir, cell.config, overwrite=cell.args.overwrite_output_dir)
+            claim_run_directory(cell.args.output_dir, cell.run_config, overwrite=cell.args.overwrite_output_dir)
     output_dir = Path(training_args.output_dir)
     log = training_args.should_log
     rows: list[dict[str, Any]] = []

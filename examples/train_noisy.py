@@ -40,7 +40,7 @@ from coop_hf.noise import CLEAN_LABEL, NoiseSpec
 from coop_hf.run_directory import claim_run_directory
 from coop_hf.runners import ExperimentArguments, NoiseStudyArguments, PromptArguments, load_experiment
 from coop_hf.runners.arguments import settings_by_method
-from coop_hf.runners.baselines import linear_probe_config, run_linear_probe
+from coop_hf.runners.baselines import linear_probe_run_config, run_linear_probe
 from coop_hf.runners.experiment import Experiment
 from coop_hf.runners.methods import PROMPT_METHODS
 from coop_hf.runners.prompt_learning import PromptRun
@@ -109,7 +109,7 @@ class StudyRun:
     planned: PromptRun | None  # None: the linear probe
 
     def run_config(self, runner: Experiment) -> dict:
-        return self.planned.run_config if self.planned else linear_probe_config(runner, self.run)
+        return self.planned.run_config if self.planned else linear_probe_run_config(runner, self.run)
 
     def execute(self, runner: Experiment) -> dict:
         return self.planned.execute() if self.planned else run_linear_probe(runner, self.run, self.args)

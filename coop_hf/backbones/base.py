@@ -3,8 +3,9 @@
 A [`Backbone`] wraps a loaded transformers model (`CLIPModel`, `SiglipModel`, ...) and answers, for its family:
 - the prompt's token layout: the sequence length, whether prompts are padded to it, where the text feature is
   pooled ([`Backbone.pool_positions`]);
-- the text tower run from input embeddings, layer by layer (`text_embeddings`, `text_layers`, `text_attention_mask`,
-  `project_text`), with a per-layer hook for methods that insert or replace tokens;
+- the text tower's parts, to run it from input embeddings layer by layer (`text_embeddings`, `text_layers`,
+  `text_attention_mask`, `project_text`; `coop_hf.text_encoding` runs them, its plain path with a per-layer hook
+  for methods that insert or replace tokens);
 - the image tower ([`Backbone.image_features`]), with the same kind of hook;
 - the similarity head ([`Backbone.logits`]): scale, and bias where the family has one;
 - whether the text tower is causal, which decides whether the shared-prefix fast path is exact.
@@ -122,10 +123,7 @@ class Backbone:
     def text_modules(self) -> dict[str, nn.Module]:
         """Every module of the text path by attribute name (the tower, and the projection where it is separate):
         what a method that fine-tunes the text encoder copies."""
-        modules = {"text_model": self.text_model}
-        if self.text_projection_name is not None:
-            modules[self.text_projection_name] = getattr(self.model, self.text_projection_name)
-        return modules
+        return self._path_modules("text_model", self.text_projection_name)
 
     def text_attention_mask(self, hidden: torch.Tensor) -> torch.Tensor | None:
         """The attention mask of unpadded prompts [prompts, length, width]: causal, or None (all tokens)."""
@@ -172,10 +170,11 @@ class Backbone:
     def vision_modules(self) -> dict[str, nn.Module]:
         """Every module of the image path by attribute name (what fixes the image features: the feature cache's
         fingerprint)."""
-        modules = {"vision_model": self.vision_model}
-        if self.image_projection_name is not None:
-            modules[self.image_projection_name] = getattr(self.model, self.image_projection_name)
-        return modules
+        return self._path_modules("vision_model", self.image_projection_name)
+
+    def _path_modules(self, tower: str, projection: str | None) -> dict[str, nn.Module]:
+        names = (tower, projection) if projection is not None else (tower,)
+        return {name: getattr(self.model, name) for name in names}
 
     @property
     def vision_dtype(self) -> torch.dtype:

@@ -12,7 +12,7 @@ from .records import accuracy_percent, announce, noise_fields, noise_summary
 from .settings import RunSettings
 
 
-def zeroshot_config(experiment: Experiment) -> dict[str, Any]:
+def zeroshot_run_config(experiment: Experiment) -> dict[str, Any]:
     """The run configuration of `run_zeroshot` (see `Experiment.run_config`)."""
     templates = ensemble_templates(experiment.dataset)
     return experiment.run_config("zeroshot", template=experiment.template, templates_ensemble=templates)
@@ -21,7 +21,7 @@ def zeroshot_config(experiment: Experiment) -> dict[str, Any]:
 def run_zeroshot(experiment: Experiment, run: RunSettings, args: CoOpTrainingArguments) -> dict[str, Any]:
     """Zero-shot CLIP with the dataset template (`accuracy`) and the template ensemble (`accuracy_ensemble`);
     seed-independent, reported once per seed of `run` for a uniform record."""
-    experiment.prepare(args, zeroshot_config(experiment))
+    experiment.prepare(args, zeroshot_run_config(experiment))
     templates = ensemble_templates(experiment.dataset)
     ensemble = experiment.zero_shot_accuracy(templates)
     return experiment.results(
@@ -30,7 +30,7 @@ def run_zeroshot(experiment: Experiment, run: RunSettings, args: CoOpTrainingArg
     )  # fmt: skip
 
 
-def linear_probe_config(experiment: Experiment, run: RunSettings) -> dict[str, Any]:
+def linear_probe_run_config(experiment: Experiment, run: RunSettings) -> dict[str, Any]:
     """The run configuration of `run_linear_probe` with these settings (see `Experiment.run_config`)."""
     return experiment.run_config(
         "linear-probe", shots=run.shots, allow_fewer_shots=run.allow_fewer_shots, **run.noise.fields()
@@ -40,7 +40,7 @@ def linear_probe_config(experiment: Experiment, run: RunSettings) -> dict[str, A
 def run_linear_probe(experiment: Experiment, run: RunSettings, args: CoOpTrainingArguments) -> dict[str, Any]:
     """The linear probe on each seed's few-shot features, C chosen on its validation split (the loss and the
     callbacks of `run` do not apply)."""
-    experiment.prepare(args, linear_probe_config(experiment, run))
+    experiment.prepare(args, linear_probe_run_config(experiment, run))
     backbone, shots, noise = experiment.backbone, run.shots, run.noise
     per_seed = []
     for seed in run.seeds:

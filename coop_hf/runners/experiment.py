@@ -1,4 +1,4 @@
-"""The backbone/data part of a study: one frozen CLIP and one dataset, shared by every run on them.
+"""The backbone/data part of a study: one frozen backbone and one dataset, shared by every run on them.
 
 A run (`coop_hf.runners.baselines`, `.prompt_learning`, `.upl`) takes an [`Experiment`]: its splits and class
 names, the seed's few-shot splits, the test features and zero-shot accuracy (computed once), its output directory
@@ -72,7 +72,7 @@ class LoadedBackbone:
 
 
 class Experiment:
-    """One frozen CLIP on one dataset, shared by every run of a study.
+    """One frozen backbone (CLIP, MetaCLIP 2, SigLIP, SigLIP 2) on one dataset, shared by every run of a study.
 
     Building it reads the dataset's split files only. The test features and zero-shot accuracy are computed once,
     when a run first needs them (after its output directory was checked), and shared by every run.

@@ -173,13 +173,13 @@ class PromptRun:
     args: CoOpTrainingArguments
     """The training arguments, the method's recipe applied."""
     epochs: float
-    config: PretrainedConfig
+    prompt_config: PretrainedConfig
     """The prompt config every seed's model starts from."""
 
     @property
     def run_config(self) -> dict[str, Any]:
         """What the run's results depend on (see `Experiment.run_config`)."""
-        run, prompt = self.run, prompt_fields(self.config)
+        run, prompt = self.run, prompt_fields(self.prompt_config)
         return self.experiment.run_config(
             self.method.name, shots=run.shots, allow_fewer_shots=run.allow_fewer_shots, prompt=prompt,
             training=training_fields(self.args, self.epochs), **run.loss_fields(), **run.noise.fields(),
@@ -195,7 +195,7 @@ class PromptRun:
         )
         return experiment.results(
             self.method.name, run.shots, run.seeds, per_seed, epochs=self.epochs, cached_views=self.args.cached_views,
-            **prompt_fields(self.config), **run.loss_fields(), **noise_summary(run.noise, per_seed),
+            **prompt_fields(self.prompt_config), **run.loss_fields(), **noise_summary(run.noise, per_seed),
         )  # fmt: skip
 
     def train_seeds(
@@ -262,7 +262,7 @@ class PromptRun:
         experiment, run = self.experiment, self.run
         backbone = experiment.backbone
         set_seed(seed)
-        config = copy.deepcopy(self.config)
+        config = copy.deepcopy(self.prompt_config)
         config.base_model_name_or_path = backbone.name_or_path  # as the user named it
         model = self.method.model_class(
             config, clip=backbone.clip, tokenizer=backbone.tokenizer, image_processor=backbone.image_processor

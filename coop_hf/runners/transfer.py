@@ -65,7 +65,7 @@ def run_transfer(
     `train.py`), test it on the source's test split, then on every target's test split over the target's own class
     names. The record holds per dataset the mean (and per seed) accuracy and zero-shot CLIP's."""
     planned = method.plan(source, run, args, prompt)
-    if getattr(planned.config, "class_specific_context", False):
+    if getattr(planned.prompt_config, "class_specific_context", False):
         other = [target.dataset for target in targets if target.classnames != source.classnames]
         if other:
             raise ValueError(

@@ -53,7 +53,7 @@ def run_upl(
     top_k, seeds = run.shots, run.seeds
     epochs = args.num_train_epochs or math.ceil(UPL_EPOCHS / max(args.cached_views, 1))
     planned = PromptRun(UPL_MEMBERS, experiment, run, args, epochs, UPL_MEMBERS.prompt_config(experiment, settings))
-    prompt = prompt_fields(planned.config)
+    prompt = prompt_fields(planned.prompt_config)
     labellers = list(pseudo_label_models or [experiment.backbone.name_or_path])
     config = experiment.run_config(
         "upl", pseudo_top_k=top_k, pseudo_label_templates=templates, pseudo_label_models=labellers, prompt=prompt,

@@ -20,7 +20,7 @@ class ClassifierConfig(PromptConfig):
 
     Args:
         base_model_name_or_path (`str`):
-            Hub id or local path of the frozen `CLIPModel` the head was trained on; `from_pretrained` loads it.
+            Hub id or local path of the frozen backbone the head was trained on; `from_pretrained` loads it.
         classnames (`list[str]`):
             The class names in label order (one row of the head each; the pipelines' `id2label`).
         init (`str`, defaults to "random"):

@@ -18,7 +18,7 @@ class CoCoOpConfig(CoOpConfig):
 
     Args:
         base_model_name_or_path (`str`):
-            Hub id or local path of the frozen `CLIPModel` the prompt was learned on; `from_pretrained` loads it.
+            Hub id or local path of the frozen backbone (`CLIPModel`, `SiglipModel`, ...) the prompt was learned on.
         classnames (`list[str]`):
             The class names in label order; each becomes the class token(s) of one prompt. They are also the
             labels (`id2label`) that pipelines report.

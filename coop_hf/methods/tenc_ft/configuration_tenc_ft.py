@@ -18,7 +18,7 @@ class TextEncoderFineTuningConfig(PromptConfig):
 
     Args:
         base_model_name_or_path (`str`):
-            Hub id or local path of the `CLIPModel` whose text encoder was fine-tuned (its image encoder is used).
+            Hub id or local path of the backbone whose text encoder was fine-tuned (its image encoder is used).
         classnames (`list[str]`):
             The class names in label order; each gives one prompt. They are also the pipelines' `id2label`.
         template (`str`, *optional*):

@@ -1,0 +1,98 @@
+"""Methods register themselves from their folders: models for the Auto classes and loaders, names for `--method`."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from huggingface_hub.dataclasses import strict
+from torch import nn
+from transformers import AutoModel
+
+from coop_hf import PROMPT_MODELS, CoOpModel, ProGradModel
+from coop_hf.methods import registry
+from coop_hf.methods.coop.configuration_coop import CoOpConfig
+from coop_hf.methods.prograd.trainer import ProGradTrainer
+from coop_hf.modeling_utils import PromptModelOutput
+from coop_hf.runners.methods import PROMPT_METHODS
+from coop_hf.runners.prompt_learning import PromptLearning
+from coop_hf.training import CoOpTrainer
+from tests.conftest import random_clip, tiny_clip_config
+
+
+@strict
+class BiasedCoOpConfig(CoOpConfig):
+    r"""The README's "Adding a method" example.
+
+    Args:
+        bias_init (`float`, defaults to 0.0):
+            Initial value of the learned class biases.
+    """
+
+    model_type = "test-biased-coop"
+    bias_init: float = 0.0
+
+
+class BiasedCoOpModel(CoOpModel):
+    config_class = BiasedCoOpConfig
+    method_name = "Biased CoOp"
+
+    def __init__(self, config, clip, tokenizer, image_processor=None):
+        super().__init__(config, clip, tokenizer, image_processor)
+        self.class_bias = nn.Parameter(torch.full((len(config.classnames),), config.bias_init))
+
+    def forward(self, pixel_values=None, labels=None, image_embeds=None, return_dict=None):
+        image_embeds = F.normalize(self.image_features(pixel_values, image_embeds), dim=-1)
+        text_embeds = F.normalize(self.get_text_features(), dim=-1)
+        logits = self.backbone.logits(image_embeds, text_embeds) + self.class_bias
+        loss = F.cross_entropy(logits, labels) if labels is not None else None
+        output = PromptModelOutput(loss=loss, logits=logits, image_embeds=image_embeds, text_embeds=text_embeds)
+        return output if return_dict is not False else output.to_tuple()
+
+
+@pytest.fixture(scope="module")
+def tiny_clip():
+    return random_clip(tiny_clip_config())
+
+
+@pytest.fixture
+def clean_registry(monkeypatch):
+    monkeypatch.setattr(registry, "METHODS", dict(registry.METHODS))
+    monkeypatch.setattr(registry, "PROMPT_MODELS", dict(registry.PROMPT_MODELS))
+    return registry
+
+
+def test_every_method_folder_registered_its_names_and_models():
+    assert list(PROMPT_METHODS) == list(registry.METHODS)
+    assert {"coop", "cocoop", "kgcoop", "prograd", "full-prompt", "cls-tuning", "classifier-r", "classifier-c"} <= set(
+        PROMPT_METHODS
+    )
+    for method in PROMPT_METHODS.values():
+        assert PROMPT_MODELS[method.model_class.config_class.model_type] is method.model_class
+    assert PROMPT_METHODS["prograd"].trainer_class is ProGradTrainer  # named by "module:Class", imported when run
+    assert PROMPT_METHODS["coop"].trainer_class is CoOpTrainer
+    assert PROMPT_MODELS["prograd"] is ProGradModel and "coop-ensemble" in PROMPT_MODELS
+
+
+def test_a_registered_method_saves_loads_and_runs(clean_registry, tiny_clip, clip_tokenizer, tmp_path):
+    spec = clean_registry.register_method("test-biased-coop", BiasedCoOpModel, recipe={"num_train_epochs": 50})
+    assert clean_registry.METHODS["test-biased-coop"] is spec
+    method = PromptLearning.from_spec(spec)
+    assert method.recipe == {"num_train_epochs": 50} and method.trainer_class is CoOpTrainer
+    model = BiasedCoOpModel.from_clip(tiny_clip, ["daisy", "rose"], tokenizer=clip_tokenizer, n_ctx=2, bias_init=0.5)
+    assert sorted(model.prompt_state_dict()) == ["class_bias", "prompt_learner.ctx"]
+    model.save_pretrained(tmp_path)
+    loaded = AutoModel.from_pretrained(tmp_path, clip_model=tiny_clip, tokenizer=clip_tokenizer)
+    assert type(loaded) is BiasedCoOpModel and torch.equal(loaded.class_bias, model.class_bias)
+    features = torch.randn(3, tiny_clip.config.projection_dim)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(image_embeds=features).logits, model(image_embeds=features).logits)
+
+
+def test_a_name_or_model_type_registers_once(clean_registry):
+    with pytest.raises(ValueError, match="--method 'coop' is registered twice"):
+        clean_registry.register_method("coop", CoOpModel)
+
+    class Impostor(CoOpModel):
+        pass
+
+    with pytest.raises(ValueError, match="model_type 'coop' is registered twice: CoOpModel and Impostor"):
+        clean_registry.register_model(Impostor)
