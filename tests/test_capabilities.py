@@ -79,3 +79,17 @@ def test_declared_capabilities():
     assert not LinearClassifierModel.transfers_to_new_classes
     with pytest.raises(ValueError, match="--loss gce would replace KgCoOp's own loss"):
         PromptLearning("kgcoop", KgCoOpModel).check_arguments(CoOpTrainingArguments("unused"), "gce")
+
+
+def test_a_runs_prompt_config_is_resolved_once(tiny_clip_dir, tmp_path, monkeypatch):
+    """The prompt settings of a run are resolved once, before any work, whatever the number of seeds."""
+    from tests.test_train_e2e import flags, run_in_process
+
+    calls = []
+    build_config = CoOpModel.build_config.__func__
+    monkeypatch.setattr(
+        CoOpModel, "build_config", classmethod(lambda *a, **k: calls.append(1) or build_config(*a, **k))
+    )
+    results = run_in_process(flags(tiny_clip_dir, tmp_path, "--seeds", "1", "2", "--num_train_epochs", "1"))
+    assert [run["seed"] for run in results["per_seed"]] == [1, 2] and results["n_ctx"] == 4
+    assert len(calls) == 1
