@@ -35,7 +35,7 @@ from coop_hf.runners.arguments import SweepArguments, settings_by_method
 from coop_hf.runners.baselines import linear_probe_run_config, run_linear_probe, run_zeroshot, zeroshot_run_config
 from coop_hf.runners.prompt_learning import PromptRun
 from coop_hf.runners.records import check_dataset_folders, dataset_folder, write_results
-from coop_hf.runners.reporting import ZEROSHOT, plot_sweep, results_markdown, rows_csv
+from coop_hf.runners.reporting import ZEROSHOT, baseline_labels, plot_sweep, results_markdown, rows_csv
 from coop_hf.runners.settings import RunSettings
 from coop_hf.training import CoOpTrainingArguments
 
@@ -147,7 +147,7 @@ def cell_rows(cell: Cell, results: dict[str, Any]) -> list[dict[str, Any]]:
     return [{**head, **run} for run in results["per_seed"]]
 
 
-def write_tables(rows: list[dict[str, Any]], sweep: SweepArguments, output_dir: Path) -> None:
+def write_tables(rows: list[dict[str, Any]], sweep: SweepArguments, output_dir: Path, labels: dict[str, str]) -> None:
     """Write output_dir/results.csv and results.md (atomically) from the rows so far."""
     intro = (
         f"# Few-shot study: {sweep.model_name_or_path}\n\n"
@@ -156,7 +156,7 @@ def write_tables(rows: list[dict[str, Any]], sweep: SweepArguments, output_dir: 
         "results.csv; figures: plots/."
     )
     atomic_write_text(output_dir / "results.csv", rows_csv(rows, CSV_COLUMNS))
-    atomic_write_text(output_dir / "results.md", results_markdown(rows, intro=intro))
+    atomic_write_text(output_dir / "results.md", results_markdown(rows, intro=intro, labels=labels))
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
@@ -171,6 +171,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         for dataset in sweep.dataset
     ]
     cells = plan_grid(sweep, experiments, training_args, settings)
+    labels = baseline_labels(backbone.backbone.family)  # "Zero-shot SigLIP" on a SigLIP backbone
     # Every cell's directory is checked before the first run starts, so a mismatch never stops a sweep half-way.
     for cell in cells:
         with cell.args.main_process_first(desc="output directory"):
@@ -191,10 +192,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             note = " (finished earlier)" if done_before else ""
             progress.write(f"[coop-hf] {cell.name}: {results['accuracy']:.2f}{spread} % test accuracy{note}")
         if training_args.should_save:
-            write_tables(rows, sweep, output_dir)
+            write_tables(rows, sweep, output_dir, labels)
     progress.close()
     if training_args.should_save:
-        plot_sweep(rows, output_dir / "plots")
+        plot_sweep(rows, output_dir / "plots", labels=labels)
         if log:
             print(f"[coop-hf] {len(cells)} runs: tables in {output_dir / 'results.md'}, rows in results.csv, plots/")
     return rows

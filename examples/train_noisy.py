@@ -60,10 +60,11 @@ class StudyModel:
     loss: str | None
     settings: dict[str, Any]
     ablated_n_ctx: int | None = None
+    family: str | None = None  # the backbone's, once loaded: "Linear probe SigLIP"
 
     @property
     def label(self) -> str:
-        name = method_labels([self.method])[self.method]
+        name = method_labels([self.method], self.family)[self.method]
         details = [LOSSES[self.loss]] if self.loss else []
         details += [f"M={self.ablated_n_ctx}"] if self.ablated_n_ctx else []
         return f"{name} ({', '.join(details)})" if details else name
@@ -212,6 +213,7 @@ def main(argv: list[str] | None = None) -> dict:
     experiment, prompt, study, training_args = parser.parse_args_into_dataclasses(args=argv)
     models = study_models(study, prompt)
     runner = load_experiment(experiment, training_args)
+    models = [dataclasses.replace(model, family=runner.backbone.backbone.family) for model in models]
     output_dir = Path(training_args.output_dir)
     plan = plan_study(runner, models, study, experiment, training_args)
     # Every run directory is checked before the first run starts, so a mismatch never stops a study half-way.

@@ -23,6 +23,7 @@ from transformers import HfArgumentParser
 from coop_hf.atomic import atomic_write_text
 from coop_hf.runners import ExperimentArguments, PromptArguments, UPLArguments, load_experiment, prompt_settings
 from coop_hf.runners.records import write_results
+from coop_hf.runners.reporting import zero_shot_label
 from coop_hf.runners.settings import RunSettings
 from coop_hf.runners.upl import run_upl
 from coop_hf.training import CoOpTrainingArguments
@@ -30,7 +31,7 @@ from coop_hf.training import CoOpTrainingArguments
 
 def results_table(results: dict) -> str:
     rows = [
-        ("Zero-shot CLIP", f"{results['accuracy_zeroshot']:.2f}"),
+        (zero_shot_label(results), f"{results['accuracy_zeroshot']:.2f}"),
         (
             f"UPL, mean of the {len(results['seeds'])} prompts",
             f"{results['accuracy_members_mean']:.2f} ± {results['accuracy_std']:.2f}",

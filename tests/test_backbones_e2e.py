@@ -11,6 +11,7 @@ from transformers.models.siglip.image_processing_pil_siglip import SiglipImagePr
 from transformers.models.siglip2.image_processing_pil_siglip2 import Siglip2ImageProcessorPil
 
 from coop_hf import CoOpModel
+from coop_hf.backbones import family_name
 from coop_hf.runners import Experiment, LoadedBackbone
 from coop_hf.runners.evaluation import evaluate_prompt
 from tests.conftest import DATA
@@ -41,7 +42,9 @@ def test_coop_trains_evaluates_saves_and_reloads_on_every_family(checkpoint, tmp
     assert 0 <= results["accuracy"] <= 100 and 0 <= results["zeroshot_accuracy"] <= 100
     prompt_dir = tmp_path / "seed1"
     config = json.loads((prompt_dir / "config.json").read_text())
-    assert config["backbone_family"] == family
+    assert config["backbone_family"] == results["backbone_family"] == family
+    name = family_name(family)  # the card compares with the family's own zero-shot model
+    assert f"| Zero-shot {name} | {results['zeroshot_accuracy']:.2f} |" in (prompt_dir / "README.md").read_text()
 
     backbone = LoadedBackbone.load(str(folder))
     experiment = Experiment(backbone, "oxford_flowers", str(DATA))

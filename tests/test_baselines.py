@@ -232,7 +232,10 @@ def test_linear_probe_sees_l2_normalised_features(warm_start):
 def test_results_report_the_mean_and_population_std_over_seeds():
     experiment = Experiment.__new__(Experiment)  # no CLIP, no dataset: only what `results` reads
     experiment.dataset, experiment.classnames = "caltech101", ["a", "b"]
-    experiment.backbone = type("Backbone", (), {"name_or_path": "openai/clip-vit-base-patch32"})()
+    family = type("ClipBackbone", (), {"family": "clip"})()
+    experiment.backbone = type(
+        "LoadedBackbone", (), {"name_or_path": "openai/clip-vit-base-patch32", "backbone": family}
+    )()
     experiment.zeroshot = {"accuracy": 50.0, "macro_accuracy": 50.0}
     per_seed = [
         {"seed": seed, "accuracy": acc, "macro_accuracy": acc - 1} for seed, acc in [(1, 70.0), (2, 72.0), (3, 77.0)]

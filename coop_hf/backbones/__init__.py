@@ -47,6 +47,11 @@ def backbone_for(model: PreTrainedModel | Backbone) -> Backbone:
     return BACKBONES[model_type](model)
 
 
+def family_name(family: str | None) -> str:
+    """How tables and cards name a family ("SigLIP"); "CLIP" for records that name none."""
+    return BACKBONES[family].display_name if family in BACKBONES else "CLIP"
+
+
 def backbone_class(model_type: str) -> type[Backbone]:
     if model_type not in BACKBONES:
         raise _unsupported(model_type)
@@ -87,4 +92,4 @@ def load_backbone(
     return model, tokenizer
 
 
-__all__ = ["BACKBONES", "Backbone", "LayerHook", "backbone_class", "backbone_for", "load_backbone"]
+__all__ = ["BACKBONES", "Backbone", "LayerHook", "backbone_class", "backbone_for", "family_name", "load_backbone"]

@@ -26,7 +26,7 @@ from .experiment import Experiment
 from .methods import prompt_method
 from .prompt_learning import PromptLearning
 from .records import TRAINING_RESULT_KEYS, announce, check_dataset_folders, dataset_folder, seed_mean, write_results
-from .reporting import dataset_title, model_text, seeds_text
+from .reporting import dataset_title, model_text, seeds_text, zero_shot_label
 from .run import load_experiments
 from .settings import RunSettings
 
@@ -247,7 +247,7 @@ def base_to_new_table(records: list[dict[str, Any]], method_name: str) -> str:
         "|---|---|---:|---:|---:|",
     ]
     for name, row in base_to_new_rows(records):
-        for label, kind in (("Zero-shot CLIP", "zeroshot"), (method_name, "method")):
+        for label, kind in ((zero_shot_label(first), "zeroshot"), (method_name, "method")):
             cells = " | ".join(f"{value:.2f}" for value in row[kind])
             lines.append(f"| {name if kind == 'zeroshot' else ''} | {label} | {cells} |")
     return "\n".join(lines) + "\n"
@@ -282,13 +282,13 @@ def plot_base_to_new(records: list[dict[str, Any]], method_name: str, path: str 
     axes.set_axisbelow(True)
     first = records[0]
     figure.suptitle(
-        f"Base-to-new generalisation: {method_name} vs zero-shot CLIP\n"
+        f"Base-to-new generalisation: {method_name} vs {zero_shot_label(first).lower()}\n"
         f"{model_text(first)}, {first['shots']} shots, {seeds_text(first)}",
         fontsize=11,
     )
     handles = [Patch(facecolor=colour, label=metric) for metric, colour in colours.items()]
     handles += [
-        Patch(facecolor="white", edgecolor="grey", hatch="////", label="Zero-shot CLIP"),
+        Patch(facecolor="white", edgecolor="grey", hatch="////", label=zero_shot_label(first)),
         Patch(facecolor="grey", label=method_name),
     ]
     axes.legend(handles=handles, ncols=5, loc="lower center", bbox_to_anchor=(0.5, 1.0), fontsize=8, frameon=False)

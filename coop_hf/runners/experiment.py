@@ -204,6 +204,7 @@ class Experiment:
             "method": method,
             "dataset": self.dataset,
             "model_name_or_path": self.backbone.name_or_path,
+            "backbone_family": self.backbone.backbone.family,
             "num_classes": len(self.classnames),
             "shots": shots,
             "seeds": seeds,
@@ -224,7 +225,10 @@ class Experiment:
             dataset_id=self.dataset,
             accuracy=accuracy,
             task_name=task,
-            rows=[("Zero-shot CLIP", f"{self.zeroshot['accuracy']:.2f}"), (label, f"{accuracy:.2f}")],
+            rows=[
+                (f"Zero-shot {self.backbone.backbone.display_name}", f"{self.zeroshot['accuracy']:.2f}"),
+                (label, f"{accuracy:.2f}"),
+            ],
             description=description,
             hyperparameters=hyperparameters,
         )

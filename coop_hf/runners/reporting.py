@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from ..atomic import atomic_directory
+from ..backbones import family_name
 from .methods import PROMPT_METHODS
 
 Row = dict[str, Any]
@@ -50,10 +51,16 @@ DATASET_TITLES = {
 """The paper's names of the CoOp benchmarks; any other dataset is shown by its --dataset name."""
 
 
-def method_labels(methods: Iterable[str]) -> dict[str, str]:
-    """Display names: zero-shot CLIP, the linear probe, and each prompt method's `method_name` (its --method name
-    where two methods share one)."""
-    labels = {ZEROSHOT: "Zero-shot CLIP", "linear-probe": "Linear probe CLIP"}
+def baseline_labels(family: str | None = None) -> dict[str, str]:
+    """The baselines' display names on a backbone family: "Zero-shot CLIP", "Linear probe SigLIP", ..."""
+    name = family_name(family)
+    return {ZEROSHOT: f"Zero-shot {name}", "linear-probe": f"Linear probe {name}"}
+
+
+def method_labels(methods: Iterable[str], family: str | None = None) -> dict[str, str]:
+    """Display names: zero-shot CLIP (or the family's model), the linear probe, and each prompt method's
+    `method_name` (its --method name where two methods share one)."""
+    labels = baseline_labels(family)
     methods = list(dict.fromkeys(methods))
     names = {m: PROMPT_METHODS[m].display_name for m in methods if m in PROMPT_METHODS}
     for method in methods:
@@ -70,6 +77,11 @@ def dataset_title(dataset: str) -> str:
 def model_text(record: dict[str, Any]) -> str:
     """The backbone of a results record, as captions name it (a local path: its folder name)."""
     return os.path.basename(os.path.normpath(record["model_name_or_path"]))
+
+
+def zero_shot_label(record: dict[str, Any]) -> str:
+    """ "Zero-shot CLIP", or the zero-shot model of the record's backbone family."""
+    return baseline_labels(record.get("backbone_family"))[ZEROSHOT]
 
 
 def seeds_text(record: dict[str, Any]) -> str:

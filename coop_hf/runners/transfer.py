@@ -17,7 +17,7 @@ from .experiment import Experiment
 from .methods import prompt_method
 from .prompt_learning import PromptLearning
 from .records import TRAINING_RESULT_KEYS, announce, seed_mean, write_results
-from .reporting import dataset_title, model_text, seeds_text
+from .reporting import dataset_title, model_text, seeds_text, zero_shot_label
 from .run import load_experiments
 from .settings import RunSettings
 
@@ -126,7 +126,7 @@ def transfer_table(record: dict[str, Any], method_name: str) -> str:
     header += [f"Target: {dataset_title(target['dataset'])}" for target in targets]
     header += ["Average (targets)"] if cross_dataset else []
     rows = []
-    for label, learnable, key in (("Zero-shot CLIP", "", "zeroshot_accuracy"), (method_name, "✓", "accuracy")):
+    for label, learnable, key in ((zero_shot_label(record), "", "zeroshot_accuracy"), (method_name, "✓", "accuracy")):
         values = [source[key], *(target[key] for target in targets)]
         values += [record["average"][key]] if cross_dataset else []
         rows.append(f"| {label} | {learnable} | " + " | ".join(f"{value:.2f}" for value in values) + " |")
