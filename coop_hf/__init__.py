@@ -9,6 +9,7 @@ from .methods.classifier import ClassifierConfig, LinearClassifierModel
 from .methods.cocoop import CoCoOpConfig, CoCoOpModel
 from .methods.coop import CoOpConfig, CoOpModel, PromptLearner
 from .methods.kgcoop import KgCoOpConfig, KgCoOpModel
+from .methods.maple import MaPLeConfig, MaPLeModel
 from .methods.prograd import ProGradConfig, ProGradModel
 from .methods.tenc_ft import TextEncoderFineTuningConfig, TextEncoderFineTuningModel
 from .methods.upl import CoOpEnsemble, CoOpEnsembleConfig
@@ -34,6 +35,8 @@ __all__ = [
     "KgCoOpConfig",
     "KgCoOpModel",
     "LinearClassifierModel",
+    "MaPLeConfig",
+    "MaPLeModel",
     "MethodSpec",
     "ProGradConfig",
     "ProGradModel",

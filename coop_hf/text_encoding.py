@@ -67,16 +67,17 @@ def encode_prompts(
     *,
     chunk_size: int | None = None,
     checkpoint: bool = False,
+    layer_hook: LayerHook | None = None,
 ) -> torch.Tensor:
     """[classes, projection_dim] text features of prompts [classes, length, width] whose first `prefix_length`
     embeddings are the same in every row: `encode_shared_prefix` on a causal text tower, else `encode_plain`
-    (the same numbers, computed once per class)."""
+    (the same numbers, computed once per class). `layer_hook(index, hidden)` runs before each layer and may
+    change only positions before `prefix_length` (deep prompts), the same way in every row."""
     backbone = backbone_for(backbone)
+    options = dict(chunk_size=chunk_size, checkpoint=checkpoint, layer_hook=layer_hook)
     if backbone.causal_text:
-        return encode_shared_prefix(
-            backbone, prompt_embeds, eot_positions, prefix_length, chunk_size=chunk_size, checkpoint=checkpoint
-        )
-    return encode_plain(backbone, prompt_embeds, eot_positions, chunk_size=chunk_size, checkpoint=checkpoint)
+        return encode_shared_prefix(backbone, prompt_embeds, eot_positions, prefix_length, **options)
+    return encode_plain(backbone, prompt_embeds, eot_positions, **options)
 
 
 def encode_plain(
@@ -118,8 +119,10 @@ def encode_shared_prefix(
     *,
     chunk_size: int | None = None,
     checkpoint: bool = False,
+    layer_hook: LayerHook | None = None,
 ) -> torch.Tensor:
-    """Same result as `encode_plain` for prompts whose first `prefix_length` embeddings are the same in every row.
+    """Same result as `encode_plain` for prompts whose first `prefix_length` embeddings are the same in every row
+    (and a `layer_hook` that changes only those positions).
 
     The prefix is read from row 0 and encoded once; the remaining tokens of each class (up to its EOT) attend to
     the prefix keys and values of each layer and, causally, to their own (`encode_prefixes` with one prefix).
@@ -137,6 +140,7 @@ def encode_shared_prefix(
         eot_positions,
         chunk_size=chunk_size,
         checkpoint=checkpoint,
+        prefix_hook=layer_hook,
     )[0]
 
 
@@ -148,6 +152,7 @@ def encode_prefixes(
     *,
     chunk_size: int | None = None,
     checkpoint: bool = False,
+    prefix_hook: LayerHook | None = None,
 ) -> torch.Tensor:
     """[groups, classes, projection_dim] text features of the prompts "prefix g, then suffix c" for every prefix
     `prefix_embeds` [groups, prefix_length, width] and every class suffix `suffix_embeds` [classes, rest, width]
@@ -157,7 +162,8 @@ def encode_prefixes(
     prefix keys and values of each layer and, causally, to their own. The suffix tokens of all prompts are packed
     without padding for the token-wise parts of each layer (projections, MLP, layer norms) and attend in groups of
     equal length; the last layer computes each prompt's EOT token only. Per layer this holds groups x classes x
-    suffix tokens, never the full padded length. Every EOT must lie in the suffix. Attention dropout is not
+    suffix tokens, never the full padded length. Every EOT must lie in the suffix. `prefix_hook(index, prefixes)`
+    runs on the prefixes before each layer (deep prompts replace prefix tokens there). Attention dropout is not
     applied: the backbone stays in eval mode. Exact only for a causal text tower (CLIP, MetaCLIP 2).
     """
     backbone = backbone_for(backbone)
@@ -181,7 +187,9 @@ def encode_prefixes(
         )
     prefix = embeddings(inputs_embeds=prefix_embeds)
     prefix_keys_values = []
-    for layer in layers:
+    for index, layer in enumerate(layers):
+        if prefix_hook is not None:  # deep prompts replace prefix tokens before this layer
+            prefix = prefix_hook(index, prefix)
         prefix, key, value = _prefix_layer(layer, prefix)
         prefix_keys_values.append((key, value))
 

@@ -51,6 +51,9 @@ class Backbone:
     text_projection_name: ClassVar[str | None] = "text_projection"
     """The model's text projection module, when it is not part of the text tower."""
     image_projection_name: ClassVar[str | None] = "visual_projection"
+    vision_pools_class_token: ClassVar[bool] = True
+    """Whether the image feature is read from the class token alone (CLIP), so that tokens appended to the image
+    tokens change it only through attention; SigLIP's attention-pooling head reads every token."""
 
     def __init__(self, model: PreTrainedModel):
         if model.config.model_type not in self.model_types:
@@ -76,6 +79,10 @@ class Backbone:
     def max_text_length(self) -> int:
         """The longest prompt the text tower takes (CLIP: 77, SigLIP: 64)."""
         return self.text_config.max_position_embeddings
+
+    @property
+    def vision_width(self) -> int:
+        return self.model.config.vision_config.hidden_size
 
     @property
     def embed_dim(self) -> int:
@@ -180,10 +187,17 @@ class Backbone:
     def vision_dtype(self) -> torch.dtype:
         return next(self.vision_model.parameters()).dtype
 
-    def image_features(self, pixel_values: torch.Tensor, *, layer_hook: LayerHook | None = None) -> torch.Tensor:
+    def image_features(
+        self,
+        pixel_values: torch.Tensor,
+        *,
+        embeddings_hook: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        layer_hook: LayerHook | None = None,
+    ) -> torch.Tensor:
         """[images, embed_dim] unnormalised image features of `pixel_values` [images, 3, H, W], through the model's
-        own image path (`layer_hook` before each encoder layer)."""
-        with self._vision_layer_hook(layer_hook):
+        own image path: `embeddings_hook(tokens)` on the patch (+ class) + position embeddings, before any norm
+        (where deep prompts append their first tokens), `layer_hook(index, hidden)` before each encoder layer."""
+        with self._vision_hooks(embeddings_hook, layer_hook):
             return self._image_features(pixel_values.to(self.vision_dtype))
 
     def image_processor(self, processor: Any) -> Any:
@@ -195,11 +209,10 @@ class Backbone:
         return self.model.get_image_features(pixel_values=pixel_values).pooler_output
 
     @contextmanager
-    def _vision_layer_hook(self, layer_hook: LayerHook | None) -> Iterator[None]:
-        """Run `layer_hook(index, hidden)` before each vision encoder layer while inside the block."""
-        if layer_hook is None:
-            yield
-            return
+    def _vision_hooks(
+        self, embeddings_hook: Callable[[torch.Tensor], torch.Tensor] | None, layer_hook: LayerHook | None
+    ) -> Iterator[None]:
+        """Run the hooks of `image_features` on the vision modules while inside the block."""
 
         def make_hook(index: int):
             def pre_hook(module, args, kwargs):
@@ -209,10 +222,15 @@ class Backbone:
 
             return pre_hook
 
-        handles = [
-            layer.register_forward_pre_hook(make_hook(index), with_kwargs=True)
-            for index, layer in enumerate(self.vision_layers)
-        ]
+        handles = []
+        if embeddings_hook is not None:
+            embeddings = self.vision_model.embeddings
+            handles.append(embeddings.register_forward_hook(lambda module, args, output: embeddings_hook(output)))
+        if layer_hook is not None:
+            handles += [
+                layer.register_forward_pre_hook(make_hook(index), with_kwargs=True)
+                for index, layer in enumerate(self.vision_layers)
+            ]
         try:
             yield
         finally:

@@ -32,6 +32,7 @@ class SiglipBackbone(Backbone):
     pad_prompts = True
     text_projection_name = None
     image_projection_name = None
+    vision_pools_class_token = False  # the attention-pooling head reads every token
 
     @property
     def embed_dim(self) -> int:

@@ -3,8 +3,9 @@ the registration of its `--method` names (`coop_hf.methods.registry`). Adding a 
 line below; see the README's "Adding a method".
 """
 
-# isort: off  (registration order is the order `--method` lists them)
-from . import class_tokens, classifier, cocoop, coop, kgcoop, prograd, tenc_ft, upl  # noqa: F401 (they register)
+# Registration order is the order in which `--method` lists the methods.
+# isort: off
+from . import coop, cocoop, kgcoop, prograd, maple, class_tokens, classifier, tenc_ft, upl  # noqa: F401
 
 # isort: on
 from .registry import METHODS, PROMPT_MODELS, MethodSpec, register_method, register_model

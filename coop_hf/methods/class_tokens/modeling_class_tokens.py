@@ -106,14 +106,8 @@ class ClassTokenTuningModel(CoOpModel):
             checkpoint=checkpoint,
         )
 
-    def _text_features_for_logits(self) -> torch.Tensor:
-        if torch.is_grad_enabled():
-            return self.get_text_features()
-        ctx, names = self.prompt_learner.ctx, self.class_embeds
-        key = (ctx._version, ctx.data_ptr(), names._version, names.data_ptr(), names.device, names.dtype)
-        if self._text_features_cache is None or self._text_features_cache[0] != key:
-            self._text_features_cache = (key, self.get_text_features())
-        return self._text_features_cache[1]
+    def text_prompt_tensors(self) -> list[torch.Tensor]:
+        return [self.prompt_learner.ctx, self.class_embeds]
 
     def set_classnames(self, classnames: list[str]) -> None:
         """Refused: the learned class-name tokens belong to the training classes."""

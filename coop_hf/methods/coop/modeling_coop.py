@@ -186,12 +186,16 @@ class CoOpModel(PromptPreTrainedModel):
             checkpoint=checkpoint,
         )
 
+    def text_prompt_tensors(self) -> list[torch.Tensor]:
+        """The learned tensors the text features depend on (what the cached text features are keyed by)."""
+        return [self.prompt_learner.ctx]
+
     def _text_features_for_logits(self) -> torch.Tensor:
-        """Text features, computed once and reused while the context is unchanged and no gradient is needed."""
+        """Text features, computed once and reused while the prompt is unchanged and no gradient is needed."""
         if torch.is_grad_enabled():
             return self.get_text_features()
-        ctx = self.prompt_learner.ctx
-        key = (ctx._version, ctx.data_ptr(), ctx.device, ctx.dtype, self.prompt_learner.input_ids.data_ptr())
+        key = tuple((t._version, t.data_ptr(), t.device, t.dtype) for t in self.text_prompt_tensors())
+        key += (self.prompt_learner.input_ids.data_ptr(),)
         if self._text_features_cache is None or self._text_features_cache[0] != key:
             self._text_features_cache = (key, self.get_text_features())
         return self._text_features_cache[1]
