@@ -7,12 +7,14 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import random_clip, tiny_clip_config
+from conftest import DATA, random_clip, tiny_clip_config
 from tiny_backbones import tiny_backbone
 from transformers import AutoModel
 
 from coop_hf import MaPLeConfig, MaPLeModel
+from coop_hf.runners import PromptArguments
 from coop_hf.text_encoding import encode_plain
+from coop_hf.training import CoOpTrainingArguments
 from tests.test_train_e2e import flags, run_in_process
 
 CLASSNAMES = ["daisy", "sea lion", "rose", "tulip"]
@@ -202,3 +204,19 @@ def test_train_script_runs_maple_on_pixels(tiny_clip_dir, tmp_path):
     recorded = json.loads((tmp_path / "run_config.json").read_text())
     assert recorded["prompt"]["ctx_init"] == "a photo of a" and recorded["training"]["learning_rate"] == 0.05
     assert 0 <= results["accuracy"] <= 100 and (tmp_path / "seed1" / "model.safetensors").is_file()
+
+
+def test_transfer_protocols_default_to_the_cross_dataset_depth(tiny_clip_dir, tmp_path):
+    """transfer.py trains MaPLe at the reference's cross-dataset depth 3 unless --prompt_depth is given: on a
+    two-layer backbone that is refused before anything is written, naming the flag."""
+    from coop_hf.runners.transfer import TransferArguments, transfer_study
+
+    arguments = TransferArguments(
+        model_name_or_path=str(tiny_clip_dir), dataset="oxford_flowers", targets=["caltech101"], data_dir=str(DATA),
+        shots=1, method="maple",
+    )  # fmt: skip
+    prompt = PromptArguments()
+    args = CoOpTrainingArguments(str(tmp_path / "out"), num_train_epochs=1, disable_tqdm=True)
+    with pytest.raises(ValueError, match=r"prompt_depth=3 \(--prompt_depth\) exceeds the 2 layers"):
+        transfer_study(arguments, prompt, args)
+    assert not (tmp_path / "out").exists()

@@ -34,6 +34,8 @@ class MethodSpec:
         settings: Prompt settings that make this name the method it is where model classes are shared
             (CLS-Tuning's `{"learn_context": False}`); a flag contradicting them is an error.
         defaults: The name's own defaults of other prompt settings, which flags may replace.
+        transfer_settings: Prompt settings of its reference cross-dataset and domain-generalisation configs (MaPLe's
+            depth 3), which flags may replace.
         label: How tables and plots name it (default: the model's `method_name`).
     """
 
@@ -43,6 +45,7 @@ class MethodSpec:
     recipe: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     defaults: dict[str, Any] = field(default_factory=dict)
+    transfer_settings: dict[str, Any] = field(default_factory=dict)
     label: str | None = None
 
     def trainer_class(self) -> type | None:

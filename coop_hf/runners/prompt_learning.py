@@ -55,6 +55,7 @@ class PromptLearning:
     recipe: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     defaults: dict[str, Any] = field(default_factory=dict)
+    transfer_settings: dict[str, Any] = field(default_factory=dict)
     label: str | None = None
 
     @classmethod
@@ -62,7 +63,7 @@ class PromptLearning:
         """The runner of a registered `--method` (`coop_hf.methods.registry`)."""
         return cls(
             spec.name, spec.model_class, spec.trainer_class() or CoOpTrainer, recipe=spec.recipe,
-            settings=spec.settings, defaults=spec.defaults, label=spec.label,
+            settings=spec.settings, defaults=spec.defaults, transfer_settings=spec.transfer_settings, label=spec.label,
         )  # fmt: skip
 
     @property
@@ -74,7 +75,8 @@ class PromptLearning:
         unknown = sorted(set(self.recipe) - set(CoOpTrainingArguments.__dataclass_fields__))
         if unknown:
             raise ValueError(f"The recipe of method {self.name!r} names unknown training arguments: {unknown}.")
-        unknown = sorted({*self.settings, *self.defaults} - set(self.model_class.config_class.prompt_settings()))
+        own = {*self.settings, *self.defaults, *self.transfer_settings}
+        unknown = sorted(own - set(self.model_class.config_class.prompt_settings()))
         if unknown:
             raise ValueError(f"The settings of method {self.name!r} name unknown prompt settings: {unknown}.")
 

@@ -150,7 +150,7 @@ def transfer_study(
     """`run_transfer` from `arguments.dataset` (the source) to `arguments.targets`; writes
     `output_dir/results.json` and the table `output_dir/results.md`."""
     method = prompt_method(arguments.method)
-    settings = prompt_settings(prompt, arguments.method)
+    settings = {**method.transfer_settings, **prompt_settings(prompt, arguments.method)}
     source, *targets = load_experiments(arguments, [arguments.dataset, *arguments.targets], training_args)
     run = RunSettings.from_arguments(arguments, callbacks)
     record = run_transfer(source, targets, method, run, training_args, settings)

@@ -9,6 +9,7 @@ register_method(
     "maple",
     MaPLeModel,
     recipe={"learning_rate": 0.0035, "per_device_train_batch_size": 4, "num_train_epochs": 5},
+    transfer_settings={"prompt_depth": 3},  # the reference's cross-dataset / domain-generalisation config
 )
 
 __all__ = ["MaPLeConfig", "MaPLeModel"]

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from ...backbones import Backbone, backbone_for
 from ...prompts import CONTEXT_PLACEHOLDER, PromptTokens, context_init_ids, tokenize_prompts
 from ...text_encoding import encode_prompts, shared_prefix_length
 from ..coop.modeling_coop import CoOpModel
@@ -40,6 +41,21 @@ MAPLE_PAPER = (
   year      = {2023}
 }""",
 )
+
+
+def check_backbone(backbone: Backbone, config: MaPLeConfig) -> None:
+    """Refuse a backbone without MaPLe's layout, or with fewer layers than the prompt depth, naming the flag."""
+    if not backbone.causal_text or not backbone.vision_pools_class_token:
+        raise ValueError(
+            f"MaPLe puts its prompts after the text's start token and appends vision prompts that only the class "
+            f"token reads, as in CLIP; {backbone.display_name} has no such layout. Use a CLIP or MetaCLIP 2 "
+            "checkpoint (--model_name_or_path), or a method without vision prompts (--method coop)."
+        )
+    layers = min(len(backbone.text_layers), len(backbone.vision_layers))
+    if config.prompt_depth > layers:
+        raise ValueError(
+            f"prompt_depth={config.prompt_depth} (--prompt_depth) exceeds the {layers} layers of this backbone."
+        )
 
 
 class MaPLeModel(CoOpModel):
@@ -73,19 +89,9 @@ class MaPLeModel(CoOpModel):
         tokenizer: PreTrainedTokenizerBase,
         image_processor: Any | None = None,
     ):
+        check_backbone(backbone_for(clip), config)
         super().__init__(config, clip, tokenizer, image_processor)  # the language context: drawn first
         backbone = self.backbone
-        if not backbone.causal_text or not backbone.vision_pools_class_token:
-            raise ValueError(
-                f"MaPLe puts its prompts after the text's start token and appends vision prompts that only the class "
-                f"token reads, as in CLIP; {backbone.display_name} has no such layout. Use a CLIP or MetaCLIP 2 "
-                "checkpoint (--model_name_or_path), or a method without vision prompts (--method coop)."
-            )
-        layers = min(len(backbone.text_layers), len(backbone.vision_layers))
-        if config.prompt_depth > layers:
-            raise ValueError(
-                f"prompt_depth={config.prompt_depth} (--prompt_depth) exceeds the {layers} layers of this backbone."
-            )
         text_width, vision_width = backbone.text_width, backbone.vision_width
         # In the reference's order of random draws: the coupling, the deeper prompts, then one coupling layer
         # that every deeper layer starts from.
@@ -103,6 +109,15 @@ class MaPLeModel(CoOpModel):
     @classmethod
     def resolve_settings(cls, tokenizer: PreTrainedTokenizerBase, settings: dict[str, Any]) -> dict[str, Any]:
         return settings  # n_ctx is not the phrase's length: the phrase's first n_ctx tokens are learned
+
+    @classmethod
+    def build_config(
+        cls, clip: PreTrainedModel, classnames: list[str], tokenizer: PreTrainedTokenizerBase, **settings
+    ) -> MaPLeConfig:
+        """The config `from_clip` gives, checked against the backbone before any work."""
+        config = super().build_config(clip, classnames, tokenizer, **settings)
+        check_backbone(backbone_for(clip), config)
+        return config
 
     def _phrase_ids(self) -> list[int]:
         """The phrase's token ids when the context starts from it (`n_ctx` no longer than the phrase), else []."""
