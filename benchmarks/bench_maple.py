@@ -1,0 +1,141 @@
+"""Time one MaPLe training step: the straightforward computation against coop_hf's, on the ViT-B/32 architecture
+with random weights.
+
+Modes, each a full step (forward, backward, SGD with momentum and weight decay over every MaPLe tensor) on a batch:
+  straightforward  the official computation: every class prompt at CLIP's full 77 tokens through the text tower,
+                   the deeper language prompts written into positions 1..n_ctx before each prompted layer; the
+                   image tower with its vision prompts
+  ours             coop_hf.MaPLeModel: prompts cut after the longest end-of-text token, the [SOS] + prompts +
+                   fixed words prefix (the same for every class at every layer) encoded once; the same image tower
+Before timing, the two first steps (same tensors, same inputs) are compared: loss and every gradient.
+
+Example: python benchmarks/bench_maple.py --classes 102 --batch_size 4 --repeats 5
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from bench_step import (  # noqa: E402
+    CLIP_CONFIGS,
+    build_clip,
+    classnames,
+    current_memory,
+    peak_memory,
+    reset_peak_memory,
+    sgd,
+    synchronize,
+    training_step,
+)
+from transformers import AutoTokenizer  # noqa: E402
+
+from coop_hf import MaPLeModel  # noqa: E402
+from coop_hf.backbones import Backbone  # noqa: E402
+
+MODES = ("straightforward", "ours")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--classes", type=int, default=102)
+    parser.add_argument("--batch_size", type=int, default=4)
+    parser.add_argument("--prompt_depth", type=int, default=9)
+    parser.add_argument("--repeats", type=int, default=5, help="timed steps per mode (after a warm-up step)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    return parser.parse_args()
+
+
+def straightforward_text_features(model: MaPLeModel) -> torch.Tensor:
+    """The official TextEncoder: all prompts at the full context length, each prompted layer's language prompts
+    written into positions 1..n_ctx before it."""
+    backbone: Backbone = model.backbone
+    learner, n_ctx = model.prompt_learner, model.config.n_ctx
+    full_length = backbone.max_text_length
+    pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else model.tokenizer.eos_token_id
+    input_ids = F.pad(learner.input_ids, (0, full_length - learner.input_ids.shape[1]), value=pad_id)
+    embeds = backbone.token_embedding(input_ids)
+    prompts = torch.cat([embeds[:, :1], learner.ctx.expand(len(embeds), -1, -1), embeds[:, 1 + n_ctx :]], dim=1)
+    hidden = backbone.text_embeddings(inputs_embeds=prompts)
+    mask = backbone.text_attention_mask(hidden)
+    deeper = list(model.compound_prompts_text)
+    for index, layer in enumerate(backbone.text_layers):
+        if 1 <= index <= len(deeper):
+            context = deeper[index - 1].expand(len(hidden), -1, -1)
+            hidden = torch.cat([hidden[:, :1], context, hidden[:, 1 + n_ctx :]], dim=1)
+        hidden = layer(hidden, mask, is_causal=True)
+    return backbone.project_text(hidden[torch.arange(len(hidden)), learner.eot_positions])
+
+
+def main() -> None:
+    args = parse_args()
+    device = torch.device(args.device)
+    config_dir = CLIP_CONFIGS[0]
+    clip = build_clip(config_dir, device)
+    tokenizer = AutoTokenizer.from_pretrained(config_dir)
+    torch.manual_seed(0)
+    model = MaPLeModel.from_clip(clip, classnames(args.classes), tokenizer=tokenizer, prompt_depth=args.prompt_depth)
+    model.to(device).train()
+    generator = torch.Generator().manual_seed(0)
+    size = clip.config.vision_config.image_size
+    pixel_values = torch.randn(args.batch_size, 3, size, size, generator=generator).to(device)
+    labels = torch.randint(0, args.classes, (args.batch_size,), generator=generator).to(device)
+    parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    initial = [parameter.detach().clone() for parameter in parameters]
+
+    def straightforward_loss() -> torch.Tensor:
+        image = model.image_features(pixel_values, None)
+        text = straightforward_text_features(model)
+        logits = model.backbone.logits(F.normalize(image, dim=-1), F.normalize(text, dim=-1))
+        return F.cross_entropy(logits, labels)
+
+    losses = {
+        "straightforward": straightforward_loss,
+        "ours": lambda: model(pixel_values=pixel_values, labels=labels).loss,
+    }
+    optimizers = {mode: sgd(parameters) for mode in MODES}
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; ViT-B/32 architecture, MaPLe depth "
+          f"{args.prompt_depth}, n_ctx {model.config.n_ctx}, {args.classes} classes, batch {args.batch_size}, fp32 "
+          f"{device}; prompts {model.prompt_learner.input_ids.shape[1]} tokens (straightforward: 77)")  # fmt: skip
+    peaks, before, first, times = {}, {}, {}, {mode: [] for mode in MODES}
+    for mode in MODES:  # warm-up steps from the same tensors, each in its own peak-memory window
+        with torch.no_grad():
+            for parameter, value in zip(parameters, initial, strict=True):
+                parameter.copy_(value)
+        reset_peak_memory(device)
+        before[mode] = current_memory(device)
+        first[mode] = training_step(losses[mode], optimizers[mode])
+        synchronize(device)
+        peaks[mode] = peak_memory(device)
+    (reference_loss, reference_grads), (our_loss, our_grads) = first["straightforward"], first["ours"]
+    loss_diff = abs(our_loss.item() - reference_loss.item()) / abs(reference_loss.item())
+    grad_diff = max(
+        ((ours - reference).norm() / reference.norm().clamp_min(1e-30)).item()
+        for ours, reference in zip(our_grads, reference_grads, strict=True)
+    )
+    print(f"check: relative difference in loss {loss_diff:.1e}, largest in a gradient {grad_diff:.1e}")
+    for _ in range(args.repeats):  # interleaved, so that drifting machine speed affects both alike
+        for mode in MODES:
+            start = time.perf_counter()
+            training_step(losses[mode], optimizers[mode])
+            synchronize(device)
+            times[mode].append(time.perf_counter() - start)
+    medians = {mode: statistics.median(values) for mode, values in times.items()}
+    for mode in MODES:
+        print(
+            f"{mode:>15}: median {medians[mode]:.3f} s (min {min(times[mode]):.3f}, max {max(times[mode]):.3f}), "
+            f"{medians['straightforward'] / medians[mode]:.2f}x, peak {peaks[mode]:.2f} GiB "
+            f"(+{peaks[mode] - before[mode]:.2f})"
+        )
+
+
+if __name__ == "__main__":
+    main()
