@@ -8,6 +8,7 @@ from .methods.class_tokens import ClassTokenConfig, ClassTokenTuningModel
 from .methods.classifier import ClassifierConfig, LinearClassifierModel
 from .methods.cocoop import CoCoOpConfig, CoCoOpModel
 from .methods.coop import CoOpConfig, CoOpModel, PromptLearner
+from .methods.ivlp import IVLPConfig, IVLPModel
 from .methods.kgcoop import KgCoOpConfig, KgCoOpModel
 from .methods.maple import MaPLeConfig, MaPLeModel
 from .methods.prograd import ProGradConfig, ProGradModel
@@ -32,6 +33,8 @@ __all__ = [
     "CoOpEnsembleConfig",
     "CoOpModel",
     "CoOpOutput",
+    "IVLPConfig",
+    "IVLPModel",
     "KgCoOpConfig",
     "KgCoOpModel",
     "LinearClassifierModel",

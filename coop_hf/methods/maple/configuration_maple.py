@@ -6,10 +6,9 @@ from __future__ import annotations
 from huggingface_hub.dataclasses import strict
 
 from ..coop.configuration_coop import CoOpConfig
+from ..ivlp.configuration_ivlp import FIXED_SETTINGS, check_deep_prompt_settings
 
 MAPLE_CTX_INIT = "a photo of a"
-# CoOp settings that MaPLe does not have: its class name follows one context shared by all classes.
-FIXED_SETTINGS = {"class_token_position": "end", "class_specific_context": False}
 
 
 @strict
@@ -47,14 +46,5 @@ class MaPLeConfig(CoOpConfig):
         return tuple(name for name in super().prompt_settings() if name not in FIXED_SETTINGS)
 
     def check_prompt_settings(self) -> None:
-        for name, value in FIXED_SETTINGS.items():
-            if getattr(self, name) != value:
-                raise ValueError(
-                    f"MaPLe has no {name} setting ({name}={getattr(self, name)!r}): its class tokens follow one "
-                    f"context shared by all classes ({name}={value!r}). Use --method coop for other layouts."
-                )
-        if isinstance(self.prompt_depth, bool) or not isinstance(self.prompt_depth, int) or self.prompt_depth < 1:
-            raise ValueError(
-                f"prompt_depth (--prompt_depth) must be a number of layers >= 1, got {self.prompt_depth!r}."
-            )
+        check_deep_prompt_settings(self, "MaPLe", {"prompt_depth": (self.prompt_depth, 1)})
         super().check_prompt_settings()

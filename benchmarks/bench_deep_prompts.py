@@ -1,15 +1,15 @@
-"""Time one MaPLe training step: the straightforward computation against coop_hf's, on the ViT-B/32 architecture
-with random weights.
+"""Time one training step of a deep-prompt method (MaPLe, IVLP): the straightforward computation against coop_hf's,
+on the ViT-B/32 architecture with random weights.
 
-Modes, each a full step (forward, backward, SGD with momentum and weight decay over every MaPLe tensor) on a batch:
+Modes, each a full step (forward, backward, SGD with momentum and weight decay over every learned tensor) on a batch:
   straightforward  the official computation: every class prompt at CLIP's full 77 tokens through the text tower,
                    the deeper language prompts written into positions 1..n_ctx before each prompted layer; the
                    image tower with its vision prompts
-  ours             coop_hf.MaPLeModel: prompts cut after the longest end-of-text token, the [SOS] + prompts +
+  ours             coop_hf's model: prompts cut after the longest end-of-text token, the [SOS] + prompts +
                    fixed words prefix (the same for every class at every layer) encoded once; the same image tower
 Before timing, the two first steps (same tensors, same inputs) are compared: loss and every gradient.
 
-Example: python benchmarks/bench_maple.py --classes 102 --batch_size 4 --repeats 5
+Example: python benchmarks/bench_deep_prompts.py --method maple --classes 102 --batch_size 4 --repeats 5
 """
 
 from __future__ import annotations
@@ -38,23 +38,26 @@ from bench_step import (  # noqa: E402
 )
 from transformers import AutoTokenizer  # noqa: E402
 
-from coop_hf import MaPLeModel  # noqa: E402
+from coop_hf import IVLPModel, MaPLeModel  # noqa: E402
 from coop_hf.backbones import Backbone  # noqa: E402
+from coop_hf.methods.ivlp import DeepPromptModel  # noqa: E402
 
 MODES = ("straightforward", "ours")
+MODELS = {"maple": MaPLeModel, "ivlp": IVLPModel}
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--method", choices=sorted(MODELS), default="maple")
     parser.add_argument("--classes", type=int, default=102)
     parser.add_argument("--batch_size", type=int, default=4)
-    parser.add_argument("--prompt_depth", type=int, default=9)
+    parser.add_argument("--prompt_depth", type=int, default=9, help="every prompt depth of the method")
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per mode (after a warm-up step)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     return parser.parse_args()
 
 
-def straightforward_text_features(model: MaPLeModel) -> torch.Tensor:
+def straightforward_text_features(model: DeepPromptModel) -> torch.Tensor:
     """The official TextEncoder: all prompts at the full context length, each prompted layer's language prompts
     written into positions 1..n_ctx before it."""
     backbone: Backbone = model.backbone
@@ -66,7 +69,7 @@ def straightforward_text_features(model: MaPLeModel) -> torch.Tensor:
     prompts = torch.cat([embeds[:, :1], learner.ctx.expand(len(embeds), -1, -1), embeds[:, 1 + n_ctx :]], dim=1)
     hidden = backbone.text_embeddings(inputs_embeds=prompts)
     mask = backbone.text_attention_mask(hidden)
-    deeper = list(model.compound_prompts_text)
+    deeper = model.deep_text_prompts()
     for index, layer in enumerate(backbone.text_layers):
         if 1 <= index <= len(deeper):
             context = deeper[index - 1].expand(len(hidden), -1, -1)
@@ -82,7 +85,10 @@ def main() -> None:
     clip = build_clip(config_dir, device)
     tokenizer = AutoTokenizer.from_pretrained(config_dir)
     torch.manual_seed(0)
-    model = MaPLeModel.from_clip(clip, classnames(args.classes), tokenizer=tokenizer, prompt_depth=args.prompt_depth)
+    model_class = MODELS[args.method]
+    depths = {name: args.prompt_depth for name in ("prompt_depth", "prompt_depth_text", "prompt_depth_vision")}
+    depths = {name: value for name, value in depths.items() if name in model_class.config_class.prompt_settings()}
+    model = model_class.from_clip(clip, classnames(args.classes), tokenizer=tokenizer, **depths)
     model.to(device).train()
     generator = torch.Generator().manual_seed(0)
     size = clip.config.vision_config.image_size
@@ -102,9 +108,10 @@ def main() -> None:
         "ours": lambda: model(pixel_values=pixel_values, labels=labels).loss,
     }
     optimizers = {mode: sgd(parameters) for mode in MODES}
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; ViT-B/32 architecture, MaPLe depth "
-          f"{args.prompt_depth}, n_ctx {model.config.n_ctx}, {args.classes} classes, batch {args.batch_size}, fp32 "
-          f"{device}; prompts {model.prompt_learner.input_ids.shape[1]} tokens (straightforward: 77)")  # fmt: skip
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; ViT-B/32 architecture, "
+          f"{model.method_name} depth {args.prompt_depth}, n_ctx {model.config.n_ctx}, {args.classes} classes, "
+          f"batch {args.batch_size}, fp32 {device}; prompts {model.prompt_learner.input_ids.shape[1]} tokens "
+          "(straightforward: 77)")  # fmt: skip
     peaks, before, first, times = {}, {}, {}, {mode: [] for mode in MODES}
     for mode in MODES:  # warm-up steps from the same tensors, each in its own peak-memory window
         with torch.no_grad():

@@ -1,0 +1,76 @@
+"""Configuration of independent vision-language prompts (IVLP): learned tokens in the first layers of each tower,
+each layer's own."""
+
+from __future__ import annotations
+
+from huggingface_hub.dataclasses import strict
+
+from ..coop.configuration_coop import CoOpConfig
+
+IVLP_CTX_INIT = "a photo of a"
+# CoOp settings that deep prompts do not have: the class name follows one context shared by all classes.
+FIXED_SETTINGS = {"class_token_position": "end", "class_specific_context": False}
+
+
+def check_deep_prompt_settings(config: CoOpConfig, method: str, depths: dict[str, int]) -> None:
+    """Refuse CoOp layouts and prompt depths that a deep-prompt method does not have, naming the flag."""
+    for name, value in FIXED_SETTINGS.items():
+        if getattr(config, name) != value:
+            raise ValueError(
+                f"{method} has no {name} setting ({name}={getattr(config, name)!r}): its class tokens follow one "
+                f"context shared by all classes ({name}={value!r}). Use --method coop for other layouts."
+            )
+    for name, (value, least) in depths.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{name} (--{name}) must be a whole number >= {least}, got {value!r}.")
+
+
+@strict
+class IVLPConfig(CoOpConfig):
+    r"""Configuration of an [`IVLPModel`]: independent deep prompts in both towers (Khattak et al., PromptSRC,
+    ICCV 2023, and MaPLe's independent V-L baseline), trained with cross-entropy.
+
+    Args:
+        base_model_name_or_path (`str`):
+            Hub id or local path of the frozen backbone the prompt was learned on.
+        classnames (`list[str]`):
+            The class names in label order. They are also the labels (`id2label`) that pipelines report.
+        n_ctx (`int`, defaults to 4):
+            Learned language tokens per prompted text layer (the reference's N_CTX_TEXT).
+        ctx_init (`str`, *optional*, defaults to "a photo of a"):
+            The text prompt's phrase: its first `n_ctx` tokens initialise the first layer's language prompts and
+            the rest stay fixed words before the class name. None, or an `n_ctx` longer than the phrase: N(0, 0.02)
+            vectors in front of the class name.
+        n_ctx_vision (`int`, defaults to 4):
+            Learned vision tokens per prompted image layer (N_CTX_VISION).
+        prompt_depth_text (`int`, defaults to 9):
+            Text layers with prompts: the first from the context, layers 2..J each their own (PROMPT_DEPTH_TEXT; 3
+            in PromptSRC's cross-dataset config).
+        prompt_depth_vision (`int`, defaults to 9):
+            Image layers with prompts, each its own (PROMPT_DEPTH_VISION); 0: none (language prompts only).
+        class_token_position (`str`, defaults to "end"):
+            Always "end".
+        class_specific_context (`bool`, defaults to False):
+            Always False.
+    """
+
+    model_type = "ivlp"
+
+    n_ctx: int = 4
+    ctx_init: str | None = IVLP_CTX_INIT
+    n_ctx_vision: int = 4
+    prompt_depth_text: int = 9
+    prompt_depth_vision: int = 9
+
+    @classmethod
+    def prompt_settings(cls) -> tuple[str, ...]:
+        return tuple(name for name in super().prompt_settings() if name not in FIXED_SETTINGS)
+
+    def check_prompt_settings(self) -> None:
+        depths = {
+            "prompt_depth_text": (self.prompt_depth_text, 1),
+            "prompt_depth_vision": (self.prompt_depth_vision, 0),
+            "n_ctx_vision": (self.n_ctx_vision, 1),
+        }
+        check_deep_prompt_settings(self, "IVLP", depths)
+        super().check_prompt_settings()
