@@ -13,7 +13,13 @@ from transformers import AutoModel
 from coop_hf import IVLPConfig, IVLPModel
 from coop_hf.runners.methods import PROMPT_METHODS
 from coop_hf.training import CoOpTrainingArguments
-from tests.test_maple import CLASSNAMES, IMAGE_SIZE, deep_clip, official_image_features, official_text_features
+from tests.test_maple import (
+    CLASSNAMES,
+    assert_step_matches,
+    deep_clip,
+    official_image_features,
+    official_text_features,
+)
 from tests.test_train_e2e import flags, run_in_process
 
 
@@ -49,19 +55,9 @@ def official_logits(ivlp, pixel_values):
 
 def assert_matches_official(family, model, tokenizer, **settings):
     torch.manual_seed(0)
-    ivlp = IVLPModel.from_clip(model, CLASSNAMES, tokenizer=tokenizer, **settings)
-    size = IMAGE_SIZE[family]
-    pixel_values = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(1))
-    labels = torch.tensor([0, 2, 3])
-    output = ivlp(pixel_values=pixel_values, labels=labels)
-    output.loss.backward()
-    expected, tensors = official_logits(ivlp, pixel_values)
-    F.cross_entropy(expected, labels).backward()
-    torch.testing.assert_close(output.logits, expected, atol=1e-5, rtol=1e-5)
-    parameters = dict(ivlp.named_parameters())
-    assert sorted(tensors) == sorted(ivlp.prompt_state_dict())
-    for name, tensor in tensors.items():
-        torch.testing.assert_close(parameters[name].grad, tensor.grad, atol=1e-5, rtol=1e-4, msg=name)
+    assert_step_matches(
+        IVLPModel.from_clip(model, CLASSNAMES, tokenizer=tokenizer, **settings), family, official_logits
+    )
 
 
 @pytest.mark.parametrize(

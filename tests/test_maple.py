@@ -113,16 +113,22 @@ def assert_matches_official(family, model, tokenizer, depth):
     with torch.no_grad():  # trained-looking couplings: the clones start equal
         for parameter in maple.compound_prompt_projections.parameters():
             parameter.add_(0.02 * torch.randn_like(parameter))
+    assert_step_matches(maple, family, official_logits)
+
+
+def assert_step_matches(model, family, official_logits):
+    """One training step's logits and the gradient of every trainable tensor of `model` equal those of
+    `official_logits(model, pixel_values)` (which returns its logits and its copies of the tensors)."""
     size = IMAGE_SIZE[family]
     pixel_values = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(1))
     labels = torch.tensor([0, 2, 3])
-    output = maple(pixel_values=pixel_values, labels=labels)
+    output = model(pixel_values=pixel_values, labels=labels)
     output.loss.backward()
-    expected, tensors = official_logits(maple, pixel_values)
+    expected, tensors = official_logits(model, pixel_values)
     F.cross_entropy(expected, labels).backward()
     torch.testing.assert_close(output.logits, expected, atol=1e-5, rtol=1e-5)
-    parameters = dict(maple.named_parameters())
-    assert sorted(tensors) == sorted(maple.prompt_state_dict())
+    parameters = dict(model.named_parameters())
+    assert sorted(tensors) == sorted(model.prompt_state_dict())
     for name, tensor in tensors.items():
         torch.testing.assert_close(parameters[name].grad, tensor.grad, atol=1e-5, rtol=1e-4, msg=name)
 
