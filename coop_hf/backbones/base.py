@@ -145,19 +145,11 @@ class Backbone:
         features = modules["text_model"].final_layer_norm(pooled)
         return modules[self.text_projection_name](features)
 
-    @torch.no_grad()
     def text_features(
-        self,
-        inputs: dict[str, torch.Tensor],
-        modules: dict[str, nn.Module] | None = None,
-    ) -> torch.Tensor:
-        """[texts, embed_dim] unnormalised text features of tokenized texts (`tokenize`), the model's own text path."""
-        return self.text_features_with_grad(inputs, modules)
-
-    def text_features_with_grad(
         self, inputs: dict[str, torch.Tensor], modules: dict[str, nn.Module] | None = None
     ) -> torch.Tensor:
-        """`text_features`, differentiable (for a fine-tuned copy of the text modules)."""
+        """[texts, embed_dim] unnormalised text features of tokenized texts (`tokenize`) through the model's own text
+        path, or through `modules` (a fine-tuned copy of `text_modules`)."""
         modules = modules or self.text_modules()
         pooled = modules["text_model"](**inputs).pooler_output
         if self.text_projection_name is None:

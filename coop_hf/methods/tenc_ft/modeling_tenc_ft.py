@@ -71,7 +71,7 @@ class TextEncoderFineTuningModel(PromptPreTrainedModel):
     def get_text_features(self) -> torch.Tensor:
         """[classes, projection_dim] unnormalised text features of the class prompts from the fine-tuned encoder."""
         tokens = {key: getattr(self, key) for key in self._token_keys}
-        return self.backbone.text_features_with_grad(tokens, self.fine_tuned_text_modules())
+        return self.backbone.text_features(tokens, self.fine_tuned_text_modules())
 
     def fine_tuned_text_modules(self) -> dict[str, torch.nn.Module]:
         return {name: getattr(self, name) for name in self.backbone.text_modules()}
