@@ -14,7 +14,7 @@ import argparse
 
 from transformers import AutoModel
 
-import coop_hf  # noqa: F401  (registers the prompt models with AutoModel)
+from coop_hf import CoOpModel  # importing coop_hf registers the prompt models with AutoModel
 
 
 def format_nearest(nearest: list[list[tuple[str, float]]]) -> list[str]:
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> list[str]:
     args = parser.parse_args(argv)
     kwargs = {"clip_model": args.model_name_or_path} if args.model_name_or_path else {}
     model = AutoModel.from_pretrained(args.prompt, **kwargs)
-    if not hasattr(model, "nearest_tokens"):
+    if not isinstance(model, CoOpModel):  # a learned context in CoOp's token-embedding space
         parser.error(f"{args.prompt} is a {type(model).__name__}, which holds no single learned context to interpret.")
     nearest = model.nearest_tokens(top_k=args.top_k)
     if model.config.class_specific_context:
