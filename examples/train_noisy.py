@@ -44,7 +44,7 @@ from coop_hf.runners.baselines import linear_probe_run_config, run_linear_probe
 from coop_hf.runners.experiment import Experiment
 from coop_hf.runners.methods import PROMPT_METHODS
 from coop_hf.runners.prompt_learning import PromptRun
-from coop_hf.runners.records import announce, write_results
+from coop_hf.runners.records import announce, shots_text, write_results
 from coop_hf.runners.reporting import method_labels, plot_confusion, plot_gradient_flow, plot_noise_curves
 from coop_hf.runners.settings import RunSettings
 from coop_hf.training import CoOpTrainingArguments
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> dict:
         write_results(summary, output_dir)
         atomic_write_text(output_dir / "results.md", table)  # before the plots: a failing plot never loses it
         noisiest = NoiseSpec(study.study_noise_type, max(study.noise_rates), val=experiment.noise_val)
-        title = f"{experiment.dataset}, {experiment.shots} shots: {study.study_noise_type} noise"
+        title = f"{experiment.dataset}, {shots_text(experiment.shots)}: {study.study_noise_type} noise"
         plot_noise_curves(runs, output_dir / "plots" / "accuracy_vs_noise.png", title=title)
         if noisiest.rate > 0:
             plot_confusions(runner, runs, experiment, noisiest, output_dir / "plots")

@@ -168,3 +168,15 @@ def test_serves_in_the_image_classification_pipeline(trained, tiny_clip_dir):
     top = int(probs.argmax())
     assert predictions[0]["label"] == CLASSNAMES[top]
     assert predictions[0]["score"] == pytest.approx(float(probs[top]), abs=1e-5)
+
+
+def test_a_base_path_that_does_not_resolve_names_the_flag(trained, tmp_path, monkeypatch):
+    """A prompt whose config names its base by a relative path (as older versions saved it) fails, from another
+    directory, with an error naming clip_model= / --model_name_or_path, not the Hub's repo-id validation."""
+    trained.config.base_model_name_or_path = "../tiny-clip"
+    trained.save_pretrained(tmp_path / "prompt")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(
+        OSError, match=r"(?s)Could not load the base CLIP '\.\./tiny-clip'.*clip_model= \(--model_name_or_path\)"
+    ):
+        CoOpModel.from_pretrained(tmp_path / "prompt")

@@ -105,7 +105,7 @@ class KillAfterFirstCheckpoint(TrainerCallback):
 
 def test_resumed_run_ends_identical_to_an_uninterrupted_one(tiny_clip_dir, tmp_path, capsys):
     uninterrupted = run_in_process(flags(tiny_clip_dir, tmp_path / "full"))
-    assert "oxford_flowers | 1 shots | seed 1 (1/1): training 2 epochs" in capsys.readouterr().out
+    assert "oxford_flowers | 1 shot | seed 1 (1/1): training 2 epochs" in capsys.readouterr().out
     with pytest.raises(KeyboardInterrupt):
         run_in_process(flags(tiny_clip_dir, tmp_path / "killed"), callbacks=[KillAfterFirstCheckpoint()])
     assert [p.name for p in (tmp_path / "killed" / "seed1").glob("checkpoint-*")] == ["checkpoint-3"]
@@ -181,3 +181,26 @@ def test_results_record_the_models_prompt_settings(tiny_clip_dir, tmp_path):
     assert recorded["prompt"]["n_ctx"] == 4 and recorded["dataset"]["name"] == "oxford_flowers"
     with pytest.raises(ValueError, match=r"n_ctx=8 \(--n_ctx\) contradicts ctx_init='a photo of a' \(--ctx_init\)"):
         run_in_process([*arguments, "--ctx_init", "a photo of a", "--n_ctx", "8", "--output_dir", str(tmp_path / "b")])
+
+
+def test_a_prompt_trained_from_relative_paths_loads_from_any_directory(tiny_clip_dir, tmp_path, monkeypatch):
+    """config.json records a local backbone as an absolute path and seed_result.json an absolute prompt_dir, so the
+    saved prompt loads from another working directory with nothing passed."""
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir(), elsewhere.mkdir()
+    monkeypatch.chdir(work)
+    relative_clip = os.path.relpath(tiny_clip_dir, work)
+    run_in_process(flags(relative_clip, "out", "--num_train_epochs", "1"))
+    monkeypatch.chdir(elsewhere)
+    config = json.loads((work / "out" / "seed1" / "config.json").read_text())
+    assert config["base_model_name_or_path"] == os.path.abspath(tiny_clip_dir)
+    seed_result = json.loads((work / "out" / "seed1" / "seed_result.json").read_text())
+    assert seed_result["prompt_dir"] == str(work / "out" / "seed1")
+    model = CoOpModel.from_pretrained(seed_result["prompt_dir"])
+    assert model.config.base_model_name_or_path == os.path.abspath(tiny_clip_dir)
+
+
+def test_shot_counts_read_as_words():
+    from coop_hf.runners.records import shots_text
+
+    assert (shots_text(1), shots_text(16)) == ("1 shot", "16 shots")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 
+from huggingface_hub.errors import HFValidationError
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from .base import Backbone, LayerHook
@@ -75,7 +76,7 @@ def load_backbone(
         try:
             backbone_class(AutoConfig.from_pretrained(model, **download).model_type)
             model = AutoModel.from_pretrained(model, **from_pretrained_kwargs)
-        except OSError as error:
+        except (OSError, HFValidationError) as error:  # a missing folder, or a relative path read as a Hub id
             raise OSError(
                 f"Could not load the base CLIP {str(model)!r}: {error}\nPass clip_model= (--model_name_or_path) a "
                 "loaded model or a local path to it (offline, a Hub id must already be in the Hugging Face cache)."

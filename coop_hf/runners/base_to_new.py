@@ -25,7 +25,15 @@ from .evaluation import evaluate_prompt, load_seed_prompt
 from .experiment import Experiment
 from .methods import prompt_method
 from .prompt_learning import PromptLearning
-from .records import TRAINING_RESULT_KEYS, announce, check_dataset_folders, dataset_folder, seed_mean, write_results
+from .records import (
+    TRAINING_RESULT_KEYS,
+    announce,
+    check_dataset_folders,
+    dataset_folder,
+    seed_mean,
+    shots_text,
+    write_results,
+)
 from .reporting import dataset_title, model_text, seeds_text, zero_shot_label
 from .run import load_experiments
 from .settings import RunSettings
@@ -239,9 +247,9 @@ def base_to_new_table(records: list[dict[str, Any]], method_name: str) -> str:
     first = records[0]
     lines = [
         f"Base-to-new generalisation ({model_text(first)}): {method_name} trained on the base classes "
-        f"({first['shots']} shots, {seeds_text(first)}; mean over seeds), tested on the base classes and on the new "
-        "classes separately. H = 2 Base New / (Base + New) of the seed means; the average row's H is that of the "
-        "averaged Base and New. Accuracy in %.",
+        f"({shots_text(first['shots'])}, {seeds_text(first)}; mean over seeds), tested on the base classes and on "
+        "the new classes separately. H = 2 Base New / (Base + New) of the seed means; the average row's H is that of "
+        "the averaged Base and New. Accuracy in %.",
         "",
         "| Dataset | Method | Base | New | H |",
         "|---|---|---:|---:|---:|",
@@ -283,7 +291,7 @@ def plot_base_to_new(records: list[dict[str, Any]], method_name: str, path: str 
     first = records[0]
     figure.suptitle(
         f"Base-to-new generalisation: {method_name} vs {zero_shot_label(first).lower()}\n"
-        f"{model_text(first)}, {first['shots']} shots, {seeds_text(first)}",
+        f"{model_text(first)}, {shots_text(first['shots'])}, {seeds_text(first)}",
         fontsize=11,
     )
     handles = [Patch(facecolor=colour, label=metric) for metric, colour in colours.items()]

@@ -8,7 +8,7 @@ from ..baselines import fit_linear_probe
 from ..data import ensemble_templates
 from ..training import CoOpTrainingArguments
 from .experiment import Experiment
-from .records import accuracy_percent, announce, noise_fields, noise_summary
+from .records import accuracy_percent, announce, noise_fields, noise_summary, shots_text
 from .settings import RunSettings
 
 
@@ -44,7 +44,7 @@ def run_linear_probe(experiment: Experiment, run: RunSettings, args: CoOpTrainin
     backbone, shots, noise = experiment.backbone, run.shots, run.noise
     per_seed = []
     for seed in run.seeds:
-        announce(args, f"linear-probe | {experiment.dataset} | {shots} shots | seed {seed}")
+        announce(args, f"linear-probe | {experiment.dataset} | {shots_text(shots)} | seed {seed}")
         splits, report = experiment.few_shot(shots, seed, noise=noise, allow_fewer=run.allow_fewer_shots)
         train = backbone.features(splits["train"], batch_size=experiment.batch_size)
         val = backbone.features(splits["val"], batch_size=experiment.batch_size)

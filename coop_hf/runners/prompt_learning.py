@@ -7,6 +7,7 @@ import copy
 import dataclasses
 import json
 import math
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,12 +23,13 @@ from .. import gradient_flow
 from ..atomic import atomic_write_text
 from ..data import CLEAN_LABEL, CLEAN_LABELS, CoOpTransform, with_coop_transform
 from ..feature_cache import encode_images
+from ..hub_access import is_local
 from ..methods import MethodSpec
 from ..modeling_utils import PromptPreTrainedModel
 from ..noise import NO_NOISE, NoiseReport, NoiseSpec
 from ..training import CoOpTrainer, CoOpTrainingArguments, compute_accuracy_metrics, reference_epochs
 from .experiment import Experiment
-from .records import announce, describe_loss, noise_fields, noise_summary, training_fields
+from .records import announce, describe_loss, noise_fields, noise_summary, shots_text, training_fields
 from .settings import RunSettings
 
 NOISY_LABEL_EPOCHS = 50  # PTNL trains noisy-label prompts 50 epochs at every shot count
@@ -159,6 +161,12 @@ class PromptLearning:
         return self.plan(experiment, run, args, prompt).execute()
 
 
+def portable_name(name_or_path: str) -> str:
+    """A Hub id as it is; a local folder as an absolute path, so that a saved prompt finds its backbone from any
+    working directory."""
+    return os.path.abspath(os.path.expanduser(name_or_path)) if is_local(name_or_path) else name_or_path
+
+
 def prompt_fields(config: PretrainedConfig) -> dict[str, Any]:
     """A prompt config's own settings (without the class list and the backbone), as runs record them."""
     return {key: getattr(config, key) for key in config.prompt_settings()}
@@ -218,7 +226,7 @@ class PromptRun:
             seed_dir = Path(args.output_dir) / f"seed{seed}"
             finished = seed_dir / "seed_result.json"
             heading = (
-                f"{self.method.name} | {self.experiment.dataset} | {self.run.shots} shots | seed {seed} "
+                f"{self.method.name} | {self.experiment.dataset} | {shots_text(self.run.shots)} | seed {seed} "
                 f"({position}/{len(seeds)})"
             )
             if resume and finished.is_file():
@@ -265,7 +273,7 @@ class PromptRun:
         backbone = experiment.backbone
         set_seed(seed)
         config = copy.deepcopy(self.prompt_config)
-        config.base_model_name_or_path = backbone.name_or_path  # as the user named it
+        config.base_model_name_or_path = portable_name(backbone.name_or_path)
         model = self.method.model_class(
             config, clip=backbone.clip, tokenizer=backbone.tokenizer, image_processor=backbone.image_processor
         )
@@ -298,7 +306,7 @@ class PromptRun:
             "seed": seed,
             "accuracy": metrics["test_accuracy"],
             "macro_accuracy": metrics["test_macro_accuracy"],
-            "prompt_dir": args.output_dir,
+            "prompt_dir": os.path.abspath(args.output_dir),
         }
         if args.gradient_flow:
             result["gradient_flow"] = gradient_flow.report(trainer.state.log_history)["summary"]

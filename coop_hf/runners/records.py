@@ -37,6 +37,11 @@ def check_dataset_folders(datasets: list[str]) -> None:
         raise ValueError(f"--dataset names the same folder more than once ({', '.join(shared)}): list each once.")
 
 
+def shots_text(shots: int) -> str:
+    """ "1 shot", "16 shots"."""
+    return f"{shots} shot{'' if shots == 1 else 's'}"
+
+
 def seed_mean(per_seed: list[dict[str, Any]], key: str) -> tuple[float, float]:
     """Mean and population standard deviation (ddof 0, as the reference's parser) of `key` over seeds."""
     values = np.array([run[key] for run in per_seed], dtype=float)

@@ -16,7 +16,7 @@ from .evaluation import evaluate_prompt, load_seed_prompt
 from .experiment import Experiment
 from .methods import prompt_method
 from .prompt_learning import PromptLearning
-from .records import TRAINING_RESULT_KEYS, announce, seed_mean, write_results
+from .records import TRAINING_RESULT_KEYS, announce, seed_mean, shots_text, write_results
 from .reporting import dataset_title, model_text, seeds_text, zero_shot_label
 from .run import load_experiments
 from .settings import RunSettings
@@ -132,8 +132,8 @@ def transfer_table(record: dict[str, Any], method_name: str) -> str:
         rows.append(f"| {label} | {learnable} | " + " | ".join(f"{value:.2f}" for value in values) + " |")
     caption = (
         f"{record['protocol'].capitalize()} ({model_text(record)}): {method_name} trained on "
-        f"{dataset_title(source['dataset'])} ({record['shots']} shots, {seeds_text(record)}; mean over seeds), tested "
-        "on each target's test split over the target's own class names. Accuracy in %."
+        f"{dataset_title(source['dataset'])} ({shots_text(record['shots'])}, {seeds_text(record)}; mean over "
+        "seeds), tested on each target's test split over the target's own class names. Accuracy in %."
     )
     lines = [
         caption,
