@@ -204,3 +204,10 @@ def test_shot_counts_read_as_words():
     from coop_hf.runners.records import shots_text
 
     assert (shots_text(1), shots_text(16)) == ("1 shot", "16 shots")
+
+
+@pytest.mark.parametrize("method", ["coop", "linear-probe"])
+def test_a_shot_count_below_one_fails_before_anything_is_written(tiny_clip_dir, tmp_path, capsys, method):
+    with pytest.raises(ValueError, match=r"--shots takes the number of training images per class, at least 1; got -2"):
+        run_in_process(flags(tiny_clip_dir, tmp_path / "out", "--shots", "-2", "--method", method))
+    assert not (tmp_path / "out").exists() and "training" not in capsys.readouterr().out

@@ -32,6 +32,7 @@ def run_zeroshot(experiment: Experiment, run: RunSettings, args: CoOpTrainingArg
 
 def linear_probe_run_config(experiment: Experiment, run: RunSettings) -> dict[str, Any]:
     """The run configuration of `run_linear_probe` with these settings (see `Experiment.run_config`)."""
+    run.check_shots()
     return experiment.run_config(
         "linear-probe", shots=run.shots, allow_fewer_shots=run.allow_fewer_shots, **run.noise.fields()
     )

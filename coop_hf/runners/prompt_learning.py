@@ -149,6 +149,7 @@ class PromptLearning:
     ) -> PromptRun:
         """Every setting of a run of this method resolved once, before any work: the checks, the recipe, the
         epochs and the prompt config (`prompt` holds the prompt flags given)."""
+        run.check_shots()
         self.check_arguments(args, run.loss)
         args = self.training_arguments(args)
         epochs = self.epochs(experiment, run.shots, args, run.noise)

@@ -46,6 +46,14 @@ class RunSettings:
             callbacks=callbacks,
         )
 
+    def check_shots(self) -> None:
+        """Refuse a shot count below 1 before anything is written (a run that learns from labelled shots)."""
+        if isinstance(self.shots, bool) or not isinstance(self.shots, int) or self.shots < 1:
+            raise ValueError(
+                f"--shots takes the number of training images per class, at least 1; got {self.shots!r} "
+                "(zero-shot CLIP is --method zeroshot)."
+            )
+
     def replace(self, **changes: Any) -> RunSettings:
         return dataclasses.replace(self, **changes)
 
