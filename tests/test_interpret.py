@@ -34,7 +34,7 @@ def test_nearest_tokens_are_the_euclidean_nearest_of_the_vocabulary(model):
     for vector, tokens in zip(model.prompt_learner.ctx, model.nearest_tokens(top_k=2), strict=True):
         distances = (vocabulary - vector).norm(dim=-1)
         expected = distances.argsort()[:2].tolist()
-        words = [model.tokenizer.convert_ids_to_tokens(i).replace("</w>", "") for i in expected]
+        words = [model.tokenizer.decode([i]).strip() for i in expected]
         assert [word for word, _ in tokens] == words
         assert [distance for _, distance in tokens] == pytest.approx(distances[expected].tolist(), rel=1e-5)
 
@@ -81,3 +81,11 @@ def test_the_model_cards_usage_snippets_run(tiny_clip_dir, tmp_path):
         code = snippet.replace("org/coop-demo", str(tmp_path / "prompt"))
         code = code.replace("image.jpg", str(tmp_path / "image.jpg"))
         exec(compile(code, "model-card-snippet", "exec"), {})
+
+
+def test_byte_level_tokens_print_as_text(model):
+    """A context vector on a byte-level BPE token reads as the text it encodes, not as its byte symbols."""
+    fist = model.tokenizer.convert_tokens_to_ids("ðŁĳĬðŁı¼")
+    with torch.no_grad():
+        model.prompt_learner.ctx[0] = model.clip.text_model.embeddings.token_embedding.weight[fist]
+    assert model.nearest_tokens(top_k=1)[0][0][0] == "👊🏼"

@@ -246,8 +246,9 @@ class CoOpModel(PromptPreTrainedModel):
         return [words[start : start + n_ctx] for start in range(0, len(words), n_ctx)]
 
     def _readable_token(self, token_id: int) -> str:
-        token = self.tokenizer.convert_ids_to_tokens(token_id)
-        return token.replace("</w>", "") if isinstance(token, str) else str(token)
+        """The token as text: byte-level BPE pieces decoded ("👊🏼", not "ðŁĳĬðŁı¼"), word-end marks dropped."""
+        text = self.tokenizer.decode([token_id]).strip()
+        return text or str(self.tokenizer.convert_ids_to_tokens(token_id))
 
     # -- what is saved ---------------------------------------------------------------------------------------------
 
