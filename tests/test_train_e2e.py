@@ -211,3 +211,10 @@ def test_a_shot_count_below_one_fails_before_anything_is_written(tiny_clip_dir, 
     with pytest.raises(ValueError, match=r"--shots takes the number of training images per class, at least 1; got -2"):
         run_in_process(flags(tiny_clip_dir, tmp_path / "out", "--shots", "-2", "--method", method))
     assert not (tmp_path / "out").exists() and "training" not in capsys.readouterr().out
+
+
+def test_a_run_that_never_leaves_the_warm_up_says_so(tiny_clip_dir, tmp_path, capsys):
+    run_in_process(flags(tiny_clip_dir, tmp_path / "one", "--num_train_epochs", "1"))
+    assert "warning: 1 epoch(s) never leave the constant warm-up learning rate 1e-05" in capsys.readouterr().out
+    run_in_process(flags(tiny_clip_dir, tmp_path / "two", "--num_train_epochs", "2"))
+    assert "warm-up" not in capsys.readouterr().out

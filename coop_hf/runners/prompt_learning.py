@@ -198,8 +198,15 @@ class PromptRun:
 
     def execute(self) -> dict[str, Any]:
         """Train one prompt per seed on the seed's few-shot split (see `train_seeds`); the results record."""
-        experiment, run = self.experiment, self.run
-        continued = experiment.prepare(self.args, self.run_config)
+        experiment, run, args = self.experiment, self.run, self.args
+        if args.max_steps <= 0 and self.epochs <= args.warmup_epochs:
+            announce(
+                args,
+                f"warning: {self.epochs:g} epoch(s) never leave the constant warm-up learning rate {args.warmup_lr:g} "
+                f"(--warmup_epochs {args.warmup_epochs}), so the prompt barely moves: train more epochs "
+                "(--num_train_epochs) or shorten the warm-up (--warmup_epochs 0).",
+            )
+        continued = experiment.prepare(args, self.run_config)
         per_seed = self.train_seeds(
             lambda seed: experiment.few_shot(run.shots, seed, noise=run.noise, allow_fewer=run.allow_fewer_shots),
             continued=continued,
