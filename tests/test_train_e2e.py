@@ -218,3 +218,27 @@ def test_a_run_that_never_leaves_the_warm_up_says_so(tiny_clip_dir, tmp_path, ca
     assert "warning: 1 epoch(s) never leave the constant warm-up learning rate 1e-05" in capsys.readouterr().out
     run_in_process(flags(tiny_clip_dir, tmp_path / "two", "--num_train_epochs", "2"))
     assert "warm-up" not in capsys.readouterr().out
+
+
+RESULT_CHANGING_OPTIONS = [
+    (["--weight_decay", "0.001"], "weight_decay"),
+    (["--noise_rate", "0.5"], "noise_rate"),
+    (["--learning_rate", "0.01"], "learning_rate"),
+    (["--momentum", "0.5"], "momentum"),
+    (["--warmup_epochs", "0"], "warmup_epochs"),
+    (["--per_device_train_batch_size", "16"], "batch_size"),
+    (["--n_ctx", "8"], "n_ctx"),
+    (["--loss", "gce"], "loss"),
+    (["--noise_type", "symmetric"], "noise_type"),
+    (["--seeds", "1", "--allow_fewer_shots", "true"], "allow_fewer_shots"),
+]
+
+
+def test_every_result_changing_option_guards_the_run_directory(tiny_clip_dir, tmp_path):
+    """Changing any one option that changes the results, alone, makes a rerun into the same directory refuse, naming
+    the option, before any work."""
+    base = ["--noise_type", "replace", "--noise_rate", "0.25", "--num_train_epochs", "1"]
+    run_in_process(flags(tiny_clip_dir, tmp_path, *base))
+    for extra, field_name in RESULT_CHANGING_OPTIONS:
+        with pytest.raises(RunConfigMismatchError, match=field_name):
+            run_in_process(flags(tiny_clip_dir, tmp_path, *base, *extra))
