@@ -76,6 +76,17 @@ def vit_b32_clip() -> CLIPModel:
     return random_clip(CLIPConfig.from_pretrained(VIT_B32))
 
 
+@pytest.fixture(scope="module", params=["clip", "metaclip_2"])
+def clip_like_backbone(request):
+    """(family, model, tokenizer) of the families with CLIP's layout (causal text tower, class-token pooling), where
+    the deep-prompt methods apply."""
+    from tiny_backbones import tiny_backbone
+
+    family = request.param
+    model, tokenizer = tiny_backbone(family, random_clip(tiny_clip_config()) if family == "clip" else None)
+    return family, model, tokenizer
+
+
 def load_example(name: str):
     """The module of `examples/<name>.py` (registered in `sys.modules`, as its dataclasses need)."""
     spec = importlib.util.spec_from_file_location(name, REPO / "examples" / f"{name}.py")

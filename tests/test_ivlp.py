@@ -23,14 +23,6 @@ from tests.test_maple import (
 from tests.test_train_e2e import flags, run_in_process
 
 
-@pytest.fixture(scope="module", params=["clip", "metaclip_2"])
-def family_model(request):
-    family = request.param
-    clip = random_clip(tiny_clip_config()) if family == "clip" else None
-    model, tokenizer = tiny_backbone(family, clip)
-    return family, model, tokenizer
-
-
 def official_logits(ivlp, pixel_values):
     """CustomCLIP.forward of trainers/independentVL.py on copies of IVLP's tensors: the text prompts ([SOS], ctx,
     the fixed suffix) with each deeper layer's own prompt, the image tokens with VPT appended before ln_pre and
@@ -68,8 +60,8 @@ def assert_matches_official(family, model, tokenizer, **settings):
         {"prompt_depth_text": 2, "prompt_depth_vision": 0, "n_ctx": 3},  # language prompts only
     ],
 )
-def test_logits_and_every_gradient_match_the_official_computation(family_model, settings):
-    assert_matches_official(*family_model, **settings)
+def test_logits_and_every_gradient_match_the_official_computation(clip_like_backbone, settings):
+    assert_matches_official(*clip_like_backbone, **settings)
 
 
 def test_layers_past_the_depths_keep_the_last_prompts(clip_tokenizer):

@@ -21,14 +21,6 @@ CLASSNAMES = ["daisy", "sea lion", "rose", "tulip"]
 IMAGE_SIZE = {"clip": 224, "metaclip_2": 64}
 
 
-@pytest.fixture(scope="module", params=["clip", "metaclip_2"])
-def family_model(request):
-    family = request.param
-    clip = random_clip(tiny_clip_config()) if family == "clip" else None
-    model, tokenizer = tiny_backbone(family, clip)
-    return family, model, tokenizer
-
-
 def official_text_features(model, learner, prompts, deep_text, n_ctx):
     """trainers/maple.py TextEncoder with ResidualAttentionBlock_MaPLe(text_layer=True): the prompts plus
     positions, then before each layer i >= 1 (while deeper prompts remain) the tokens 1..n_ctx replaced by the next
@@ -98,8 +90,8 @@ def deep_clip(layers: int):
 
 
 @pytest.mark.parametrize("depth", [1, 2])
-def test_logits_and_every_gradient_match_the_official_computation(family_model, depth):
-    assert_matches_official(*family_model, depth)
+def test_logits_and_every_gradient_match_the_official_computation(clip_like_backbone, depth):
+    assert_matches_official(*clip_like_backbone, depth)
 
 
 def test_layers_past_the_depth_keep_the_last_prompts(clip_tokenizer):
@@ -133,10 +125,10 @@ def assert_step_matches(model, family, official_logits):
         torch.testing.assert_close(parameters[name].grad, tensor.grad, atol=1e-5, rtol=1e-4, msg=name)
 
 
-def test_initialisation_follows_the_reference(family_model):
+def test_initialisation_follows_the_reference(clip_like_backbone):
     """ "a photo of a", n_ctx 2: "a photo" learned from its token embeddings, "of a" kept as fixed words; the
     deeper couplings start as clones of one layer; an n_ctx longer than the phrase starts from random vectors."""
-    _, model, tokenizer = family_model
+    _, model, tokenizer = clip_like_backbone
     maple = MaPLeModel.from_clip(model, CLASSNAMES, tokenizer=tokenizer, prompt_depth=2)
     assert maple.config.n_ctx == 2 and maple.config.ctx_init == "a photo of a"
     phrase = tokenizer("a photo of a", add_special_tokens=False)["input_ids"]
@@ -179,8 +171,8 @@ def test_refused_where_the_layout_differs(clip_tokenizer):
         MaPLeConfig(classnames=CLASSNAMES, class_token_position="front")
 
 
-def test_saved_as_its_tensors_and_loaded_back(family_model, tmp_path):
-    family, model, tokenizer = family_model
+def test_saved_as_its_tensors_and_loaded_back(clip_like_backbone, tmp_path):
+    family, model, tokenizer = clip_like_backbone
     maple = MaPLeModel.from_clip(model, CLASSNAMES, tokenizer=tokenizer, prompt_depth=2)
     maple.save_pretrained(tmp_path)
     loaded = AutoModel.from_pretrained(tmp_path, clip_model=model, tokenizer=tokenizer)

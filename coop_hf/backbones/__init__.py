@@ -41,11 +41,8 @@ def backbone_for(model: PreTrainedModel | Backbone) -> Backbone:
     """The [`Backbone`] of a loaded contrastive model (a `Backbone` is returned as it is)."""
     if isinstance(model, Backbone):
         return model
-    config = getattr(model, "config", None)
-    model_type = getattr(config, "model_type", None)
-    if model_type not in BACKBONES:
-        raise _unsupported(str(model_type) if model_type else type(model).__name__)
-    return BACKBONES[model_type](model)
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    return backbone_class(str(model_type) if model_type else type(model).__name__)(model)
 
 
 def family_name(family: str | None) -> str:
@@ -54,6 +51,7 @@ def family_name(family: str | None) -> str:
 
 
 def backbone_class(model_type: str) -> type[Backbone]:
+    """The family that loads `model_type`, or an error naming the supported ones and the flag."""
     if model_type not in BACKBONES:
         raise _unsupported(model_type)
     return BACKBONES[model_type]

@@ -179,6 +179,11 @@ class DeepPromptModel(CoOpModel):
 
         return self.backbone.image_features(pixel_values, embeddings_hook=append_prompts, layer_hook=replace_prompts)
 
+    def phrase_setting(self) -> str:
+        """The model card's text-prompt row: the phrase and how much of it is learned, or "random"."""
+        config = self.config
+        return f'"{config.ctx_init}" (first {config.n_ctx} tokens learned)' if self._phrase_ids() else "random"
+
     def describe_prompt(self) -> str:
         text_depth, vision_depth = self.prompt_depths(self.config)
         return (
@@ -248,10 +253,9 @@ class IVLPModel(DeepPromptModel):
 
     def card_settings(self) -> list[tuple[str, str]]:
         config = self.config
-        phrase = f'"{config.ctx_init}" (first {config.n_ctx} tokens learned)' if self._phrase_ids() else "random"
         return [
             ("language tokens per layer (`n_ctx`)", str(config.n_ctx)),
             ("vision tokens per layer (`n_ctx_vision`)", str(config.n_ctx_vision)),
             ("prompted text / image layers", f"{config.prompt_depth_text} / {config.prompt_depth_vision}"),
-            ("text prompt (`ctx_init`)", phrase),
+            ("text prompt (`ctx_init`)", self.phrase_setting()),
         ]

@@ -98,10 +98,9 @@ class MaPLeModel(DeepPromptModel):
 
     def card_settings(self) -> list[tuple[str, str]]:
         config = self.config
-        phrase = f'"{config.ctx_init}" (first {config.n_ctx} tokens learned)' if self._phrase_ids() else "random"
         return [
             ("prompt tokens per layer (`n_ctx`)", str(config.n_ctx)),
             ("prompted layers per tower (`prompt_depth`)", str(config.prompt_depth)),
-            ("text prompt (`ctx_init`)", phrase),
+            ("text prompt (`ctx_init`)", self.phrase_setting()),
             ("vision prompts", "linear couplings of the language prompts, one per prompted layer"),
         ]
