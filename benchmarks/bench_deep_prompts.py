@@ -1,15 +1,16 @@
-"""Time one training step of a deep-prompt method (MaPLe, IVLP): the straightforward computation against coop_hf's,
-on the ViT-B/32 architecture with random weights.
+"""Time one training step of a deep-prompt method (MaPLe, IVLP, PromptSRC): the straightforward computation against
+coop_hf's, on the ViT-B/32 architecture with random weights.
 
 Modes, each a full step (forward, backward, SGD with momentum and weight decay over every learned tensor) on a batch:
   straightforward  the official computation: every class prompt at CLIP's full 77 tokens through the text tower,
                    the deeper language prompts written into positions 1..n_ctx before each prompted layer; the
-                   image tower with its vision prompts
+                   image tower with its vision prompts (PromptSRC: plus its regularisers, with the frozen image
+                   tower's forward pass)
   ours             coop_hf's model: prompts cut after the longest end-of-text token, the [SOS] + prompts +
                    fixed words prefix (the same for every class at every layer) encoded once; the same image tower
 Before timing, the two first steps (same tensors, same inputs) are compared: loss and every gradient.
 
-Example: python benchmarks/bench_deep_prompts.py --method maple --classes 102 --batch_size 4 --repeats 5
+Example: python benchmarks/bench_deep_prompts.py --method promptsrc --classes 102 --batch_size 4 --repeats 5
 """
 
 from __future__ import annotations
@@ -38,12 +39,12 @@ from bench_step import (  # noqa: E402
 )
 from transformers import AutoTokenizer  # noqa: E402
 
-from coop_hf import IVLPModel, MaPLeModel  # noqa: E402
+from coop_hf import IVLPModel, MaPLeModel, PromptModelOutput, PromptSRCModel  # noqa: E402
 from coop_hf.backbones import Backbone  # noqa: E402
 from coop_hf.methods.ivlp import DeepPromptModel  # noqa: E402
 
 MODES = ("straightforward", "ours")
-MODELS = {"maple": MaPLeModel, "ivlp": IVLPModel}
+MODELS = {"maple": MaPLeModel, "ivlp": IVLPModel, "promptsrc": PromptSRCModel}
 
 
 def parse_args() -> argparse.Namespace:
@@ -97,10 +98,19 @@ def main() -> None:
     parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
     initial = [parameter.detach().clone() for parameter in parameters]
 
+    if isinstance(model, PromptSRCModel):  # the frozen text features: computed once per class list, not per step
+        start = time.perf_counter()
+        model.frozen_text_embeds()
+        print(f"PromptSRC's frozen text features ({args.classes} classes x 60 templates): "
+              f"{time.perf_counter() - start:.1f} s, once")  # fmt: skip
+
     def straightforward_loss() -> torch.Tensor:
-        image = model.image_features(pixel_values, None)
-        text = straightforward_text_features(model)
-        logits = model.backbone.logits(F.normalize(image, dim=-1), F.normalize(text, dim=-1))
+        image = F.normalize(model.image_features(pixel_values, None), dim=-1)
+        text = F.normalize(straightforward_text_features(model), dim=-1)
+        logits = model.backbone.logits(image, text)
+        if isinstance(model, PromptSRCModel):
+            output = PromptModelOutput(logits=logits, image_embeds=image, text_embeds=text)
+            return sum(model.loss_terms(pixel_values, labels, output).values())
         return F.cross_entropy(logits, labels)
 
     losses = {

@@ -12,6 +12,7 @@ from .methods.ivlp import IVLPConfig, IVLPModel
 from .methods.kgcoop import KgCoOpConfig, KgCoOpModel
 from .methods.maple import MaPLeConfig, MaPLeModel
 from .methods.prograd import ProGradConfig, ProGradModel
+from .methods.promptsrc import PromptSRCConfig, PromptSRCModel
 from .methods.tenc_ft import TextEncoderFineTuningConfig, TextEncoderFineTuningModel
 from .methods.upl import CoOpEnsemble, CoOpEnsembleConfig
 from .modeling_utils import PromptModelOutput, PromptPreTrainedModel
@@ -46,6 +47,8 @@ __all__ = [
     "PromptConfig",
     "PromptLearner",
     "PromptModelOutput",
+    "PromptSRCConfig",
+    "PromptSRCModel",
     "PromptPreTrainedModel",
     "TextEncoderFineTuningConfig",
     "TextEncoderFineTuningModel",

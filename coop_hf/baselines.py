@@ -27,10 +27,12 @@ def zero_shot_weights(
     classnames: list[str],
     templates: list[str],
     batch_size: int = 256,
+    *,
+    normalize_each: bool = True,
 ) -> torch.Tensor:
     """[classes, projection_dim] normalised class weights: each template's normalised text features (tokenized as
     the backbone was trained: `Backbone.tokenize`), averaged over the templates and renormalised (with one template,
-    simply its normalised features)."""
+    simply its normalised features). `normalize_each=False` averages the raw features instead (PromptSRC's)."""
     backbone = backbone_for(clip)
     per_template = []
     for template in templates:
@@ -39,7 +41,8 @@ def zero_shot_weights(
         for start in range(0, len(texts), batch_size):
             inputs = backbone.tokenize(tokenizer, texts[start : start + batch_size])
             features.append(backbone.text_features({key: value.to(backbone.device) for key, value in inputs.items()}))
-        per_template.append(F.normalize(torch.cat(features), dim=-1))
+        features = torch.cat(features)
+        per_template.append(F.normalize(features, dim=-1) if normalize_each else features)
     return F.normalize(torch.stack(per_template).mean(dim=0), dim=-1)
 
 

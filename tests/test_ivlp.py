@@ -5,7 +5,6 @@ ResidualAttentionBlock_IVLP is MaPLe's, so the reference towers of `test_maple` 
 
 import pytest
 import torch
-import torch.nn.functional as F
 from conftest import random_clip, tiny_clip_config
 from tiny_backbones import tiny_backbone
 from transformers import AutoModel
@@ -23,10 +22,11 @@ from tests.test_maple import (
 from tests.test_train_e2e import flags, run_in_process
 
 
-def official_logits(ivlp, pixel_values):
-    """CustomCLIP.forward of trainers/independentVL.py on copies of IVLP's tensors: the text prompts ([SOS], ctx,
-    the fixed suffix) with each deeper layer's own prompt, the image tokens with VPT appended before ln_pre and
-    each deeper layer's own VPT (none with a vision depth of 0)."""
+def official_features(ivlp, pixel_values):
+    """The image and text encoders of CustomCLIP.forward of trainers/independentVL.py on copies of IVLP's tensors:
+    the text prompts ([SOS], ctx, the fixed suffix) with each deeper layer's own prompt, the image tokens with VPT
+    appended before ln_pre and each deeper layer's own VPT (none with a vision depth of 0). Returns the normalised
+    image and text features and the copies."""
     model, learner, n_ctx = ivlp.clip, ivlp.prompt_learner, ivlp.config.n_ctx
     ctx = learner.ctx.detach().clone().requires_grad_(True)
     deep_text = [p.detach().clone().requires_grad_(True) for p in ivlp.text_prompts]
@@ -38,11 +38,16 @@ def official_logits(ivlp, pixel_values):
         image = official_image_features(model, pixel_values, vision[0], vision[1:], ivlp.config.n_ctx_vision)
     else:
         image = model.get_image_features(pixel_values=pixel_values).pooler_output
-    logits = model.logit_scale.exp() * F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).t()
     tensors = {"prompt_learner.ctx": ctx}
     tensors |= {f"text_prompts.{i}": p for i, p in enumerate(deep_text)}
     tensors |= {f"vision_prompts.{i}": p for i, p in enumerate(vision)}
-    return logits, tensors
+    return image / image.norm(dim=-1, keepdim=True), text / text.norm(dim=-1, keepdim=True), tensors
+
+
+def official_logits(ivlp, pixel_values):
+    """CustomCLIP.forward's logits: logit_scale.exp() x the cosines of `official_features`."""
+    image, text, tensors = official_features(ivlp, pixel_values)
+    return ivlp.clip.logit_scale.exp() * image @ text.t(), tensors
 
 
 def assert_matches_official(family, model, tokenizer, **settings):

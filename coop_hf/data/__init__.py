@@ -11,6 +11,7 @@ from .subsample import subsample_classes
 from .templates import (
     BENCHMARK_TEMPLATES,
     DEFAULT_TEMPLATE,
+    IMAGENET_TEMPLATES,
     IMAGENET_TEMPLATES_SELECT,
     ensemble_templates,
     templates_for,
@@ -24,6 +25,7 @@ __all__ = [
     "CLEAN_LABEL",
     "CLEAN_LABELS",
     "DEFAULT_TEMPLATE",
+    "IMAGENET_TEMPLATES",
     "IMAGENET_TEMPLATES_SELECT",
     "BenchmarkSpec",
     "ClassnameFixes",

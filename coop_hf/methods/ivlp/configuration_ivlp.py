@@ -55,6 +55,7 @@ class IVLPConfig(CoOpConfig):
     """
 
     model_type = "ivlp"
+    method_label = "IVLP"  # how errors name the method (not a setting: no annotation)
 
     n_ctx: int = 4
     ctx_init: str | None = IVLP_CTX_INIT
@@ -72,5 +73,5 @@ class IVLPConfig(CoOpConfig):
             "prompt_depth_vision": (self.prompt_depth_vision, 0),
             "n_ctx_vision": (self.n_ctx_vision, 1),
         }
-        check_deep_prompt_settings(self, "IVLP", depths)
+        check_deep_prompt_settings(self, self.method_label, depths)
         super().check_prompt_settings()
