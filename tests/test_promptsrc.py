@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import transformers
 from PIL import Image
 from transformers import AutoImageProcessor, AutoModel, TrainerCallback, pipeline
 
@@ -242,10 +243,21 @@ def test_recipe_configs_and_checks(clip_tokenizer):
         PromptSRCConfig(classnames=CLASSNAMES, class_token_position="front")
 
 
-def test_trained_saved_and_loaded_by_the_script(tiny_clip_dir, tmp_path):
+@pytest.fixture()
+def transformers_logs(caplog):
+    """caplog, with transformers' log records (which do not propagate by default) reaching it."""
+    transformers.utils.logging.enable_propagation()
+    try:
+        yield caplog
+    finally:
+        transformers.utils.logging.disable_propagation()
+
+
+def test_trained_saved_and_loaded_by_the_script(tiny_clip_dir, tmp_path, transformers_logs):
     depths = ["--prompt_depth_text", "2", "--prompt_depth_vision", "1", "--gpa_mean", "2", "--gpa_std", "1"]
     results = run_in_process(flags(tiny_clip_dir, tmp_path, "--method", "promptsrc", *depths))
     assert results["method"] == "promptsrc" and (results["gpa_mean"], results["text_loss_weight"]) == (2.0, 25.0)
+    assert "centred on epoch" not in transformers_logs.text
     loaded = AutoModel.from_pretrained(tmp_path / "seed1")
     assert type(loaded) is PromptSRCModel and sorted(loaded.prompt_state_dict()) == [
         "prompt_learner.ctx", "text_prompts.0", "vision_prompts.0"
@@ -259,6 +271,8 @@ def test_trained_saved_and_loaded_by_the_script(tiny_clip_dir, tmp_path):
         probabilities = loaded(pixel_values=pixel_values).logits.softmax(-1)[0]
     assert best["label"] == loaded.config.id2label[int(probabilities.argmax())]
     assert best["score"] == pytest.approx(probabilities.max().item(), abs=1e-5)
+    run_in_process(flags(tiny_clip_dir, tmp_path / "far", "--method", "promptsrc", *depths[:4]))  # mean 15 of 2
+    assert "centred on epoch 15 (--gpa_mean) but the run has 2 epochs" in transformers_logs.text
     with pytest.raises(ValueError, match="--loss gce would replace PromptSRC's own loss"):
         run_in_process(flags(tiny_clip_dir, tmp_path / "gce", "--method", "promptsrc", "--loss", "gce", *depths))
 

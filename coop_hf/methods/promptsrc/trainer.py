@@ -14,9 +14,12 @@ from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback, TrainerState
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.utils import logging
 
 from ...training import CoOpTrainer
 from .modeling_promptsrc import PromptSRCModel
+
+logger = logging.get_logger(__name__)
 
 AGGREGATE_FILE = "prompt_aggregate.safetensors"
 """A checkpoint's running aggregate of the epochs it has finished, so that a resumed run aggregates the same."""
@@ -100,6 +103,16 @@ class _GaussianPromptAggregation(TrainerCallback):
 
     def __init__(self, trainer: PromptSRCTrainer):
         self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        config, epochs = self.trainer.prompt_model.config, math.ceil(state.num_train_epochs)
+        if not 1 <= config.gpa_mean <= epochs:
+            nearest = 1 if config.gpa_mean < 1 else epochs
+            logger.warning(
+                f"PromptSRC's prompt aggregation is centred on epoch {config.gpa_mean:g} (--gpa_mean) but the run has "
+                f"{epochs} epochs, so the aggregate leans on the prompt of epoch {nearest}: set --gpa_mean within the "
+                "run (the official few-shot config: --num_train_epochs 50 --gpa_mean 30 --gpa_std 30)."
+            )
 
     def on_epoch_end(self, args, state, control, **kwargs):
         self.trainer.aggregate_epoch(round(state.epoch), math.ceil(state.num_train_epochs))
