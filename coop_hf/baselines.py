@@ -4,18 +4,22 @@ backbone of `coop_hf.backbones`."""
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging
 
 from .backbones import Backbone, backbone_for
+
+logger = logging.get_logger(__name__)
 
 COARSE_C_GRID = (1e6, 1e4, 1e2, 1.0, 1e-2, 1e-4, 1e-6)
 
@@ -221,9 +225,21 @@ def fit_linear_probe(
 
     # scipy's multithreaded OpenBLAS (in scikit-learn's L-BFGS-B) and the OpenMP threads of scikit-learn's loss and
     # torch wait on each other: on a 2-vCPU VM that made every fit 2-4 times slower, more on a busy machine.
-    with threadpool_limits(limits=1, user_api="blas"):
+    with threadpool_limits(limits=1, user_api="blas"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
         if C is None:
             C, _ = search_c(fit, bisection_steps=bisection_steps, progress=progress)
         else:
             fit(C)
+    _warn_once(caught)
     return fits[C]
+
+
+def _warn_once(caught: list[warnings.WarningMessage]) -> None:
+    """scikit-learn warns at every fit that stops at `max_iter` (dozens per study): say it once per process."""
+    for message in dict.fromkeys(str(warning.message).split("\n")[0] for warning in caught
+                                 if issubclass(warning.category, ConvergenceWarning)):  # fmt: skip
+        logger.warning_once(f"linear probe: {message} Such fits stop there, as in the reference (shown once).")
+    for warning in caught:
+        if not issubclass(warning.category, ConvergenceWarning):
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)

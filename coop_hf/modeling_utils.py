@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoImageProcessor, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import ModelOutput, cached_file
+from transformers.utils import logging as hf_logging
 
 from .atomic import atomic_directory
 from .backbones import Backbone, backbone_for, load_backbone
@@ -269,7 +271,7 @@ class PromptPreTrainedModel(PreTrainedModel):
         if state_dict is None:
             state_dict = self.prompt_state_dict()
         repo_id = kwargs.pop("repo_id", None)
-        with atomic_directory(save_directory) as staging:
+        with atomic_directory(save_directory) as staging, quiet_progress_bars():
             super().save_pretrained(staging, state_dict=state_dict, **kwargs)
             if self.image_processor is not None:
                 self.image_processor.save_pretrained(staging)
@@ -343,6 +345,19 @@ class PromptPreTrainedModel(PreTrainedModel):
         model.load_prompt(load_file(weights_file), source=str(pretrained_model_name_or_path))
         model.eval()
         return model
+
+
+@contextmanager
+def quiet_progress_bars():
+    """transformers' own progress bars ("Writing model shards") off inside the block: a prompt is one small file,
+    and its bar would break into the training bar at every checkpoint."""
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
 
 
 def load_config(config_class: type[PretrainedConfig], source: str | os.PathLike, **hub_kwargs) -> PretrainedConfig:

@@ -84,7 +84,10 @@ class CoOpTrainingArguments(TrainingArguments):
     )
     save_strategy: str = field(default="epoch", metadata={"help": "Checkpoint every epoch (a few KB each)."})
     save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept on disk."})
-    logging_steps: float = field(default=10, metadata={"help": "Log every N optimizer steps."})
+    logging_strategy: str = field(
+        default="epoch", metadata={"help": "Log the training loss every epoch (default) or every --logging_steps."}
+    )
+    logging_steps: float = field(default=10, metadata={"help": "With --logging_strategy steps: log every N steps."})
     gradient_flow: bool = field(
         default=False,
         metadata={
@@ -235,7 +238,10 @@ class CoOpTrainer(Trainer):
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         """`Trainer.log`, adding to the training logs the clean and noisy samples' mean gradient norms since the last
-        log (`grad_norm_clean`, `grad_norm_noisy`) with `args.gradient_flow`."""
+        log (`grad_norm_clean`, `grad_norm_noisy`) with `args.gradient_flow`. A run resumed from its final
+        checkpoint took no step, so its summary carries no `train_loss` (Trainer would report 0)."""
+        if "train_loss" in logs and self.state.global_step == getattr(self, "_initial_global_step", None):
+            logs = {key: value for key, value in logs.items() if key != "train_loss"}
         if "loss" in logs and self._flow_window:
             pooled = gradient_flow.pool(self._flow_window)
             means = {f"grad_norm_{name}": pooled[name] for name in ("clean", "noisy")}

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> Path:
     tokenizer.save_pretrained(output)
     image_processor.save_pretrained(output)
     parameters = sum(parameter.numel() for parameter in model.parameters())
-    print(f"A random CLIP of {parameters / 1e6:.1f} M parameters ({args.layers} layers of width {args.width}) in {output}")
+    print(f"A random CLIP of {parameters / 1e6:.1f} M parameters ({args.layers} layers, width {args.width}): {output}")
     return output
 
 

@@ -12,8 +12,6 @@ per seed (output_dir/seed<N>: prompt, model card, Trainer logs and checkpoints).
 
 from __future__ import annotations
 
-import json
-
 from transformers import HfArgumentParser
 
 from coop_hf.runners import ExperimentArguments, PromptArguments, run_method
@@ -23,10 +21,7 @@ from coop_hf.training import CoOpTrainingArguments
 def main(argv: list[str] | None = None) -> dict:
     parser = HfArgumentParser((ExperimentArguments, PromptArguments, CoOpTrainingArguments))
     experiment, prompt, training_args = parser.parse_args_into_dataclasses(args=argv)
-    results = run_method(experiment, prompt, training_args)
-    if training_args.should_log:
-        print(json.dumps({key: value for key, value in results.items() if key != "per_seed"}, indent=2))
-    return results
+    return run_method(experiment, prompt, training_args)  # ends with a mean ± std line; the record in results.json
 
 
 if __name__ == "__main__":

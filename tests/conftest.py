@@ -93,3 +93,15 @@ def load_example(name: str):
     module = sys.modules[name] = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture()
+def transformers_logs(caplog):
+    """caplog, with transformers' log records (which do not propagate by default) reaching it."""
+    import transformers
+
+    transformers.utils.logging.enable_propagation()
+    try:
+        yield caplog
+    finally:
+        transformers.utils.logging.disable_propagation()

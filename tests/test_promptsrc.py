@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-import transformers
 from PIL import Image
 from transformers import AutoImageProcessor, AutoModel, TrainerCallback, pipeline
 
@@ -241,16 +240,6 @@ def test_recipe_configs_and_checks(clip_tokenizer):
         PromptSRCConfig(classnames=CLASSNAMES, text_loss_weight=-1)
     with pytest.raises(ValueError, match="PromptSRC has no class_token_position setting"):
         PromptSRCConfig(classnames=CLASSNAMES, class_token_position="front")
-
-
-@pytest.fixture()
-def transformers_logs(caplog):
-    """caplog, with transformers' log records (which do not propagate by default) reaching it."""
-    transformers.utils.logging.enable_propagation()
-    try:
-        yield caplog
-    finally:
-        transformers.utils.logging.disable_propagation()
 
 
 def test_trained_saved_and_loaded_by_the_script(tiny_clip_dir, tmp_path, transformers_logs):

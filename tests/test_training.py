@@ -58,7 +58,7 @@ def test_schedule_is_constant_warmup_then_cosine_by_epoch():
 
 
 def test_optimizer_is_sgd_on_the_context_only_and_lr_follows_the_schedule(tiny_clip_dir, image_dataset, tmp_path):
-    trainer = make_trainer(tiny_clip_dir, image_dataset, tmp_path, logging_steps=1)
+    trainer = make_trainer(tiny_clip_dir, image_dataset, tmp_path, logging_strategy="steps", logging_steps=1)
     trainer.train()
     optimizer = trainer.optimizer
     assert isinstance(optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer, torch.optim.SGD)

@@ -8,7 +8,7 @@ from ..baselines import fit_linear_probe
 from ..data import ensemble_templates
 from ..training import CoOpTrainingArguments
 from .experiment import Experiment
-from .records import accuracy_percent, announce, noise_fields, noise_summary, shots_text
+from .records import accuracy_percent, announce, noise_fields, noise_summary, seeds_heading
 from .settings import RunSettings
 
 
@@ -23,6 +23,11 @@ def run_zeroshot(experiment: Experiment, run: RunSettings, args: CoOpTrainingArg
     seed-independent, reported once per seed of `run` for a uniform record."""
     experiment.prepare(args, zeroshot_run_config(experiment))
     templates = ensemble_templates(experiment.dataset)
+    seeds = " ".join(map(str, run.seeds))
+    announce(
+        args, f"zeroshot | {experiment.dataset} | seeds {seeds}: CLIP with the template and the "
+        f"{len(templates)}-template ensemble (seed-independent: one evaluation)",
+    )  # fmt: skip
     ensemble = experiment.zero_shot_accuracy(templates)
     return experiment.results(
         "zeroshot", 0, run.seeds, [{"seed": seed, **experiment.zeroshot} for seed in run.seeds],
@@ -44,8 +49,9 @@ def run_linear_probe(experiment: Experiment, run: RunSettings, args: CoOpTrainin
     experiment.prepare(args, linear_probe_run_config(experiment, run))
     backbone, shots, noise = experiment.backbone, run.shots, run.noise
     per_seed = []
-    for seed in run.seeds:
-        announce(args, f"linear-probe | {experiment.dataset} | {shots_text(shots)} | seed {seed}")
+    for position, seed in enumerate(run.seeds, start=1):
+        heading = seeds_heading("linear-probe", experiment.dataset, shots, seed, position, len(run.seeds))
+        announce(args, f"{heading}: fitting on the few-shot features, C searched on the validation split")
         splits, report = experiment.few_shot(shots, seed, noise=noise, allow_fewer=run.allow_fewer_shots)
         train = backbone.features(splits["train"], batch_size=experiment.batch_size)
         val = backbone.features(splits["val"], batch_size=experiment.batch_size)
@@ -56,5 +62,6 @@ def run_linear_probe(experiment: Experiment, run: RunSettings, args: CoOpTrainin
             val["labels"].numpy(),
         )
         scores = accuracy_percent(probe.predict(experiment.test["image_embeds"].numpy()), experiment.test["labels"])
+        announce(args, f"{heading}: test accuracy {scores['accuracy']:.2f} % (C = {probe.C:g})")
         per_seed.append({"seed": seed, **scores, "C": probe.C, **noise_fields(noise, report)})
     return experiment.results("linear-probe", shots, run.seeds, per_seed, **noise_summary(noise, per_seed))

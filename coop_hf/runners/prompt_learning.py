@@ -29,7 +29,7 @@ from ..modeling_utils import PromptPreTrainedModel
 from ..noise import NO_NOISE, NoiseReport, NoiseSpec
 from ..training import CoOpTrainer, CoOpTrainingArguments, compute_accuracy_metrics, reference_epochs
 from .experiment import Experiment
-from .records import announce, describe_loss, noise_fields, noise_summary, shots_text, training_fields
+from .records import announce, describe_loss, noise_fields, noise_summary, seeds_heading, training_fields
 from .settings import RunSettings
 
 NOISY_LABEL_EPOCHS = 50  # PTNL trains noisy-label prompts 50 epochs at every shot count
@@ -233,9 +233,8 @@ class PromptRun:
         for position, seed in enumerate(seeds, start=1):
             seed_dir = Path(args.output_dir) / f"seed{seed}"
             finished = seed_dir / "seed_result.json"
-            heading = (
-                f"{self.method.name} | {self.experiment.dataset} | {shots_text(self.run.shots)} | seed {seed} "
-                f"({position}/{len(seeds)})"
+            heading = seeds_heading(
+                self.method.name, self.experiment.dataset, self.run.shots, seed, position, len(seeds)
             )
             if resume and finished.is_file():
                 announce(args, f"{heading}: already done, result read from {finished}")

@@ -42,6 +42,29 @@ def shots_text(shots: int) -> str:
     return f"{shots} shot{'' if shots == 1 else 's'}"
 
 
+def seeds_heading(method: str, dataset: str, shots: int, seed: int, position: int, count: int) -> str:
+    """How a seed's console lines start: "coop | caltech101 | 2 shots | seed 1 (1/3)"."""
+    return f"{method} | {dataset} | {shots_text(shots)} | seed {seed} ({position}/{count})"
+
+
+def summary_line(results: dict[str, Any]) -> str:
+    """The one line a run ends with: its mean ± std test accuracy over seeds (and zero-shot CLIP's beside it)."""
+    seeds = results["seeds"]
+    if results["method"] == "zeroshot":
+        return (
+            f"zeroshot | {results['dataset']}: test accuracy {results['accuracy']:.2f} % with the template, "
+            f"{results['accuracy_ensemble']:.2f} % with the {len(results['templates_ensemble'])}-template ensemble"
+        )
+    accuracy = f"{results['accuracy']:.2f} ± {results['accuracy_std']:.2f} %"
+    line = (
+        f"{results['method']} | {results['dataset']} | {shots_text(results['shots'])} | {len(seeds)} "
+        f"seed{'' if len(seeds) == 1 else 's'}: test accuracy {accuracy}"
+    )
+    if "zeroshot_accuracy" in results:
+        line += f" (zero-shot {results['zeroshot_accuracy']:.2f} %)"
+    return line
+
+
 def seed_mean(per_seed: list[dict[str, Any]], key: str) -> tuple[float, float]:
     """Mean and population standard deviation (ddof 0, as the reference's parser) of `key` over seeds."""
     values = np.array([run[key] for run in per_seed], dtype=float)

@@ -9,7 +9,7 @@ from .arguments import ExperimentArguments, prompt_settings
 from .baselines import run_linear_probe, run_zeroshot
 from .experiment import Experiment, LoadedBackbone
 from .methods import METHOD_NAMES, PROMPT_METHODS
-from .records import write_results
+from .records import announce, summary_line, write_results
 from .settings import RunSettings
 
 
@@ -56,5 +56,6 @@ def run_method(
     else:
         results = PROMPT_METHODS[experiment.method].run(runner, run, training_args, settings)
     if training_args.should_save:
-        write_results(results, training_args.output_dir)
+        path = write_results(results, training_args.output_dir)
+        announce(training_args, f"{summary_line(results)} -> {path}")
     return results
