@@ -10,7 +10,7 @@ import torch
 from transformers import HfArgumentParser, TrainerCallback
 
 from coop_hf import CoOpModel
-from coop_hf.data import load_benchmark
+from coop_hf.data import UnreadableImageError, load_benchmark
 from coop_hf.run_directory import RunConfigMismatchError
 from coop_hf.runners import ExperimentArguments, LoadedBackbone, PromptArguments, run_method
 from coop_hf.training import CoOpTrainingArguments
@@ -211,6 +211,36 @@ def test_a_shot_count_below_one_fails_before_anything_is_written(tiny_clip_dir, 
     with pytest.raises(ValueError, match=r"--shots takes the number of training images per class, at least 1; got -2"):
         run_in_process(flags(tiny_clip_dir, tmp_path / "out", "--shots", "-2", "--method", method))
     assert not (tmp_path / "out").exists() and "training" not in capsys.readouterr().out
+
+
+def flowers_with_unreadable_class(folder):
+    """The shared Flowers102 as symlinks, with every train image of the first class replaced by garbage."""
+    source = DATA / "oxford_flowers"
+    split = json.loads((source / "split_zhou_OxfordFlowers.json").read_text())
+    broken = {path for path, label, _ in split["train"] if label == 0}
+    (folder / "oxford_flowers" / "jpg").mkdir(parents=True)
+    for item in source.iterdir():
+        if item.name != "jpg":
+            (folder / "oxford_flowers" / item.name).symlink_to(item)
+    for image in (source / "jpg").iterdir():
+        target = folder / "oxford_flowers" / "jpg" / image.name
+        target.write_bytes(b"not a jpeg") if image.name in broken else target.symlink_to(image)
+    return folder
+
+
+@pytest.mark.parametrize("method", ["coop", "linear-probe"])
+def test_a_failed_shot_draw_or_image_check_leaves_the_directory_unclaimed(tiny_clip_dir, tmp_path, method):
+    """--shots above a class's images, or an unreadable image among the shots, fails before run_config.json is
+    written: the corrected rerun into the same directory is not refused as another configuration."""
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="--allow_fewer_shots"):
+        run_in_process(flags(tiny_clip_dir, out, "--shots", "25", "--method", method))
+    assert not (out / "run_config.json").exists()
+    data = flowers_with_unreadable_class(tmp_path / "data")
+    with pytest.raises(UnreadableImageError):
+        run_in_process([*flags(tiny_clip_dir, out, "--method", method), "--data_dir", str(data)])
+    assert not (out / "run_config.json").exists()
+    assert 0 <= run_in_process(flags(tiny_clip_dir, out, "--method", method))["accuracy"] <= 100
 
 
 def test_a_run_that_never_leaves_the_warm_up_says_so(tiny_clip_dir, tmp_path, capsys):

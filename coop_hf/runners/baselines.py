@@ -46,13 +46,17 @@ def linear_probe_run_config(experiment: Experiment, run: RunSettings) -> dict[st
 def run_linear_probe(experiment: Experiment, run: RunSettings, args: CoOpTrainingArguments) -> dict[str, Any]:
     """The linear probe on each seed's few-shot features, C chosen on its validation split (the loss and the
     callbacks of `run` do not apply)."""
-    experiment.prepare(args, linear_probe_run_config(experiment, run))
     backbone, shots, noise = experiment.backbone, run.shots, run.noise
+    config = linear_probe_run_config(experiment, run)
+    # drawn (and their images read) before the directory is claimed, as for the prompt methods
+    splits_by_seed = {seed: experiment.few_shot(shots, seed, noise=noise, allow_fewer=run.allow_fewer_shots)
+                      for seed in run.seeds}  # fmt: skip
+    experiment.prepare(args, config)
     per_seed = []
     for position, seed in enumerate(run.seeds, start=1):
         heading = seeds_heading("linear-probe", experiment.dataset, shots, seed, position, len(run.seeds))
         announce(args, f"{heading}: fitting on the few-shot features, C searched on the validation split")
-        splits, report = experiment.few_shot(shots, seed, noise=noise, allow_fewer=run.allow_fewer_shots)
+        splits, report = splits_by_seed[seed]
         train = backbone.features(splits["train"], batch_size=experiment.batch_size)
         val = backbone.features(splits["val"], batch_size=experiment.batch_size)
         probe = fit_linear_probe(

@@ -206,11 +206,14 @@ class PromptRun:
                 f"(--warmup_epochs {args.warmup_epochs}), so the prompt barely moves: train more epochs "
                 "(--num_train_epochs) or shorten the warm-up (--warmup_epochs 0).",
             )
+        # Every seed's shots drawn and images read before the directory is claimed: a bad --shots or a corrupt
+        # image must not leave a run_config.json that refuses the corrected rerun.
+        splits = {
+            seed: experiment.few_shot(run.shots, seed, noise=run.noise, allow_fewer=run.allow_fewer_shots)
+            for seed in run.seeds
+        }
         continued = experiment.prepare(args, self.run_config)
-        per_seed = self.train_seeds(
-            lambda seed: experiment.few_shot(run.shots, seed, noise=run.noise, allow_fewer=run.allow_fewer_shots),
-            continued=continued,
-        )
+        per_seed = self.train_seeds(splits.__getitem__, continued=continued)
         return experiment.results(
             self.method.name, run.shots, run.seeds, per_seed, epochs=self.epochs, cached_views=self.args.cached_views,
             **prompt_fields(self.prompt_config), **run.loss_fields(), **noise_summary(run.noise, per_seed),
