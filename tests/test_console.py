@@ -25,6 +25,17 @@ def test_a_run_ends_with_a_mean_std_line_and_logs_every_epochs_loss(tiny_clip_di
     assert [entry["epoch"] for entry in state["log_history"] if "loss" in entry] == [1, 2]
 
 
+def test_eval_strategy_epoch_logs_the_validation_accuracy_of_every_epoch(tiny_clip_dir, tmp_path, capsys):
+    results = run_in_process(flags(tiny_clip_dir, tmp_path, "--eval_strategy", "epoch"))
+    state = json.loads((tmp_path / "seed1" / "trainer_state.json").read_text())
+    evaluations = [entry for entry in state["log_history"] if "eval_accuracy" in entry]
+    assert [entry["epoch"] for entry in evaluations] == [1, 2]
+    assert all(0 <= entry["eval_accuracy"] <= 100 for entry in evaluations)
+    assert "'eval_accuracy'" in capsys.readouterr().out
+    plain = run_in_process(flags(tiny_clip_dir, tmp_path / "plain"))
+    assert results["accuracy"] == plain["accuracy"]  # the reported model is the last epoch's either way
+
+
 def test_a_seed_resumed_from_its_final_checkpoint_logs_no_zero_train_loss(tiny_clip_dir, tmp_path, capsys):
     run_in_process(flags(tiny_clip_dir, tmp_path))
     (tmp_path / "seed1" / "seed_result.json").unlink()  # killed after training, before its result was written

@@ -301,10 +301,16 @@ class PromptRun:
             train = with_coop_transform(
                 splits["train"], backbone.image_processor, train=True, clean_labels=args.gradient_flow
             )
+        # --eval_strategy epoch|steps: the few-shot validation split's accuracy in the logs; the reported model
+        # stays the last one, as the reference's
+        val = None
+        if args.eval_strategy != "no" and "val" in splits:
+            val = with_coop_transform(splits["val"], backbone.image_processor, train=False)
         trainer = self.method.trainer_class(
             model=model,
             args=args,
             train_dataset=train,
+            eval_dataset=val,
             processing_class=backbone.image_processor,
             compute_metrics=compute_accuracy_metrics,
             compute_loss_func=run.loss_function(),
