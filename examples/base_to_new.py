@@ -19,6 +19,7 @@ from pathlib import Path
 
 from transformers import HfArgumentParser
 
+from coop_hf.cli import run_command
 from coop_hf.runners import PromptArguments
 from coop_hf.runners.base_to_new import BaseToNewArguments, base_to_new_study
 from coop_hf.training import CoOpTrainingArguments
@@ -34,4 +35,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

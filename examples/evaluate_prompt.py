@@ -16,6 +16,7 @@ import json
 
 from transformers import HfArgumentParser
 
+from coop_hf.cli import run_command
 from coop_hf.runners.evaluation import EvaluationArguments, run_evaluation
 
 
@@ -27,4 +28,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main, resumable=False)

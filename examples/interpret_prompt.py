@@ -15,6 +15,7 @@ import argparse
 from transformers import AutoModel
 
 from coop_hf import CoOpModel  # importing coop_hf registers the prompt models with AutoModel
+from coop_hf.cli import run_command
 
 
 def format_nearest(nearest: list[list[tuple[str, float]]]) -> list[str]:
@@ -47,4 +48,4 @@ def main(argv: list[str] | None = None) -> list[str]:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main, resumable=False)

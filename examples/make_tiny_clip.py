@@ -17,6 +17,8 @@ from pathlib import Path
 
 from transformers import AutoImageProcessor, AutoTokenizer, CLIPConfig, CLIPModel, HfArgumentParser, set_seed
 
+from coop_hf.cli import run_command
+
 
 @dataclass
 class TinyClipArguments:
@@ -61,4 +63,4 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main, resumable=False)

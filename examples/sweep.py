@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
 from coop_hf.atomic import atomic_write_text
+from coop_hf.cli import run_command
 from coop_hf.run_directory import claim_run_directory
 from coop_hf.runners import METHOD_NAMES, PROMPT_METHODS, Experiment, LoadedBackbone, PromptArguments
 from coop_hf.runners.arguments import SweepArguments, settings_by_method
@@ -202,4 +203,4 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

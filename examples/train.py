@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from transformers import HfArgumentParser
 
+from coop_hf.cli import run_command
 from coop_hf.runners import ExperimentArguments, PromptArguments, run_method
 from coop_hf.training import CoOpTrainingArguments
 
@@ -25,4 +26,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -35,6 +35,7 @@ from transformers import AutoModel, HfArgumentParser
 
 import coop_hf  # noqa: F401  (registers the prompt models with AutoModel)
 from coop_hf.atomic import atomic_write_text
+from coop_hf.cli import run_command
 from coop_hf.gradient_flow import GRADIENT_FLOW_FILE
 from coop_hf.noise import CLEAN_LABEL, NoiseSpec
 from coop_hf.run_directory import claim_run_directory
@@ -264,4 +265,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

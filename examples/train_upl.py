@@ -21,6 +21,7 @@ from pathlib import Path
 from transformers import HfArgumentParser
 
 from coop_hf.atomic import atomic_write_text
+from coop_hf.cli import run_command
 from coop_hf.runners import ExperimentArguments, PromptArguments, UPLArguments, load_experiment, prompt_settings
 from coop_hf.runners.records import write_results
 from coop_hf.runners.reporting import zero_shot_label
@@ -72,4 +73,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from transformers import HfArgumentParser
 
+from coop_hf.cli import run_command
 from coop_hf.runners import PromptArguments
 from coop_hf.runners.transfer import TransferArguments, transfer_study
 from coop_hf.training import CoOpTrainingArguments
@@ -33,4 +34,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -1,14 +1,19 @@
 """Bad model or dataset flags fail at once with a message naming the flag to change (never after Hub retries)."""
 
+import os
+import subprocess
+import sys
 import time
 
 import pytest
 
 from coop_hf import hub_access
+from coop_hf.cli import TRACEBACK_VARIABLE, run_command
 from coop_hf.data import load_dataset_splits
 from coop_hf.hub_access import HubUnavailableError, model_load_kwargs
 from coop_hf.runners import LoadedBackbone
-from tests.conftest import DATA
+from coop_hf.runners.methods import METHOD_NAMES
+from tests.conftest import DATA, REPO
 
 
 def test_offline_model_id_fails_at_once_naming_the_flag():
@@ -61,3 +66,34 @@ def test_unknown_dataset_lists_the_benchmarks_and_suggests_a_close_one():
 def test_data_dir_with_a_non_benchmark_name_is_not_ignored():
     with pytest.raises(ValueError, match="--data_dir is the folder of the CoOp benchmarks, but --dataset 'flowers'"):
         load_dataset_splits("flowers", str(DATA))
+
+
+def test_a_user_error_is_one_line_and_exit_status_2(tiny_clip_dir, tmp_path):
+    command = [sys.executable, str(REPO / "examples" / "train.py"), "--model_name_or_path", str(tiny_clip_dir),
+               "--dataset", "oxford_flowers", "--data_dir", str(DATA), "--output_dir", str(tmp_path)]  # fmt: skip
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    completed = subprocess.run([*command, "--method", "foo"], capture_output=True, text=True, env=environment)
+    assert completed.returncode == 2
+    assert completed.stderr.strip() == (
+        f"error: Unknown --method 'foo': use one of {', '.join(METHOD_NAMES)}."
+    ) and completed.stdout == ""
+    shown = subprocess.run(
+        [*command, "--method", "foo"], capture_output=True, text=True, env={**environment, TRACEBACK_VARIABLE: "1"}
+    )
+    assert shown.returncode == 1 and "Traceback" in shown.stderr
+
+
+def test_ctrl_c_says_how_to_resume_and_real_faults_keep_their_traceback(capsys):
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as stopped:
+        run_command(interrupted)
+    assert stopped.value.code == 130
+    assert capsys.readouterr().err.strip().startswith("interrupted: rerun the same command with --resume_from")
+
+    def faulty(argv):
+        raise RuntimeError("a bug")
+
+    with pytest.raises(RuntimeError, match="a bug"):
+        run_command(faulty)
