@@ -74,9 +74,10 @@ def test_a_user_error_is_one_line_and_exit_status_2(tiny_clip_dir, tmp_path):
     environment = {**os.environ, "HF_HUB_OFFLINE": "1"}
     completed = subprocess.run([*command, "--method", "foo"], capture_output=True, text=True, env=environment)
     assert completed.returncode == 2
-    assert completed.stderr.strip() == (
-        f"error: Unknown --method 'foo': use one of {', '.join(METHOD_NAMES)}."
-    ) and completed.stdout == ""
+    assert (
+        completed.stderr.strip() == (f"error: Unknown --method 'foo': use one of {', '.join(METHOD_NAMES)}.")
+        and completed.stdout == ""
+    )
     shown = subprocess.run(
         [*command, "--method", "foo"], capture_output=True, text=True, env={**environment, TRACEBACK_VARIABLE: "1"}
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from coop_hf import CoOpEnsemble, CoOpModel
 from coop_hf.data import load_benchmark
@@ -237,6 +238,8 @@ def test_domain_generalisation_then_cross_dataset_on_fake_imagenet_layouts(tiny_
     table = (tmp_path / "out" / "results.md").read_text()
     assert "| Target: Caltech101 | Target: ImageNet-R | Average (targets) |" in table
     assert table.rstrip().endswith(f"| {cross['average']['accuracy']:.2f} |")
+    with Image.open(tmp_path / "out" / "transfer.png") as plot:  # source, 2 targets and the average: wider
+        assert plot.format == "PNG" and plot.width > 800
 
 
 def test_class_specific_context_refused_before_training_when_a_target_has_other_classes(tiny_clip_dir, tmp_path):

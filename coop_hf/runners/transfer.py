@@ -3,13 +3,14 @@ evaluated on target datasets over their own class names (CoOp's Table 1, CoCoOp'
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_write_text
+from ..atomic import atomic_directory, atomic_write_text
 from ..training import CoOpTrainingArguments
 from .arguments import ExperimentArguments, prompt_settings
 from .evaluation import evaluate_prompt, load_seed_prompt
@@ -144,11 +145,55 @@ def transfer_table(record: dict[str, Any], method_name: str) -> str:
     return "\n".join([*lines, *rows]) + "\n"
 
 
+def plot_transfer(record: dict[str, Any], method_name: str, path: str | os.PathLike) -> Path:
+    """Paired bars per dataset (the source, each target, and the targets' average for cross-dataset transfer):
+    zero-shot CLIP (hatched) and the method, with the method's std over seeds."""
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    source, targets = record["source"], record["targets"]
+    columns = [(f"{dataset_title(source['dataset'])}\n(source)", source), *(
+        (dataset_title(target["dataset"]), target) for target in targets
+    )]  # fmt: skip
+    if record["protocol"] == "cross-dataset":
+        columns.append(("Average\n(targets)", {**record["average"], "accuracy_std": None}))
+    colour, width = "#4C72B0", 0.38
+    figure = Figure(figsize=(max(5.5, 1.1 * len(columns) + 1.5), 4.4), layout="constrained")
+    axes = figure.add_subplot()
+    top = max(max(values["accuracy"], values["zeroshot_accuracy"]) for _, values in columns)
+    for x, (_, values) in enumerate(columns):
+        axes.bar(x - width / 2, values["zeroshot_accuracy"], width, facecolor="white", edgecolor=colour, hatch="////")
+        axes.bar(x + width / 2, values["accuracy"], width, color=colour, yerr=values.get("accuracy_std"), capsize=3)
+        std = values.get("accuracy_std") or 0.0
+        labels = ((-width / 2, values["zeroshot_accuracy"], 0.0), (width / 2, values["accuracy"], std))
+        for offset, value, above in labels:
+            axes.text(x + offset, value + above + top * 0.02, f"{value:.1f}", ha="center", va="bottom", fontsize=7)
+    axes.set_xticks(range(len(columns)), [name for name, _ in columns])
+    axes.set_ylabel("Accuracy (%)")
+    top += max(values.get("accuracy_std") or 0.0 for _, values in columns)
+    axes.set_ylim(0, top * 1.2 if top > 0 else 1)
+    axes.grid(axis="y", alpha=0.3)
+    axes.set_axisbelow(True)
+    figure.suptitle(
+        f"{record['protocol'].capitalize()}: {method_name} trained on {dataset_title(source['dataset'])}\n"
+        f"{model_text(record)}, {shots_text(record['shots'])}, {seeds_text(record)}",
+        fontsize=11,
+    )
+    handles = [
+        Patch(facecolor="white", edgecolor=colour, hatch="////", label=zero_shot_label(record)),
+        Patch(facecolor=colour, label=method_name),
+    ]
+    axes.legend(handles=handles, ncols=2, loc="lower center", bbox_to_anchor=(0.5, 1.0), fontsize=8, frameon=False)
+    with atomic_directory(Path(path).parent) as staging:
+        figure.savefig(staging / Path(path).name, dpi=150)
+    return Path(path)
+
+
 def transfer_study(
     arguments: TransferArguments, prompt: Any, training_args: CoOpTrainingArguments, callbacks: list | None = None
 ) -> dict[str, Any]:
     """`run_transfer` from `arguments.dataset` (the source) to `arguments.targets`; writes
-    `output_dir/results.json` and the table `output_dir/results.md`."""
+    `output_dir/results.json`, the table `output_dir/results.md` and the plot `output_dir/transfer.png`."""
     method = prompt_method(arguments.method)
     settings = {**method.transfer_settings, **prompt_settings(prompt, arguments.method)}
     source, *targets = load_experiments(arguments, [arguments.dataset, *arguments.targets], training_args)
@@ -156,6 +201,7 @@ def transfer_study(
     record = run_transfer(source, targets, method, run, training_args, settings)
     if training_args.should_save:
         write_results(record, training_args.output_dir)
-        table = transfer_table(record, method.model_class.method_name)
+        table = transfer_table(record, method.display_name)
         atomic_write_text(Path(training_args.output_dir) / "results.md", table)
+        plot_transfer(record, method.display_name, Path(training_args.output_dir) / "transfer.png")
     return record
