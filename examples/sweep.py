@@ -11,7 +11,9 @@ methods that have the setting. The CLIP is loaded once and each dataset's test f
 Each cell is a run directory of its own, output_dir/<dataset>/<method>/shots<K> (zero-shot: shots0), as
 examples/train.py writes it. Every cell's directory is checked before any work, so a rerun with other settings
 stops at once (use a new --output_dir, or --overwrite_output_dir to start afresh). A rerun skips finished cells and
-resumes an interrupted one from its finished seeds and last checkpoint. The output_dir gets results.csv (one row
+resumes an interrupted one from its finished seeds and last checkpoint. --shard I/N runs the I-th of N disjoint
+parts of the grid (for N workers on one --output_dir); the same command without --shard then skips every finished
+cell and writes the tables and plots. The output_dir gets results.csv (one row
 per dataset, method, shots and seed), results.md (mean ± population std over seeds per method and shot count, per
 dataset and averaged over datasets) and plots/ (accuracy against shots: <dataset>.png, average.png, all.png),
 rewritten as cells finish (the plots at the end).
@@ -35,9 +37,10 @@ from coop_hf.runners import METHOD_NAMES, PROMPT_METHODS, Experiment, LoadedBack
 from coop_hf.runners.arguments import SweepArguments, settings_by_method
 from coop_hf.runners.baselines import linear_probe_run_config, run_linear_probe, run_zeroshot, zeroshot_run_config
 from coop_hf.runners.prompt_learning import PromptRun
-from coop_hf.runners.records import check_dataset_folders, dataset_folder, write_results
+from coop_hf.runners.records import announce, check_dataset_folders, dataset_folder, write_results
 from coop_hf.runners.reporting import ZEROSHOT, baseline_labels, plot_sweep, results_markdown, rows_csv
 from coop_hf.runners.settings import RunSettings
+from coop_hf.runners.shard import Shard
 from coop_hf.training import CoOpTrainingArguments
 
 CSV_COLUMNS = ("dataset", "method", "shots", "seed", "accuracy", "macro_accuracy", "run_dir")
@@ -165,13 +168,15 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = HfArgumentParser((SweepArguments, PromptArguments, CoOpTrainingArguments))
     sweep, prompt, training_args = parser.parse_args_into_dataclasses(args=argv)
     check_grid(sweep)
+    shard = Shard.parse(sweep.shard, overwrite=training_args.overwrite_output_dir)
     settings = settings_by_method(prompt, sweep.method)
     backbone = LoadedBackbone.load(sweep.model_name_or_path, cache_dir=sweep.feature_cache_dir)
     experiments = [
         Experiment(backbone, dataset, sweep.data_dir, batch_size=training_args.per_device_eval_batch_size)
         for dataset in sweep.dataset
     ]
-    cells = plan_grid(sweep, experiments, training_args, settings)
+    grid = plan_grid(sweep, experiments, training_args, settings)
+    cells = shard.select(grid) if shard else grid
     labels = baseline_labels(backbone.backbone.family)  # "Zero-shot SigLIP" on a SigLIP backbone
     # Every cell's directory is checked before the first run starts, so a mismatch never stops a sweep half-way.
     for cell in cells:
@@ -192,10 +197,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             spread = f" ± {results['accuracy_std']:.2f}" if cell.method != ZEROSHOT and len(sweep.seeds) > 1 else ""
             note = " (finished earlier)" if done_before else ""
             progress.write(f"[coop-hf] {cell.name}: {results['accuracy']:.2f}{spread} % test accuracy{note}")
-        if training_args.should_save:
+        if training_args.should_save and shard is None:
             write_tables(rows, sweep, output_dir, labels)
     progress.close()
-    if training_args.should_save:
+    if shard is not None:
+        announce(training_args, shard.finished_message(len(cells), len(grid), "cells", resume_flag=False))
+    elif training_args.should_save:
         plot_sweep(rows, output_dir / "plots", labels=labels)
         if log:
             print(f"[coop-hf] {len(cells)} runs: tables in {output_dir / 'results.md'}, rows in results.csv, plots/")

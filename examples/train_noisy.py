@@ -48,6 +48,7 @@ from coop_hf.runners.prompt_learning import PromptRun
 from coop_hf.runners.records import announce, shots_text, write_results
 from coop_hf.runners.reporting import method_labels, plot_confusion, plot_gradient_flow, plot_noise_curves
 from coop_hf.runners.settings import RunSettings
+from coop_hf.runners.shard import Shard
 from coop_hf.training import CoOpTrainingArguments
 
 LOSSES = {"ce": "CE", "gce": "GCE"}
@@ -216,7 +217,9 @@ def main(argv: list[str] | None = None) -> dict:
     runner = load_experiment(experiment, training_args)
     models = [dataclasses.replace(model, family=runner.backbone.backbone.family) for model in models]
     output_dir = Path(training_args.output_dir)
-    plan = plan_study(runner, models, study, experiment, training_args)
+    shard = Shard.parse(study.shard, overwrite=training_args.overwrite_output_dir)
+    whole = plan_study(runner, models, study, experiment, training_args)
+    plan = shard.select(whole) if shard else whole
     # Every run directory is checked before the first run starts, so a mismatch never stops a study half-way.
     for cell in plan:
         with cell.args.main_process_first(desc="output directory"):
@@ -231,6 +234,9 @@ def main(argv: list[str] | None = None) -> dict:
         if training_args.should_save:
             write_results(results, cell.args.output_dir)
         runs.append(results)
+    if shard is not None:
+        announce(training_args, shard.finished_message(len(plan), len(whole), "runs"))
+        return {}
     summary = {
         "study": "label-noise",
         "dataset": experiment.dataset,

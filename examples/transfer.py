@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = HfArgumentParser((TransferArguments, PromptArguments, CoOpTrainingArguments))
     arguments, prompt, training_args = parser.parse_args_into_dataclasses(args=argv)
     record = transfer_study(arguments, prompt, training_args)
-    if training_args.should_log:
+    if training_args.should_log and arguments.shard is None:
         print((Path(training_args.output_dir) / "results.md").read_text())
     return record
 

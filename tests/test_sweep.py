@@ -246,3 +246,35 @@ def test_sweep_writes_tables_and_plots_skips_finished_cells_and_resumes(tiny_cli
     ):
         sweep.main([*flags, "--learning_rate", "0.01"])
     assert calls == {"zeroshot": 0, "linear-probe": 0, "train_seed": 0}
+
+
+@pytest.mark.slow
+def test_two_shards_then_a_plain_run_give_the_unsharded_results(tiny_clip_dir, tmp_path, monkeypatch, capsys):
+    sweep = load_example("sweep")
+    flags = [
+        "--model_name_or_path", str(tiny_clip_dir), "--dataset", "caltech101", "--data_dir", str(DATA),
+        "--method", "zeroshot", "coop", "--shots", "1", "2", "--seeds", "1", "--num_train_epochs", "1",
+        "--n_ctx", "4", "--learning_rate", "0.05", "--disable_tqdm", "true",
+    ]  # fmt: skip
+    whole = tmp_path / "whole"
+    sweep.main([*flags, "--output_dir", str(whole)])
+    sharded = tmp_path / "sharded"
+    calls = []
+    train_seed = PromptRun.train_seed
+
+    def counting(self, *args, **kwargs):
+        calls.append(self.run.shots)
+        return train_seed(self, *args, **kwargs)
+
+    monkeypatch.setattr(PromptRun, "train_seed", counting)
+    for shard in ("1/2", "2/2"):
+        sweep.main([*flags, "--output_dir", str(sharded), "--shard", shard])
+        assert f"shard {shard}: " in capsys.readouterr().out
+        assert not (sharded / "results.csv").exists()  # the tables and plots wait for the plain run
+    assert sorted(calls) == [1, 2]  # the 3 cells (zero-shot, coop 1 and 2 shots) split over the shards
+    sweep.main([*flags, "--output_dir", str(sharded)])
+    assert sorted(calls) == [1, 2]  # nothing trained again
+    assert (sharded / "results.csv").read_text() == (whole / "results.csv").read_text()
+    assert (sharded / "plots" / "caltech101.png").is_file()
+    with pytest.raises(ValueError, match=r"--shard takes I/N with 1 <= I <= N \(e.g. --shard 1/4\), got '3/2'"):
+        sweep.main([*flags, "--output_dir", str(sharded), "--shard", "3/2"])

@@ -14,6 +14,7 @@ from typing import Any
 from ..losses import DEFAULT_GCE_Q
 from ..noise import NoiseSpec
 from .methods import METHOD_NAMES, PROMPT_METHODS
+from .shard import ShardArguments
 
 
 @dataclass
@@ -128,7 +129,7 @@ def settings_by_method(prompt: Any, methods: list[str]) -> dict[str, dict[str, A
 
 
 @dataclass
-class NoiseStudyArguments:
+class NoiseStudyArguments(ShardArguments):
     """The label-noise study of `examples/train_noisy.py`."""
 
     noise_rates: list[float] = field(
@@ -177,7 +178,7 @@ FEW_SHOT_BENCHMARKS = (
 
 
 @dataclass
-class SweepArguments(ExperimentArguments):
+class SweepArguments(ShardArguments, ExperimentArguments):
     """The grid of `examples/sweep.py`: every dataset x method x shot count, each over `seeds`, on one frozen CLIP."""
 
     dataset: list[str] = field(

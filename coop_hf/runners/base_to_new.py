@@ -37,6 +37,7 @@ from .records import (
 from .reporting import dataset_title, model_text, seeds_text, zero_shot_label
 from .run import load_experiments
 from .settings import RunSettings
+from .shard import Shard, ShardArguments
 
 BASE_TO_NEW_CTX_INIT = "a photo of a"
 """The reference's base-to-new CoOp config (`vit_b16_ctxv1`) initialises the context from this phrase (n_ctx 4)."""
@@ -175,7 +176,7 @@ def run_base_to_new(
 
 
 @dataclass
-class BaseToNewArguments(ExperimentArguments):
+class BaseToNewArguments(ShardArguments, ExperimentArguments):
     """The base-to-new protocol of `examples/base_to_new.py`: `examples/train.py`'s experiment flags, with several
     datasets."""
 
@@ -205,8 +206,20 @@ def base_to_new_study(
     if run.noise.active:
         raise ValueError("Label noise is not part of the base-to-new protocol: drop --noise_type / --noise_rate.")
     settings = _base_to_new_settings(method, prompt_settings(prompt, arguments.method))
+    shard = Shard.parse(arguments.shard, overwrite=training_args.overwrite_output_dir)
+    experiments = load_experiments(arguments, arguments.dataset, training_args)
+    if shard is not None:  # its share of the (dataset, seed) pairs: their base-class prompts
+        units = shard.select([(experiment, seed) for experiment in experiments for seed in run.seeds])
+        for experiment in experiments:
+            seeds = [seed for owner, seed in units if owner is experiment]
+            if seeds:
+                output_dir = Path(training_args.output_dir) / dataset_folder(experiment.dataset)
+                args = dataclasses.replace(training_args, output_dir=str(output_dir))
+                method.run(ClassSubset(experiment, "base"), run.replace(seeds=seeds), args, settings)
+        announce(training_args, shard.finished_message(len(units), len(experiments) * len(run.seeds), "prompts"))
+        return []
     records = []
-    for experiment in load_experiments(arguments, arguments.dataset, training_args):
+    for experiment in experiments:
         output_dir = Path(training_args.output_dir) / dataset_folder(experiment.dataset)
         args = dataclasses.replace(training_args, output_dir=str(output_dir))
         record = run_base_to_new(experiment, method, run, args, settings)

@@ -21,13 +21,14 @@ from .records import TRAINING_RESULT_KEYS, announce, seed_mean, shots_text, writ
 from .reporting import dataset_title, model_text, seeds_text, zero_shot_label
 from .run import load_experiments
 from .settings import RunSettings
+from .shard import Shard, ShardArguments
 
 DG_TARGETS = ("imagenet_v2", "imagenet_sketch", "imagenet_a", "imagenet_r")
 """The ImageNet variants of CoOp's domain-generalisation table (ImageNet is the source)."""
 
 
 @dataclass
-class TransferArguments(ExperimentArguments):
+class TransferArguments(ShardArguments, ExperimentArguments):
     """Domain generalisation / cross-dataset transfer (`examples/transfer.py`): `examples/train.py`'s experiment
     flags, the dataset being the source, plus the targets."""
 
@@ -61,10 +62,12 @@ def run_transfer(
     run: RunSettings,
     args: CoOpTrainingArguments,
     prompt: dict[str, Any],
-) -> dict[str, Any]:
+    shard: Shard | None = None,
+) -> dict[str, Any] | None:
     """Train one prompt per seed on the source's few-shot splits (`args.output_dir/seed<N>`, resumable as
     `train.py`), test it on the source's test split, then on every target's test split over the target's own class
-    names. The record holds per dataset the mean (and per seed) accuracy and zero-shot CLIP's."""
+    names. The record holds per dataset the mean (and per seed) accuracy and zero-shot CLIP's. With a `shard`, only
+    its share of the seeds is trained (and nothing evaluated): None."""
     planned = method.plan(source, run, args, prompt)
     if getattr(planned.prompt_config, "class_specific_context", False):
         other = [target.dataset for target in targets if target.classnames != source.classnames]
@@ -74,6 +77,12 @@ def run_transfer(
                 f"the class lists of {', '.join(other)}: train a unified context (--class_specific_context false), "
                 "or keep to --targets with the source's class list."
             )
+    if shard is not None:
+        seeds = shard.select(run.seeds)
+        if seeds:
+            method.plan(source, run.replace(seeds=seeds), args, prompt).execute()
+        announce(args, shard.finished_message(len(seeds), len(run.seeds), "seeds' prompts"))
+        return None
     trained = planned.execute()
     with args.main_process_first(desc="trained prompts"):  # the main process saved them
         prompts = [
@@ -198,7 +207,10 @@ def transfer_study(
     settings = {**method.transfer_settings, **prompt_settings(prompt, arguments.method)}
     source, *targets = load_experiments(arguments, [arguments.dataset, *arguments.targets], training_args)
     run = RunSettings.from_arguments(arguments, callbacks)
-    record = run_transfer(source, targets, method, run, training_args, settings)
+    shard = Shard.parse(arguments.shard, overwrite=training_args.overwrite_output_dir)
+    record = run_transfer(source, targets, method, run, training_args, settings, shard)
+    if record is None:
+        return {}
     if training_args.should_save:
         write_results(record, training_args.output_dir)
         table = transfer_table(record, method.display_name)
