@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from datasets import ClassLabel
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from . import gradient_flow
 from .atomic import atomic_write_text
@@ -156,6 +156,13 @@ class CoOpTrainer(Trainer):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._flow_window: list[dict[str, Any]] = []  # batch entries since the last log
+        if getattr(self.train_dataset, "coop_transform", None) is not None:
+            if self.args.dataloader_persistent_workers:
+                raise ValueError(
+                    "The training images' augmentation is seeded per epoch, which persistent DataLoader workers would "
+                    "never see change: drop --dataloader_persistent_workers."
+                )
+            self.add_callback(_AugmentationEpoch(self))
 
     def create_optimizer(self, model=None) -> torch.optim.Optimizer:
         if self.optimizer is None:
@@ -295,6 +302,18 @@ class CoOpTrainer(Trainer):
             model = self.accelerator.unwrap_model(self.model)
             path = Path(self.args.output_dir) / "README.md"
             atomic_write_text(path, render_model_card(model.card_info(), repo_id=self.args.hub_model_id))
+
+
+class _AugmentationEpoch(TrainerCallback):
+    """Sets the epoch of a seeded training transform (`with_coop_transform(..., seed=...)`) before each epoch's
+    DataLoader iterator (and its workers) is created."""
+
+    def __init__(self, trainer: CoOpTrainer):
+        self.trainer = trainer
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        # the epochs done: 0 before the first (and within it, when resumed from a checkpoint part-way through)
+        self.trainer.train_dataset.coop_transform.epoch = math.floor(state.epoch + 1e-9)
 
 
 @contextmanager

@@ -273,3 +273,38 @@ def test_transform_on_dataset_reports_the_corrupt_file(processor, tmp_path):
     assert transformed[0]["pixel_values"].shape == (3, 224, 224)
     with pytest.raises(UnreadableImageError, match="bad.png"):
         transformed[1]
+
+
+def test_seeded_views_depend_on_seed_epoch_and_image_only(processor, odd_images):
+    """With a seed, an image's view is a function of (seed, epoch, its index): the same in any batch or order (so
+    in any process), another in the next epoch."""
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(num_classes=2)})
+    dataset = datasets.Dataset.from_dict({"image": odd_images, "label": [0, 1] * (len(odd_images) // 2)}, features)
+    train = with_coop_transform(dataset, processor, train=True, seed=3)
+    whole = train[:]["pixel_values"]
+    torch.manual_seed(123)  # the global RNG plays no part
+    reversed_pairs = torch.stack([train[index]["pixel_values"] for index in reversed(range(len(train)))]).flip(0)
+    assert torch.equal(whole, reversed_pairs)
+    train.coop_transform.epoch = 1
+    assert not torch.equal(train[:]["pixel_values"], whole)
+    train.coop_transform.epoch = 0
+    assert torch.equal(train[:]["pixel_values"], whole)
+    assert not torch.equal(with_coop_transform(dataset, processor, train=True, seed=4)[:]["pixel_values"], whole)
+
+
+def test_the_trainer_moves_a_seeded_transform_to_each_epoch(tiny_clip_dir, tmp_path, odd_images):
+    from coop_hf import CoOpModel
+    from coop_hf.training import CoOpTrainer, CoOpTrainingArguments
+
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])})
+    dataset = datasets.Dataset.from_dict({"image": odd_images, "label": [0, 1] * (len(odd_images) // 2)}, features)
+    train = with_coop_transform(dataset, CLIPImageProcessor.from_pretrained(VIT_B32), train=True, seed=1)
+    seen = []
+    call = train.coop_transform.__call__
+    train.coop_transform.__class__ = type("Recording", (type(train.coop_transform),), {
+        "__call__": lambda self, batch: seen.append(self.epoch) or call(batch)
+    })  # fmt: skip
+    model = CoOpModel.from_clip(str(tiny_clip_dir), ["a", "b"], n_ctx=2)
+    args = CoOpTrainingArguments(str(tmp_path), num_train_epochs=2, per_device_train_batch_size=2, disable_tqdm=True)
+    CoOpTrainer(model=model, args=args, train_dataset=train).train()
+    assert sorted(set(seen)) == [0, 1]

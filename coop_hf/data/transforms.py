@@ -3,7 +3,9 @@
 Train: RandomResizedCrop (scale 0.08-1, ratio 3/4-4/3, torchvision's sampling) + horizontal flip (p=0.5).
 Test: resize the shorter side (or to a fixed size) + centre crop, pixel for pixel as the reference's torchvision
 ``Resize`` + ``CenterCrop`` (whose crop offset rounds half to even, where the image processors floor).
-Randomness comes from torch's global RNG, so ``torch.manual_seed`` and DataLoader worker seeding apply.
+Randomness comes from torch's global RNG (so ``torch.manual_seed`` and DataLoader worker seeding apply), or, with a
+``seed``, from a generator per sample seeded by (seed, epoch, sample index): then every view is the same whatever
+the number of processes or DataLoader workers that draw it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import math
 from typing import Any
 
 import datasets
+import numpy as np
 import torch
 from PIL import Image
 from transformers.image_processing_utils import BaseImageProcessor
@@ -22,27 +25,40 @@ from .records import CLEAN_LABEL
 RRC_SCALE = (0.08, 1.0)
 RRC_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 FLIP_PROBABILITY = 0.5
+SAMPLE_INDEX = "sample_index"
+"""The column of each training image's position in its split, which seeds its augmentation (`with_coop_transform`)."""
 CLEAN_LABELS = "clean_labels"
 """The batch key of each image's true class, from a split's `clean_label` column (label-noise studies)."""
 
 
+def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    """The generator of one training image's augmentation in one epoch, from (seed, epoch, index) alone."""
+    state = np.random.SeedSequence([seed, epoch, index]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
 def random_resized_crop_box(
-    width: int, height: int, scale: tuple[float, float] = RRC_SCALE, ratio: tuple[float, float] = RRC_RATIO
+    width: int,
+    height: int,
+    scale: tuple[float, float] = RRC_SCALE,
+    ratio: tuple[float, float] = RRC_RATIO,
+    generator: torch.Generator | None = None,
 ) -> tuple[int, int, int, int]:
     """Sample a crop as torchvision's ``RandomResizedCrop.get_params``: (top, left, crop_height, crop_width).
 
-    Ten attempts at a random area and log-uniform aspect ratio, then a centre crop clamped to ``ratio``.
+    Ten attempts at a random area and log-uniform aspect ratio, then a centre crop clamped to ``ratio``. Draws from
+    `generator`, else from torch's global RNG (as torchvision).
     """
     area = height * width
     log_ratio = torch.log(torch.tensor(ratio))
     for _ in range(10):
-        target_area = area * torch.empty(1).uniform_(scale[0], scale[1]).item()
-        aspect_ratio = torch.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1])).item()
+        target_area = area * torch.empty(1).uniform_(scale[0], scale[1], generator=generator).item()
+        aspect_ratio = torch.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1], generator=generator)).item()
         crop_width = int(round(math.sqrt(target_area * aspect_ratio)))
         crop_height = int(round(math.sqrt(target_area / aspect_ratio)))
         if 0 < crop_width <= width and 0 < crop_height <= height:
-            top = int(torch.randint(0, height - crop_height + 1, size=(1,)).item())
-            left = int(torch.randint(0, width - crop_width + 1, size=(1,)).item())
+            top = int(torch.randint(0, height - crop_height + 1, size=(1,), generator=generator).item())
+            left = int(torch.randint(0, width - crop_width + 1, size=(1,), generator=generator).item())
             return top, left, crop_height, crop_width
     in_ratio = width / height
     if in_ratio < min(ratio):
@@ -76,16 +92,22 @@ class CoOpTransform:
     "labels": LongTensor[B]}`` (with ``clean_labels``, also ``"clean_labels"`` from the batch's ``clean_label``
     column, for `CoOpTrainer`'s gradient flow). Output size, resampling filter, mean and std come from
     ``image_processor`` (its ``crop_size``, its ``size`` for the test-time resize). Every image goes through
-    ``load_rgb``.
+    ``load_rgb``. With a ``seed`` (training), each image's crop and flip come from `sample_generator(seed, epoch,
+    index)`, the index from the batch's ``sample_index`` column and ``epoch`` set before each epoch (`CoOpTrainer`
+    does).
     """
 
     version = 2
     """Bumped whenever the pixels of a view change (2: centre crop rounded as torchvision), to renew feature caches."""
 
-    def __init__(self, image_processor: BaseImageProcessor, train: bool, clean_labels: bool = False) -> None:
+    def __init__(
+        self, image_processor: BaseImageProcessor, train: bool, clean_labels: bool = False, seed: int | None = None
+    ) -> None:
         self.image_processor = image_processor
         self.train = train
         self.clean_labels = clean_labels
+        self.seed = seed
+        self.epoch = 0
         self.resample = Image.Resampling(int(image_processor.resample))
         size, crop = image_processor.size, image_processor.crop_size
         self.shortest_edge = _size_entry(size, "shortest_edge")
@@ -100,13 +122,14 @@ class CoOpTransform:
                 f"width, and centre-crop or resize to a fixed size; got size={size}, crop_size={crop}"
             )
 
-    def train_geometry(self, image: Image.Image) -> Image.Image:
-        """Random resized crop to the output size, then a random horizontal flip."""
-        top, left, crop_height, crop_width = random_resized_crop_box(image.width, image.height)
+    def train_geometry(self, image: Image.Image, generator: torch.Generator | None = None) -> Image.Image:
+        """Random resized crop to the output size, then a random horizontal flip (drawn from `generator`, else the
+        global RNG)."""
+        top, left, crop_height, crop_width = random_resized_crop_box(image.width, image.height, generator=generator)
         out_height, out_width = self.output_size
         image = image.crop((left, top, left + crop_width, top + crop_height))
         image = image.resize((out_width, out_height), self.resample)
-        if torch.rand(1).item() < FLIP_PROBABILITY:
+        if torch.rand(1, generator=generator).item() < FLIP_PROBABILITY:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         return image
 
@@ -124,8 +147,15 @@ class CoOpTransform:
         return image.crop((left, top, left + out_width, top + out_height))
 
     def __call__(self, batch: dict[str, list]) -> dict[str, torch.Tensor]:
-        geometry = self.train_geometry if self.train else self.test_geometry
-        images = [geometry(load_rgb(image)) for image in batch["image"]]
+        if not self.train:
+            images = [self.test_geometry(load_rgb(image)) for image in batch["image"]]
+        elif self.seed is None:
+            images = [self.train_geometry(load_rgb(image)) for image in batch["image"]]
+        else:
+            images = [
+                self.train_geometry(load_rgb(image), sample_generator(self.seed, self.epoch, index))
+                for image, index in zip(batch["image"], batch[SAMPLE_INDEX], strict=True)
+            ]
         processed = self.image_processor(images=images, do_resize=False, do_center_crop=False, return_tensors="pt")
         labels = torch.as_tensor(batch["label"], dtype=torch.long)
         outputs = {"pixel_values": processed["pixel_values"], "labels": labels}
@@ -135,11 +165,18 @@ class CoOpTransform:
 
 
 def with_coop_transform(
-    dataset: datasets.Dataset, image_processor: BaseImageProcessor, *, train: bool, clean_labels: bool = False
+    dataset: datasets.Dataset,
+    image_processor: BaseImageProcessor,
+    *,
+    train: bool,
+    clean_labels: bool = False,
+    seed: int | None = None,
 ) -> datasets.Dataset:
     """Return ``dataset`` yielding ``pixel_values``/``labels`` through ``CoOpTransform`` on access; with
     ``clean_labels``, also ``clean_labels`` from its ``clean_label`` column (label-noise studies: the true class of
-    each image, which `CoOpTrainer` needs for `--gradient_flow`).
+    each image, which `CoOpTrainer` needs for `--gradient_flow`). With a ``seed`` (training), each image's
+    augmentation is seeded by (seed, epoch, its position): the result's ``coop_transform`` is the transform whose
+    ``epoch`` `CoOpTrainer` sets before each epoch.
 
     The image column is cast to ``Image(decode=False)`` so that ``load_rgb`` does the decoding and an
     unreadable file is reported by name.
@@ -154,5 +191,11 @@ def with_coop_transform(
             )
         columns.append(CLEAN_LABEL)
     undecoded = dataset.cast_column("image", datasets.Image(decode=False))
-    transform = CoOpTransform(image_processor, train=train, clean_labels=clean_labels)
-    return undecoded.with_transform(transform, columns=columns)
+    seed = seed if train else None
+    if seed is not None:
+        undecoded = undecoded.add_column(SAMPLE_INDEX, list(range(len(undecoded))))
+        columns.append(SAMPLE_INDEX)
+    transform = CoOpTransform(image_processor, train=train, clean_labels=clean_labels, seed=seed)
+    transformed = undecoded.with_transform(transform, columns=columns)
+    transformed.coop_transform = transform
+    return transformed

@@ -298,8 +298,8 @@ class PromptRun:
                 rows = np.asarray(views.with_format(None)["index"])
                 train = train.add_column(CLEAN_LABELS, np.asarray(splits["train"][CLEAN_LABEL])[rows].tolist())
         else:
-            train = with_coop_transform(
-                splits["train"], backbone.image_processor, train=True, clean_labels=args.gradient_flow
+            train = with_coop_transform(  # each view seeded by (seed, epoch, image): the same on any process count
+                splits["train"], backbone.image_processor, train=True, clean_labels=args.gradient_flow, seed=seed
             )
         # --eval_strategy epoch|steps: the few-shot validation split's accuracy in the logs; the reported model
         # stays the last one, as the reference's
