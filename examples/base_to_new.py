@@ -15,19 +15,24 @@ zero-shot CLIP) and output_dir/base_to_new.png.
 
 from __future__ import annotations
 
-from pathlib import Path
+from quick_help import print_quick_help
 
-from transformers import HfArgumentParser
+if __name__ == "__main__":
+    print_quick_help(__file__)  # --help answers before torch and transformers load
+
+from pathlib import Path
 
 from coop_hf.cli import run_command
 from coop_hf.runners import PromptArguments
 from coop_hf.runners.base_to_new import BaseToNewArguments, base_to_new_study
+from coop_hf.runners.help import parse_flags
 from coop_hf.training import CoOpTrainingArguments
+
+ARGUMENTS = (BaseToNewArguments, PromptArguments, CoOpTrainingArguments)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = HfArgumentParser((BaseToNewArguments, PromptArguments, CoOpTrainingArguments))
-    arguments, prompt, training_args = parser.parse_args_into_dataclasses(args=argv)
+    arguments, prompt, training_args = parse_flags(ARGUMENTS, argv)
     records = base_to_new_study(arguments, prompt, training_args)
     if training_args.should_log and arguments.shard is None:
         print((Path(training_args.output_dir) / "results.md").read_text())

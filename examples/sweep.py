@@ -21,6 +21,11 @@ rewritten as cells finish (the plots at the end).
 
 from __future__ import annotations
 
+from quick_help import print_quick_help
+
+if __name__ == "__main__":
+    print_quick_help(__file__)  # --help answers before torch and transformers load
+
 import dataclasses
 import json
 from dataclasses import dataclass
@@ -28,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
-from transformers import HfArgumentParser
 
 from coop_hf.atomic import atomic_write_text
 from coop_hf.cli import run_command
@@ -36,6 +40,7 @@ from coop_hf.run_directory import claim_run_directory
 from coop_hf.runners import METHOD_NAMES, PROMPT_METHODS, Experiment, LoadedBackbone, PromptArguments
 from coop_hf.runners.arguments import SweepArguments, settings_by_method
 from coop_hf.runners.baselines import linear_probe_run_config, run_linear_probe, run_zeroshot, zeroshot_run_config
+from coop_hf.runners.help import parse_flags
 from coop_hf.runners.prompt_learning import PromptRun
 from coop_hf.runners.records import announce, check_dataset_folders, dataset_folder, write_results
 from coop_hf.runners.reporting import ZEROSHOT, baseline_labels, plot_sweep, results_markdown, rows_csv
@@ -163,10 +168,12 @@ def write_tables(rows: list[dict[str, Any]], sweep: SweepArguments, output_dir: 
     atomic_write_text(output_dir / "results.md", results_markdown(rows, intro=intro, labels=labels))
 
 
+ARGUMENTS = (SweepArguments, PromptArguments, CoOpTrainingArguments)
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     """Run the grid; returns the rows of results.csv."""
-    parser = HfArgumentParser((SweepArguments, PromptArguments, CoOpTrainingArguments))
-    sweep, prompt, training_args = parser.parse_args_into_dataclasses(args=argv)
+    sweep, prompt, training_args = parse_flags(ARGUMENTS, argv)
     check_grid(sweep)
     shard = Shard.parse(sweep.shard, overwrite=training_args.overwrite_output_dir)
     settings = settings_by_method(prompt, sweep.method)

@@ -12,16 +12,22 @@ per seed (output_dir/seed<N>: prompt, model card, Trainer logs and checkpoints).
 
 from __future__ import annotations
 
-from transformers import HfArgumentParser
+from quick_help import print_quick_help
+
+if __name__ == "__main__":
+    print_quick_help(__file__)  # --help answers before torch and transformers load
+
 
 from coop_hf.cli import run_command
 from coop_hf.runners import ExperimentArguments, PromptArguments, run_method
+from coop_hf.runners.help import parse_flags
 from coop_hf.training import CoOpTrainingArguments
+
+ARGUMENTS = (ExperimentArguments, PromptArguments, CoOpTrainingArguments)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = HfArgumentParser((ExperimentArguments, PromptArguments, CoOpTrainingArguments))
-    experiment, prompt, training_args = parser.parse_args_into_dataclasses(args=argv)
+    experiment, prompt, training_args = parse_flags(ARGUMENTS, argv)
     return run_method(experiment, prompt, training_args)  # ends with a mean ± std line; the record in results.json
 
 

@@ -24,6 +24,11 @@ training: a rerun with other settings stops (use a new --output_dir or --overwri
 
 from __future__ import annotations
 
+from quick_help import print_quick_help
+
+if __name__ == "__main__":
+    print_quick_help(__file__)  # --help answers before torch and transformers load
+
 import dataclasses
 import json
 from dataclasses import dataclass
@@ -31,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from transformers import AutoModel, HfArgumentParser
+from transformers import AutoModel
 
 import coop_hf  # noqa: F401  (registers the prompt models with AutoModel)
 from coop_hf.atomic import atomic_write_text
@@ -43,6 +48,7 @@ from coop_hf.runners import ExperimentArguments, NoiseStudyArguments, PromptArgu
 from coop_hf.runners.arguments import settings_by_method
 from coop_hf.runners.baselines import linear_probe_run_config, run_linear_probe
 from coop_hf.runners.experiment import Experiment
+from coop_hf.runners.help import parse_flags
 from coop_hf.runners.methods import PROMPT_METHODS
 from coop_hf.runners.prompt_learning import PromptRun
 from coop_hf.runners.records import announce, shots_text, write_results
@@ -210,9 +216,11 @@ def gradient_flow_report(runs: list[dict], noise: NoiseSpec, plots: Path, title:
     return "\n".join(lines) + "\n"
 
 
+ARGUMENTS = (ExperimentArguments, PromptArguments, NoiseStudyArguments, CoOpTrainingArguments)
+
+
 def main(argv: list[str] | None = None) -> dict:
-    parser = HfArgumentParser((ExperimentArguments, PromptArguments, NoiseStudyArguments, CoOpTrainingArguments))
-    experiment, prompt, study, training_args = parser.parse_args_into_dataclasses(args=argv)
+    experiment, prompt, study, training_args = parse_flags(ARGUMENTS, argv)
     models = study_models(study, prompt)
     runner = load_experiment(experiment, training_args)
     models = [dataclasses.replace(model, family=runner.backbone.backbone.family) for model in models]

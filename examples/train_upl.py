@@ -15,14 +15,18 @@ ensemble with its model card; pushed with --push_to_hub --hub_model_id).
 
 from __future__ import annotations
 
+from quick_help import print_quick_help
+
+if __name__ == "__main__":
+    print_quick_help(__file__)  # --help answers before torch and transformers load
+
 import json
 from pathlib import Path
-
-from transformers import HfArgumentParser
 
 from coop_hf.atomic import atomic_write_text
 from coop_hf.cli import run_command
 from coop_hf.runners import ExperimentArguments, PromptArguments, UPLArguments, load_experiment, prompt_settings
+from coop_hf.runners.help import parse_flags
 from coop_hf.runners.records import write_results
 from coop_hf.runners.reporting import zero_shot_label
 from coop_hf.runners.settings import RunSettings
@@ -50,9 +54,11 @@ def results_table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+ARGUMENTS = (ExperimentArguments, PromptArguments, UPLArguments, CoOpTrainingArguments)
+
+
 def main(argv: list[str] | None = None) -> dict:
-    parser = HfArgumentParser((ExperimentArguments, PromptArguments, UPLArguments, CoOpTrainingArguments))
-    experiment, prompt, upl, training_args = parser.parse_args_into_dataclasses(args=argv)
+    experiment, prompt, upl, training_args = parse_flags(ARGUMENTS, argv)
     settings = prompt_settings(prompt, "coop")
     run = RunSettings.from_arguments(experiment).replace(shots=upl.pseudo_top_k or experiment.shots)
     results = run_upl(

@@ -14,19 +14,24 @@ cross-dataset transfer the average over the targets), zero-shot CLIP beside the 
 
 from __future__ import annotations
 
-from pathlib import Path
+from quick_help import print_quick_help
 
-from transformers import HfArgumentParser
+if __name__ == "__main__":
+    print_quick_help(__file__)  # --help answers before torch and transformers load
+
+from pathlib import Path
 
 from coop_hf.cli import run_command
 from coop_hf.runners import PromptArguments
+from coop_hf.runners.help import parse_flags
 from coop_hf.runners.transfer import TransferArguments, transfer_study
 from coop_hf.training import CoOpTrainingArguments
 
+ARGUMENTS = (TransferArguments, PromptArguments, CoOpTrainingArguments)
+
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = HfArgumentParser((TransferArguments, PromptArguments, CoOpTrainingArguments))
-    arguments, prompt, training_args = parser.parse_args_into_dataclasses(args=argv)
+    arguments, prompt, training_args = parse_flags(ARGUMENTS, argv)
     record = transfer_study(arguments, prompt, training_args)
     if training_args.should_log and arguments.shard is None:
         print((Path(training_args.output_dir) / "results.md").read_text())

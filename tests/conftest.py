@@ -25,6 +25,7 @@ CLIP_CONFIGS = SHARED / "clip-configs"
 VIT_B32 = CLIP_CONFIGS / "clip-vit-base-patch32"
 TINYCLIP = CLIP_CONFIGS / "tinyclip-vit-8m-16-text-3m"
 DATA = SHARED / "data"
+sys.path.insert(0, str(REPO / "examples"))  # the scripts import examples/quick_help.py, as when run from there
 
 
 def tiny_clip_config(eos_token_id: int = 2, **text_overrides) -> CLIPConfig:

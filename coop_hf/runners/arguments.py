@@ -59,7 +59,7 @@ class ExperimentArguments:
         return NoiseSpec(self.noise_type, self.noise_rate, val=self.noise_val)
 
 
-def _setting_help(config_class: type, name: str) -> str:
+def setting_help(config_class: type, name: str) -> str:
     """The description of setting `name` in the config class's docstring (its "Args:" entry)."""
     match = re.search(rf"^\s*{name} \(`[^`]*`(?:, [^)]*)?\):\n((?:\s{{12,}}.*\n?)+)", config_class.__doc__ or "", re.M)
     return " ".join(match.group(1).split()) if match else ""
@@ -76,7 +76,7 @@ def _prompt_arguments() -> type:
             entry = settings.setdefault(setting, {"type": config_field.type, "defaults": [], "helps": {}})
             default = {config_field.name: config_field.default, **method.defaults, **method.settings}[setting]
             entry["defaults"].append(f"{name}: {default!r}")
-            entry["helps"].setdefault(_setting_help(config_class, setting), []).append(name)
+            entry["helps"].setdefault(setting_help(config_class, setting), []).append(name)
     fields = []
     for setting, entry in settings.items():
         annotation = entry["type"]  # a string where the config module postpones annotations, else the type

@@ -1,0 +1,122 @@
+"""The example scripts' help: a short page of the common flags (`--help`), each method's settings on request
+(`--help <method>`), every flag (`--help all`, HfArgumentParser's own page)."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import textwrap
+from typing import Any
+
+from transformers import HfArgumentParser
+
+from ..training import CoOpTrainingArguments
+from .arguments import PromptArguments, setting_help
+from .methods import METHOD_NAMES, PROMPT_METHODS
+
+COMMON_TRAINING_FLAGS = (
+    "output_dir", "num_train_epochs", "max_steps", "learning_rate", "per_device_train_batch_size",
+    "cached_views", "eval_strategy", "bf16", "fp16", "resume_from_checkpoint", "overwrite_output_dir",
+    "push_to_hub", "hub_model_id",
+)  # fmt: skip
+"""The training flags the short page shows; `--help all` lists every `TrainingArguments` flag."""
+OWN_WORDS = {
+    "output_dir": "The run directory: results.json, run_config.json and one prompt folder per seed.",
+    "resume_from_checkpoint": "true: continue the run in --output_dir (finished seeds kept, an interrupted one from "
+    "its last checkpoint).",
+    "eval_strategy": "epoch: accuracy on the few-shot validation split after every epoch (the reported prompt stays "
+    "the last one).",
+}
+"""What these flags do in coop-hf's scripts, where `TrainingArguments`' own help says something more generic."""
+WIDTH = 100
+
+
+def _default(field: dataclasses.Field) -> Any:
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return None
+
+
+def _entry(field: dataclasses.Field) -> str:
+    """One flag: its name, then its help and default, wrapped."""
+    default = _default(field)
+    text = " ".join(field.metadata.get("help", "").split())
+    if default not in (None, "", [], False) and "default" not in text.lower():
+        shown = " ".join(map(str, default)) if isinstance(default, list) else default
+        text += f" (default: {shown})"
+    body = textwrap.fill(text, WIDTH, initial_indent=" " * 6, subsequent_indent=" " * 6)
+    return f"  --{field.name}\n{body}"
+
+
+def quick_help_page(prog: str, description: str, dataclass_types: tuple[type, ...]) -> str:
+    """The page `prog --help` prints: the description, every flag of the script's own argument classes (but the
+    prompt settings and the training arguments), the common training flags, and where the rest is."""
+    own = [kind for kind in dataclass_types if kind not in (PromptArguments, CoOpTrainingArguments)]
+    lines = [f"usage: {prog} [flags]", "", description.strip(), ""]
+    for kind in own:
+        lines += [f"{kind.__name__}:", *(_entry(field) for field in dataclasses.fields(kind)), ""]
+    if CoOpTrainingArguments in dataclass_types:
+        fields = {field.name: field for field in dataclasses.fields(CoOpTrainingArguments)}
+        lines += ["Training (any TrainingArguments flag works):"]
+        for name in COMMON_TRAINING_FLAGS:
+            field = fields[name]
+            if name in OWN_WORDS:
+                field = dataclasses.field(default=_default(field), metadata={"help": OWN_WORDS[name]})
+                field.name = name
+            lines.append(_entry(field))
+        lines += [""]
+    if PromptArguments in dataclass_types:
+        lines += [
+            "Each method's own settings (--n_ctx, --ctx_init, --prompt_depth, ...) and recipe:",
+            f"  {prog} --help <method>, <method> one of",
+            textwrap.fill(", ".join(PROMPT_METHODS), WIDTH, initial_indent=" " * 6, subsequent_indent=" " * 6),
+        ]
+    lines += [f"Every flag: {prog} --help all"]
+    return "\n".join(lines) + "\n"
+
+
+def method_help_page(name: str) -> str:
+    """`--help <method>`: the method's prompt settings (flags) with its defaults, and its recipe."""
+    if name not in PROMPT_METHODS:
+        raise ValueError(f"--help {name!r}: not a prompt method; use one of {', '.join(PROMPT_METHODS)}, or all.")
+    method = PROMPT_METHODS[name]
+    config_class = method.model_class.config_class
+    config_fields = {field.name: field for field in dataclasses.fields(config_class)}
+    defaults = {name: _default(field) for name, field in config_fields.items()} | method.defaults | method.settings
+    lines = [f"--method {name}: {method.display_name} ({method.model_class.paper[0]})", "", "Settings:"]
+    for setting in config_class.prompt_settings():
+        flag = dataclasses.field(default=defaults[setting], metadata={"help": setting_help(config_class, setting)})
+        flag.name = setting
+        lines.append(_entry(flag))
+    recipe = ", ".join(f"--{key} {value}" for key, value in method.recipe.items()) or "CoOp's (see --help)"
+    lines += ["", f"Recipe: {recipe}"]
+    if method.transfer_settings:
+        transfer = ", ".join(f"--{key} {value}" for key, value in method.transfer_settings.items())
+        lines += [f"Cross-dataset / domain generalisation (transfer.py): {transfer}"]
+    return "\n".join(lines) + "\n"
+
+
+def parse_flags(dataclass_types: tuple[type, ...], argv: list[str] | None = None) -> tuple:
+    """`HfArgumentParser(dataclass_types).parse_args_into_dataclasses(argv)`, after answering `--help all` or
+    `--help <method>` (printed, then exit status 0)."""
+    parser = HfArgumentParser(dataclass_types)
+    argv = sys.argv[1:] if argv is None else argv
+    page = help_request(argv, parser)
+    if page is not None:
+        sys.stdout.write(page)
+        raise SystemExit(0)
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def help_request(argv: list[str], parser: HfArgumentParser) -> str | None:
+    """The page `--help all` or `--help <method>` asks for, else None (the short `--help` is printed before the
+    script imports anything: `examples/quick_help.py`)."""
+    if len(argv) != 2 or argv[0] not in ("-h", "--help"):
+        return None
+    if argv[1] == "all":
+        return parser.format_help()
+    if argv[1] in METHOD_NAMES and argv[1] not in PROMPT_METHODS:
+        return f"--method {argv[1]} has no settings of its own: its flags are in --help.\n"
+    return method_help_page(argv[1])
