@@ -6,6 +6,7 @@ from .configuration_utils import PromptConfig
 from .methods import METHODS, PROMPT_MODELS, MethodSpec, register_method, register_model
 from .methods.class_tokens import ClassTokenConfig, ClassTokenTuningModel
 from .methods.classifier import ClassifierConfig, LinearClassifierModel
+from .methods.clip_lora import CLIPLoRAConfig, CLIPLoRAModel
 from .methods.cocoop import CoCoOpConfig, CoCoOpModel
 from .methods.coop import CoOpConfig, CoOpModel, PromptLearner
 from .methods.ivlp import IVLPConfig, IVLPModel
@@ -24,6 +25,8 @@ __all__ = [
     "METHODS",
     "PROMPT_MODELS",
     "Backbone",
+    "CLIPLoRAConfig",
+    "CLIPLoRAModel",
     "ClassTokenConfig",
     "ClassTokenTuningModel",
     "ClassifierConfig",

@@ -226,7 +226,7 @@ def fit_linear_probe(
     # scipy's multithreaded OpenBLAS (in scikit-learn's L-BFGS-B) and the OpenMP threads of scikit-learn's loss and
     # torch wait on each other: on a 2-vCPU VM that made every fit 2-4 times slower, more on a busy machine.
     with threadpool_limits(limits=1, user_api="blas"), warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
+        warnings.simplefilter("always")
         if C is None:
             C, _ = search_c(fit, bisection_steps=bisection_steps, progress=progress)
         else:
@@ -236,10 +236,10 @@ def fit_linear_probe(
 
 
 def _warn_once(caught: list[warnings.WarningMessage]) -> None:
-    """scikit-learn warns at every fit that stops at `max_iter` (dozens per study): say it once per process."""
-    for message in dict.fromkeys(str(warning.message).split("\n")[0] for warning in caught
-                                 if issubclass(warning.category, ConvergenceWarning)):  # fmt: skip
-        logger.warning_once(f"linear probe: {message} Such fits stop there, as in the reference (shown once).")
+    """scikit-learn warns at every fit (a fit stopped at `max_iter`; "more unique classes than 50 % of the samples"
+    at 1 shot): dozens per study. Each is said once per process."""
     for warning in caught:
-        if not issubclass(warning.category, ConvergenceWarning):
-            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+        message = str(warning.message).split("\n")[0]
+        if issubclass(warning.category, ConvergenceWarning):
+            message += " Such fits stop there, as in the reference."
+        logger.warning_once(f"linear probe: {message} (shown once)")

@@ -249,6 +249,9 @@ class PromptPreTrainedModel(PreTrainedModel):
         """(setting, value) rows of the model card's prompt table."""
         return []
 
+    def save_extra_files(self, folder: str | os.PathLike) -> None:
+        """Files a method writes beside the prompt in `save_pretrained` (CLIP-LoRA: `peft`'s adapter files)."""
+
     def save_pretrained(
         self,
         save_directory: str | os.PathLike,
@@ -275,6 +278,7 @@ class PromptPreTrainedModel(PreTrainedModel):
             super().save_pretrained(staging, state_dict=state_dict, **kwargs)
             if self.image_processor is not None:
                 self.image_processor.save_pretrained(staging)
+            self.save_extra_files(staging)
             card = render_model_card(self.card_info(), results=card_results, repo_id=repo_id)
             (staging / "README.md").write_text(card, encoding="utf-8")
         if push_to_hub:

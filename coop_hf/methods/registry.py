@@ -37,6 +37,8 @@ class MethodSpec:
         transfer_settings: Prompt settings of its reference cross-dataset and domain-generalisation configs (MaPLe's
             depth 3), which flags may replace.
         label: How tables and plots name it (default: the model's `method_name`).
+        steps_per_shot: The reference's training length in optimizer steps per shot (CLIP-LoRA's 500 x shots),
+            used unless --num_train_epochs or --max_steps is given.
     """
 
     name: str
@@ -47,6 +49,7 @@ class MethodSpec:
     defaults: dict[str, Any] = field(default_factory=dict)
     transfer_settings: dict[str, Any] = field(default_factory=dict)
     label: str | None = None
+    steps_per_shot: int | None = None
 
     def trainer_class(self) -> type | None:
         """The trainer class `trainer` names, or None for `CoOpTrainer`."""

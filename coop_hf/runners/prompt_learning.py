@@ -59,6 +59,7 @@ class PromptLearning:
     defaults: dict[str, Any] = field(default_factory=dict)
     transfer_settings: dict[str, Any] = field(default_factory=dict)
     label: str | None = None
+    steps_per_shot: int | None = None
 
     @classmethod
     def from_spec(cls, spec: MethodSpec) -> PromptLearning:
@@ -66,6 +67,7 @@ class PromptLearning:
         return cls(
             spec.name, spec.model_class, spec.trainer_class() or CoOpTrainer, recipe=spec.recipe,
             settings=spec.settings, defaults=spec.defaults, transfer_settings=spec.transfer_settings, label=spec.label,
+            steps_per_shot=spec.steps_per_shot,
         )  # fmt: skip
 
     @property
@@ -138,6 +140,12 @@ class PromptLearning:
         PTNL's 50 under label noise (all divided by `args.cached_views` when training from cached views)."""
         if args.num_train_epochs:
             return args.num_train_epochs
+        if args.max_steps > 0:  # the epochs the steps span (what Trainer will count)
+            images = shots * len(experiment.classnames)
+            batches = math.ceil(images / args.global_train_batch_size)
+            if args.drops_last_batch(images):
+                batches = max(images // args.global_train_batch_size, 1)
+            return math.ceil(args.max_steps / batches)
         if "num_train_epochs" in self.recipe:
             epochs = self.recipe["num_train_epochs"]
         else:
@@ -152,6 +160,8 @@ class PromptLearning:
         run.check_shots()
         self.check_arguments(args, run.loss)
         args = self.training_arguments(args)
+        if self.steps_per_shot and args.max_steps <= 0 and not args.num_train_epochs:
+            args = dataclasses.replace(args, max_steps=self.steps_per_shot * run.shots)
         epochs = self.epochs(experiment, run.shots, args, run.noise)
         return PromptRun(self, experiment, run, args, epochs, self.prompt_config(experiment, prompt))
 
