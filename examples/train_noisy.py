@@ -272,9 +272,6 @@ def main(argv: list[str] | None = None) -> dict:
                 atomic_write_text(output_dir / "results.md", table)
     if training_args.should_log:
         print(table)
-        print(
-            json.dumps([{key: run[key] for key in ("study_method", "noise_rate_actual", "accuracy")} for run in runs])
-        )
     return summary
 
 
