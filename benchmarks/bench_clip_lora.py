@@ -20,8 +20,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import argparse  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -29,11 +27,7 @@ from bench_step import (  # noqa: E402
     CLIP_CONFIGS,
     build_clip,
     classnames,
-    current_memory,
-    peak_memory,
-    reset_peak_memory,
-    synchronize,
-    training_step,
+    straightforward_against_ours,
 )
 from transformers import AutoTokenizer  # noqa: E402
 
@@ -71,7 +65,6 @@ def main() -> None:
     texts = [model.config.template.format(name) for name in model.classnames]
     full = tokenizer(texts, padding="max_length", max_length=77, return_tensors="pt")["input_ids"].to(device)
     parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
-    initial = [parameter.detach().clone() for parameter in parameters]
 
     def straightforward_loss() -> torch.Tensor:
         image = F.normalize(model.image_features(pixel_values, None), dim=-1)
@@ -87,36 +80,7 @@ def main() -> None:
           f"q/k/v of both towers ({sum(p.numel() for p in parameters):,} parameters), {args.classes} classes, batch "
           f"{args.batch_size}, fp32 {device}; prompts {model.input_ids.shape[1]} tokens, {model.prefix_length} "
           "shared (straightforward: 77)")  # fmt: skip
-    peaks, before, first, times = {}, {}, {}, {mode: [] for mode in MODES}
-    for mode in MODES:
-        with torch.no_grad():
-            for parameter, value in zip(parameters, initial, strict=True):
-                parameter.copy_(value)
-        reset_peak_memory(device)
-        before[mode] = current_memory(device)
-        first[mode] = training_step(losses[mode], optimizers[mode])
-        synchronize(device)
-        peaks[mode] = peak_memory(device)
-    (reference_loss, reference_grads), (our_loss, our_grads) = first["straightforward"], first["ours"]
-    loss_diff = abs(our_loss.item() - reference_loss.item()) / abs(reference_loss.item())
-    grad_diff = max(
-        ((ours - reference).norm() / reference.norm().clamp_min(1e-30)).item()
-        for ours, reference in zip(our_grads, reference_grads, strict=True)
-    )
-    print(f"check: relative difference in loss {loss_diff:.1e}, largest in a gradient {grad_diff:.1e}")
-    for _ in range(args.repeats):
-        for mode in MODES:
-            start = time.perf_counter()
-            training_step(losses[mode], optimizers[mode])
-            synchronize(device)
-            times[mode].append(time.perf_counter() - start)
-    medians = {mode: statistics.median(values) for mode, values in times.items()}
-    for mode in MODES:
-        print(
-            f"{mode:>15}: median {medians[mode]:.3f} s (min {min(times[mode]):.3f}, max {max(times[mode]):.3f}), "
-            f"{medians['straightforward'] / medians[mode]:.2f}x, peak {peaks[mode]:.2f} GiB "
-            f"(+{peaks[mode] - before[mode]:.2f})"
-        )
+    straightforward_against_ours(losses, optimizers, parameters, device, args.repeats)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import argparse  # noqa: E402
-import statistics  # noqa: E402
 import time  # noqa: E402
 
 import torch  # noqa: E402
@@ -30,12 +29,8 @@ from bench_step import (  # noqa: E402
     CLIP_CONFIGS,
     build_clip,
     classnames,
-    current_memory,
-    peak_memory,
-    reset_peak_memory,
     sgd,
-    synchronize,
-    training_step,
+    straightforward_against_ours,
 )
 from transformers import AutoTokenizer  # noqa: E402
 
@@ -96,7 +91,6 @@ def main() -> None:
     pixel_values = torch.randn(args.batch_size, 3, size, size, generator=generator).to(device)
     labels = torch.randint(0, args.classes, (args.batch_size,), generator=generator).to(device)
     parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
-    initial = [parameter.detach().clone() for parameter in parameters]
 
     if isinstance(model, PromptSRCModel):  # the frozen text features: computed once per class list, not per step
         start = time.perf_counter()
@@ -122,36 +116,7 @@ def main() -> None:
           f"{model.method_name} depth {args.prompt_depth}, n_ctx {model.config.n_ctx}, {args.classes} classes, "
           f"batch {args.batch_size}, fp32 {device}; prompts {model.prompt_learner.input_ids.shape[1]} tokens "
           "(straightforward: 77)")  # fmt: skip
-    peaks, before, first, times = {}, {}, {}, {mode: [] for mode in MODES}
-    for mode in MODES:  # warm-up steps from the same tensors, each in its own peak-memory window
-        with torch.no_grad():
-            for parameter, value in zip(parameters, initial, strict=True):
-                parameter.copy_(value)
-        reset_peak_memory(device)
-        before[mode] = current_memory(device)
-        first[mode] = training_step(losses[mode], optimizers[mode])
-        synchronize(device)
-        peaks[mode] = peak_memory(device)
-    (reference_loss, reference_grads), (our_loss, our_grads) = first["straightforward"], first["ours"]
-    loss_diff = abs(our_loss.item() - reference_loss.item()) / abs(reference_loss.item())
-    grad_diff = max(
-        ((ours - reference).norm() / reference.norm().clamp_min(1e-30)).item()
-        for ours, reference in zip(our_grads, reference_grads, strict=True)
-    )
-    print(f"check: relative difference in loss {loss_diff:.1e}, largest in a gradient {grad_diff:.1e}")
-    for _ in range(args.repeats):  # interleaved, so that drifting machine speed affects both alike
-        for mode in MODES:
-            start = time.perf_counter()
-            training_step(losses[mode], optimizers[mode])
-            synchronize(device)
-            times[mode].append(time.perf_counter() - start)
-    medians = {mode: statistics.median(values) for mode, values in times.items()}
-    for mode in MODES:
-        print(
-            f"{mode:>15}: median {medians[mode]:.3f} s (min {min(times[mode]):.3f}, max {max(times[mode]):.3f}), "
-            f"{medians['straightforward'] / medians[mode]:.2f}x, peak {peaks[mode]:.2f} GiB "
-            f"(+{peaks[mode] - before[mode]:.2f})"
-        )
+    straightforward_against_ours(losses, optimizers, parameters, device, args.repeats)
 
 
 if __name__ == "__main__":

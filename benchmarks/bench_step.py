@@ -195,6 +195,50 @@ def training_step(
     return loss.detach(), gradients
 
 
+def straightforward_against_ours(
+    losses: dict[str, Callable[[], torch.Tensor]],
+    optimizers: dict[str, torch.optim.Optimizer],
+    parameters: list[torch.nn.Parameter],
+    device: torch.device,
+    repeats: int,
+) -> None:
+    """The step benchmark of a method: a warm-up step of "straightforward" and of "ours" from the same tensors (each
+    in its own peak-memory window), their losses and gradients compared, then `repeats` timed steps of each,
+    interleaved so that drifting machine speed affects both alike; prints the check and one line per mode."""
+    modes = ("straightforward", "ours")
+    initial = [parameter.detach().clone() for parameter in parameters]
+    peaks, before, first, times = {}, {}, {}, {mode: [] for mode in modes}
+    for mode in modes:
+        with torch.no_grad():
+            for parameter, value in zip(parameters, initial, strict=True):
+                parameter.copy_(value)
+        reset_peak_memory(device)
+        before[mode] = current_memory(device)
+        first[mode] = training_step(losses[mode], optimizers[mode])
+        synchronize(device)
+        peaks[mode] = peak_memory(device)
+    (reference_loss, reference_grads), (our_loss, our_grads) = first["straightforward"], first["ours"]
+    loss_diff = abs(our_loss.item() - reference_loss.item()) / abs(reference_loss.item())
+    grad_diff = max(
+        ((ours - reference).norm() / reference.norm().clamp_min(1e-30)).item()
+        for ours, reference in zip(our_grads, reference_grads, strict=True)
+    )
+    print(f"check: relative difference in loss {loss_diff:.1e}, largest in a gradient {grad_diff:.1e}")
+    for _ in range(repeats):
+        for mode in modes:
+            start = time.perf_counter()
+            training_step(losses[mode], optimizers[mode])
+            synchronize(device)
+            times[mode].append(time.perf_counter() - start)
+    medians = {mode: statistics.median(values) for mode, values in times.items()}
+    for mode in modes:
+        print(
+            f"{mode:>15}: median {medians[mode]:.3f} s (min {min(times[mode]):.3f}, max {max(times[mode]):.3f}), "
+            f"{medians['straightforward'] / medians[mode]:.2f}x, peak {peaks[mode]:.2f} GiB "
+            f"(+{peaks[mode] - before[mode]:.2f})"
+        )
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

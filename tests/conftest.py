@@ -106,3 +106,21 @@ def transformers_logs(caplog):
         yield caplog
     finally:
         transformers.utils.logging.disable_propagation()
+
+
+def random_image_dataset(folder: Path, classnames: list[str], count: int = 12):
+    """`count` random 50 x 40 PNG images in `folder`, labelled round-robin over `classnames`, as a `datasets`
+    image-classification dataset."""
+    import datasets
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for index in range(count):
+        path = folder / f"image_{index}.png"
+        Image.fromarray((rng.random((40, 50, 3)) * 255).astype("uint8")).save(path)
+        paths.append(str(path))
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=classnames)})
+    labels = [index % len(classnames) for index in range(count)]
+    return datasets.Dataset.from_dict({"image": paths, "label": labels}, features=features)

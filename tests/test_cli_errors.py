@@ -78,10 +78,18 @@ def test_a_user_error_is_one_line_and_exit_status_2(tiny_clip_dir, tmp_path):
         completed.stderr.strip() == (f"error: Unknown --method 'foo': use one of {', '.join(METHOD_NAMES)}.")
         and completed.stdout == ""
     )
-    shown = subprocess.run(
-        [*command, "--method", "foo"], capture_output=True, text=True, env={**environment, TRACEBACK_VARIABLE: "1"}
-    )
-    assert shown.returncode == 1 and "Traceback" in shown.stderr
+
+
+def test_the_traceback_of_a_user_error_on_request(monkeypatch):
+    def bad_flag(argv):
+        raise ValueError("--shots takes ...")
+
+    with pytest.raises(SystemExit) as stopped:
+        run_command(bad_flag)
+    assert stopped.value.code == 2
+    monkeypatch.setenv(TRACEBACK_VARIABLE, "1")
+    with pytest.raises(ValueError, match="--shots takes"):
+        run_command(bad_flag)
 
 
 def test_ctrl_c_says_how_to_resume_and_real_faults_keep_their_traceback(capsys):

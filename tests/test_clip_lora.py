@@ -155,8 +155,8 @@ def test_adamw_and_the_per_step_cosine_to_1e_6(tiny_clip_dir, tmp_path):
     train = datasets.Dataset.from_dict({"image": [str(p) for p in images], "label": [0, 1, 0, 1]}, features=features)
     model = CLIPLoRAModel.from_clip(str(tiny_clip_dir), CLASSNAMES[:2])
     args = CoOpTrainingArguments(
-        str(tmp_path), num_train_epochs=1, max_steps=4, per_device_train_batch_size=2, learning_rate=2e-4, weight_decay=1e-2,
-        logging_strategy="steps", logging_steps=1, disable_tqdm=True, save_strategy="no",
+        str(tmp_path), num_train_epochs=1, max_steps=4, per_device_train_batch_size=2, learning_rate=2e-4,
+        weight_decay=1e-2, logging_strategy="steps", logging_steps=1, disable_tqdm=True, save_strategy="no",
     )  # fmt: skip
     processor = AutoImageProcessor.from_pretrained(tiny_clip_dir)
     trainer = CLIPLoRATrainer(model=model, args=args, train_dataset=with_coop_transform(train, processor, train=True))

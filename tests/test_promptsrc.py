@@ -6,7 +6,6 @@ import copy
 import hashlib
 import math
 
-import datasets
 import numpy as np
 import pytest
 import torch
@@ -19,7 +18,7 @@ from coop_hf.data import IMAGENET_TEMPLATES, with_coop_transform
 from coop_hf.methods.promptsrc.trainer import AGGREGATE_FILE, PromptSRCTrainer, gaussian_epoch_weights
 from coop_hf.runners.methods import PROMPT_METHODS
 from coop_hf.training import CoOpTrainingArguments
-from tests.conftest import DATA
+from tests.conftest import DATA, random_image_dataset
 from tests.test_ivlp import official_features
 from tests.test_ivlp import official_logits as official_ivlp_logits
 from tests.test_maple import CLASSNAMES, IMAGE_SIZE, deep_clip
@@ -149,15 +148,8 @@ def test_gaussian_weights_of_the_official_configs(epochs, mean, std, pinned):
 
 
 @pytest.fixture()
-def image_dataset(tmp_path) -> datasets.Dataset:
-    rng = np.random.default_rng(0)
-    paths = []
-    for index in range(12):
-        path = tmp_path / f"image_{index}.png"
-        Image.fromarray((rng.random((40, 50, 3)) * 255).astype("uint8")).save(path)
-        paths.append(str(path))
-    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=CLASSNAMES)})
-    return datasets.Dataset.from_dict({"image": paths, "label": [i % 4 for i in range(12)]}, features=features)
+def image_dataset(tmp_path):
+    return random_image_dataset(tmp_path, CLASSNAMES)
 
 
 class RecordPrompts(TrainerCallback):

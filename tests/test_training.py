@@ -4,30 +4,22 @@ import math
 import os
 
 import datasets
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import load_file
 from transformers import AutoImageProcessor
 
 from coop_hf import CoOpModel
 from coop_hf.data import with_coop_transform
 from coop_hf.training import CoOpTrainer, CoOpTrainingArguments, reference_epochs, warmup_cosine_factor
+from tests.conftest import random_image_dataset
 
 CLASSNAMES = ["cat", "dog", "sunflower"]
 
 
 @pytest.fixture()
 def image_dataset(tmp_path) -> datasets.Dataset:
-    rng = np.random.default_rng(0)
-    paths = []
-    for index in range(12):
-        path = tmp_path / f"image_{index}.png"
-        Image.fromarray((rng.random((40, 50, 3)) * 255).astype("uint8")).save(path)
-        paths.append(str(path))
-    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=CLASSNAMES)})
-    return datasets.Dataset.from_dict({"image": paths, "label": [i % 3 for i in range(12)]}, features=features)
+    return random_image_dataset(tmp_path, CLASSNAMES)
 
 
 def make_trainer(tiny_clip_dir, dataset, output_dir, **overrides) -> CoOpTrainer:
