@@ -6,6 +6,7 @@ from .configuration_utils import PromptConfig
 from .methods import METHODS, PROMPT_MODELS, MethodSpec, register_method, register_model
 from .methods.class_tokens import ClassTokenConfig, ClassTokenTuningModel
 from .methods.classifier import ClassifierConfig, LinearClassifierModel
+from .methods.clip_adapter import CLIPAdapterConfig, CLIPAdapterModel
 from .methods.clip_lora import CLIPLoRAConfig, CLIPLoRAModel
 from .methods.cocoop import CoCoOpConfig, CoCoOpModel
 from .methods.coop import CoOpConfig, CoOpModel, PromptLearner
@@ -25,6 +26,8 @@ __all__ = [
     "METHODS",
     "PROMPT_MODELS",
     "Backbone",
+    "CLIPAdapterConfig",
+    "CLIPAdapterModel",
     "CLIPLoRAConfig",
     "CLIPLoRAModel",
     "ClassTokenConfig",

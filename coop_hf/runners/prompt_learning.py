@@ -260,7 +260,9 @@ class PromptRun:
                 if args.should_save and last_checkpoint is not None:
                     for checkpoint in seed_dir.glob("checkpoint-*"):
                         shutil.rmtree(checkpoint)
-                announce(args, f"{heading}: training {self.epochs:g} epochs -> {seed_dir}")
+                length = f"{args.max_steps} steps" if args.max_steps > 0 else f"{self.epochs:g} epoch"
+                length += "" if args.max_steps > 0 or self.epochs == 1 else "s"
+                announce(args, f"{heading}: training {length} -> {seed_dir}")
             splits, report = splits_for_seed(seed)
             seed_args = dataclasses.replace(
                 args, output_dir=str(seed_dir), num_train_epochs=self.epochs, push_to_hub=False

@@ -1,0 +1,10 @@
+"""CLIP-Adapter (Gao et al., IJCV 2023): a residual bottleneck MLP on the frozen image features."""
+
+from ..registry import register_method
+from .configuration_clip_adapter import CLIPAdapterConfig
+from .modeling_clip_adapter import CLIPAdapterModel
+
+# The reference trainer plugs into CoOp's command and configs: CoOp's recipe.
+register_method("clip-adapter", CLIPAdapterModel)
+
+__all__ = ["CLIPAdapterConfig", "CLIPAdapterModel"]
