@@ -1,12 +1,15 @@
-"""`--help` of the study scripts, printed at once: before torch and transformers load (about 5 s on a small
-machine). Each page, `examples/help/<script>.txt`, is generated from the flags' definitions
-(`coop_hf.runners.help.quick_help_page`) by `python examples/quick_help.py`, and the tests check it against them.
-`--help <method>` and `--help all` are answered by the scripts themselves (`coop_hf.runners.help.parse_flags`).
+"""What the study scripts answer at once, before torch and transformers load (about 7 s on a small machine):
+`--help` (the page `examples/help/<script>.txt`), and a flag no definition starts with or a `--method` that is
+none (from `examples/help/<script>.json`, every flag and method name). Both files are generated from the flags'
+definitions (`coop_hf.runners.help`) by `python examples/quick_help.py`, and the tests check them against them.
+`--help <method>` and `--help all` are answered by the scripts themselves (`coop_hf.runners.help.parse_flags`);
+everything else is checked by the full parser.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -15,26 +18,69 @@ PAGES = EXAMPLES / "help"
 SCRIPTS = ("train", "sweep", "base_to_new", "transfer", "train_noisy", "train_upl")
 
 
-def print_quick_help(script: str) -> None:
-    """Print the script's page and exit when its command line is just -h or --help."""
-    if sys.argv[1:] in (["-h"], ["--help"]):
-        sys.stdout.write((PAGES / f"{Path(script).stem}.txt").read_text(encoding="utf-8"))
+def answer_at_once(script: str, argv: list[str] | None = None) -> None:
+    """Print the script's page and exit when its command line is just -h or --help; exit with status 2 and one
+    line on a flag that no flag of the script starts with (argparse would refuse it too) or a --method that is none."""
+    argv = sys.argv[1:] if argv is None else argv
+    name = Path(script).stem
+    if argv in (["-h"], ["--help"]):
+        sys.stdout.write((PAGES / f"{name}.txt").read_text(encoding="utf-8"))
         raise SystemExit(0)
+    if any(word in ("-h", "--help") for word in argv):
+        return  # --help <method> / all: the script's own parser
+    known = json.loads((PAGES / f"{name}.json").read_text(encoding="utf-8"))
+    for index, word in enumerate(argv):
+        flag = word.split("=", 1)[0]
+        if flag.startswith("--") and not any(option.startswith(flag) for option in known["flags"]):
+            _refuse(f"unrecognized flag {flag} (see {name}.py --help)")
+        if flag == "--method" and known["methods"]:
+            values = [word.split("=", 1)[1]] if "=" in word else _values(argv[index + 1 :])
+            for value in values:
+                if value not in known["methods"]:
+                    _refuse(f"unknown --method {value!r}: use one of {', '.join(known['methods'])}.")
+
+
+def _values(words: list[str]) -> list[str]:
+    values = []
+    for word in words:
+        if word.startswith("--"):
+            break
+        values.append(word)
+    return values
+
+
+def _refuse(message: str) -> None:
+    sys.stderr.write(f"error: {message}\n")
+    raise SystemExit(2)
+
+
+def _load(script: str):
+    spec = importlib.util.spec_from_file_location(f"_help_{script}", EXAMPLES / f"{script}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses need it
+    spec.loader.exec_module(module)
+    return module
 
 
 def render(script: str) -> str:
     """The page of `examples/<script>.py`, from its docstring and its `ARGUMENTS`."""
     from coop_hf.runners.help import quick_help_page
 
-    spec = importlib.util.spec_from_file_location(f"_help_{script}", EXAMPLES / f"{script}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses need it
-    spec.loader.exec_module(module)
+    module = _load(script)
     return quick_help_page(f"{script}.py", module.__doc__, module.ARGUMENTS)
+
+
+def render_names(script: str) -> str:
+    """Every flag of `examples/<script>.py` and the names its --method takes, as JSON."""
+    from coop_hf.runners.help import flag_names
+
+    flags, methods = flag_names(_load(script).ARGUMENTS)
+    return json.dumps({"flags": flags, "methods": methods}, indent=1) + "\n"
 
 
 if __name__ == "__main__":
     PAGES.mkdir(exist_ok=True)
     for name in SCRIPTS:
         (PAGES / f"{name}.txt").write_text(render(name), encoding="utf-8")
-        print(f"examples/help/{name}.txt")
+        (PAGES / f"{name}.json").write_text(render_names(name), encoding="utf-8")
+        print(f"examples/help/{name}.txt, .json")

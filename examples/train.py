@@ -12,10 +12,10 @@ per seed (output_dir/seed<N>: prompt, model card, Trainer logs and checkpoints).
 
 from __future__ import annotations
 
-from quick_help import print_quick_help
+from quick_help import answer_at_once
 
 if __name__ == "__main__":
-    print_quick_help(__file__)  # --help answers before torch and transformers load
+    answer_at_once(__file__)  # --help and misspelt flags answered before torch and transformers load
 
 
 from coop_hf.cli import run_command

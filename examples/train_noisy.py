@@ -24,10 +24,10 @@ training: a rerun with other settings stops (use a new --output_dir or --overwri
 
 from __future__ import annotations
 
-from quick_help import print_quick_help
+from quick_help import answer_at_once
 
 if __name__ == "__main__":
-    print_quick_help(__file__)  # --help answers before torch and transformers load
+    answer_at_once(__file__)  # --help and misspelt flags answered before torch and transformers load
 
 import dataclasses
 import json

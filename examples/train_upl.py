@@ -15,10 +15,10 @@ ensemble with its model card; pushed with --push_to_hub --hub_model_id).
 
 from __future__ import annotations
 
-from quick_help import print_quick_help
+from quick_help import answer_at_once
 
 if __name__ == "__main__":
-    print_quick_help(__file__)  # --help answers before torch and transformers load
+    answer_at_once(__file__)  # --help and misspelt flags answered before torch and transformers load
 
 import json
 from pathlib import Path

@@ -13,9 +13,34 @@ QUICK_HELP = load_example("quick_help")
 
 
 @pytest.mark.parametrize("script", QUICK_HELP.SCRIPTS)
-def test_each_short_page_is_the_one_its_flags_give(script):
-    page = (REPO / "examples" / "help" / f"{script}.txt").read_text(encoding="utf-8")
-    assert page == QUICK_HELP.render(script), f"stale: regenerate with python examples/quick_help.py ({script})"
+def test_each_short_page_and_flag_list_is_the_one_its_flags_give(script):
+    stale = f"stale: regenerate with python examples/quick_help.py ({script})"
+    folder = REPO / "examples" / "help"
+    assert (folder / f"{script}.txt").read_text(encoding="utf-8") == QUICK_HELP.render(script), stale
+    assert (folder / f"{script}.json").read_text(encoding="utf-8") == QUICK_HELP.render_names(script), stale
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--bogus", "1"], "error: unrecognized flag --bogus (see train.py --help)"),
+        (["--shots", "2", "--method=foo"], "error: unknown --method 'foo': use one of zeroshot, linear-probe, coop"),
+    ],
+)
+def test_a_misspelt_flag_or_method_is_refused_at_once(argv, message):
+    start = time.perf_counter()
+    completed = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "train.py"), *argv], capture_output=True, text=True, cwd="/"
+    )
+    assert time.perf_counter() - start < 2.0
+    assert completed.returncode == 2 and completed.stderr.startswith(message) and completed.stdout == ""
+
+
+def test_what_the_quick_check_lets_through_is_left_to_the_parser(capsys):
+    QUICK_HELP.answer_at_once("train.py", ["--num_train", "2", "--method", "coop", "--seeds", "1", "2"])  # a prefix
+    QUICK_HELP.answer_at_once("sweep.py", ["--method", "zeroshot", "coop", "--shots", "1"])
+    QUICK_HELP.answer_at_once("train.py", ["--help", "coop"])
+    assert capsys.readouterr().out == ""
 
 
 def test_help_is_a_short_page_printed_at_once():

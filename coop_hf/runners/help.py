@@ -98,6 +98,15 @@ def method_help_page(name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def flag_names(dataclass_types: tuple[type, ...]) -> tuple[list[str], list[str]]:
+    """Every option string of the parser of `dataclass_types`, and the names `--method` may take (none without the
+    flag; a study that trains prompts only refuses the baselines later, with its own message)."""
+    parser = HfArgumentParser(dataclass_types)
+    flags = sorted(option for action in parser._actions for option in action.option_strings if option.startswith("--"))
+    takes_method = any(field.name == "method" for kind in dataclass_types for field in dataclasses.fields(kind))
+    return flags, list(METHOD_NAMES) if takes_method else []
+
+
 def parse_flags(dataclass_types: tuple[type, ...], argv: list[str] | None = None) -> tuple:
     """`HfArgumentParser(dataclass_types).parse_args_into_dataclasses(argv)`, after answering `--help all` or
     `--help <method>` (printed, then exit status 0)."""
