@@ -12,8 +12,6 @@ split, and the identity of the prompt and of the dataset (test images, split fin
 
 from __future__ import annotations
 
-import json
-
 from transformers import HfArgumentParser
 
 from coop_hf.cli import run_command
@@ -23,7 +21,12 @@ from coop_hf.runners.evaluation import EvaluationArguments, run_evaluation
 def main(argv: list[str] | None = None) -> dict:
     (arguments,) = HfArgumentParser(EvaluationArguments).parse_args_into_dataclasses(args=argv)
     results = run_evaluation(arguments)
-    print(json.dumps(results, indent=2))
+    moved = " (moved to its classes)" if results["classnames_moved"] else ""
+    print(
+        f"[coop-hf] {results['prompt']['method']} prompt {arguments.prompt} on {arguments.dataset}{moved}: test "
+        f"accuracy {results['accuracy']:.2f} % (zero-shot {results['zeroshot_accuracy']:.2f} %) -> "
+        f"{arguments.output_dir}/results.json"
+    )
     return results
 
 
