@@ -12,7 +12,6 @@ from coop_hf.cli import TRACEBACK_VARIABLE, run_command
 from coop_hf.data import load_dataset_splits
 from coop_hf.hub_access import HubUnavailableError, model_load_kwargs
 from coop_hf.runners import LoadedBackbone
-from coop_hf.runners.methods import METHOD_NAMES
 from tests.conftest import DATA, REPO
 
 
@@ -72,12 +71,13 @@ def test_a_user_error_is_one_line_and_exit_status_2(tiny_clip_dir, tmp_path):
     command = [sys.executable, str(REPO / "examples" / "train.py"), "--model_name_or_path", str(tiny_clip_dir),
                "--dataset", "oxford_flowers", "--data_dir", str(DATA), "--output_dir", str(tmp_path)]  # fmt: skip
     environment = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    completed = subprocess.run([*command, "--method", "foo"], capture_output=True, text=True, env=environment)
-    assert completed.returncode == 2
-    assert (
-        completed.stderr.strip() == (f"error: Unknown --method 'foo': use one of {', '.join(METHOD_NAMES)}.")
-        and completed.stdout == ""
+    completed = subprocess.run([*command, "--shots", "-2"], capture_output=True, text=True, env=environment)
+    assert completed.returncode == 2 and completed.stdout == ""
+    assert completed.stderr.strip().splitlines()[-1] == (
+        "error: --shots takes the number of training images per class, at least 1; got -2 (zero-shot CLIP is "
+        "--method zeroshot)."
     )
+    assert "Traceback" not in completed.stderr
 
 
 def test_the_traceback_of_a_user_error_on_request(monkeypatch):
