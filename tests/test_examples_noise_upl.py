@@ -1,5 +1,6 @@
 """The label-noise study and unsupervised prompt learning, end to end on the real mini Caltech101."""
 
+import functools
 import json
 from pathlib import Path
 
@@ -9,9 +10,10 @@ import torch
 from PIL import Image
 
 from coop_hf import CoOpEnsemble
+from coop_hf.baselines import fit_linear_probe
 from coop_hf.data import load_benchmark
 from coop_hf.noise import NoiseSpec
-from coop_hf.runners import Experiment, LoadedBackbone
+from coop_hf.runners import Experiment, LoadedBackbone, baselines
 from coop_hf.runners.methods import PROMPT_METHODS
 from coop_hf.training import CoOpTrainingArguments
 from tests.conftest import DATA, load_example
@@ -25,7 +27,11 @@ def common(tiny_clip_dir, output_dir) -> list[str]:
     ]  # fmt: skip
 
 
-def test_noise_sweep_with_ce_gce_and_linear_probe(tiny_clip_dir, tmp_path):
+def test_noise_sweep_with_ce_gce_and_linear_probe(tiny_clip_dir, tmp_path, monkeypatch):
+    # The probe's C search (15 lbfgs fits over 100 classes per run) would take most of the test's time.
+    monkeypatch.setattr(
+        baselines, "fit_linear_probe", functools.partial(fit_linear_probe, bisection_steps=0, max_iter=50)
+    )
     summary = load_example("train_noisy").main(
         [*common(tiny_clip_dir, tmp_path), "--shots", "2", "--noise_rates", "0", "0.5", "--seeds", "1"]
     )
