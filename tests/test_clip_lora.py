@@ -166,3 +166,20 @@ def test_adamw_and_the_per_step_cosine_to_1e_6(tiny_clip_dir, tmp_path):
     rates = [entry["learning_rate"] for entry in trainer.state.log_history if "learning_rate" in entry]
     expected = [1e-6 + (2e-4 - 1e-6) * (1 + math.cos(math.pi * step / 4)) / 2 for step in range(4)]
     assert rates == pytest.approx(expected, rel=1e-6)  # the reference's CosineAnnealingLR, stepped every iteration
+
+
+@pytest.mark.parametrize("family", ["siglip", "siglip2"])
+def test_runs_and_reloads_on_the_siglip_families(family, tmp_path):
+    """SigLIP's bidirectional text tower takes the plain path; its logits add the bias; NaFlex images work."""
+    from tiny_backbones import tiny_backbone
+
+    clip, tokenizer = tiny_backbone(family)
+    model = lora_model(family, clip, tokenizer, lora_dropout=0.0)
+    pixel_values = torch.randn(2, 3, 64, 64)
+    output = model(pixel_values=pixel_values, labels=torch.tensor([0, 1]))
+    output.loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if "lora_A" in n)
+    model.eval().save_pretrained(tmp_path)
+    loaded = AutoModel.from_pretrained(tmp_path, clip_model=clip, tokenizer=tokenizer)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(pixel_values=pixel_values).logits, model(pixel_values=pixel_values).logits)
