@@ -39,9 +39,18 @@ class PromptConfig(PretrainedConfig):
             check_classnames(self.classnames)
             self.classnames = list(self.classnames)
         self.check_prompt_settings()
+        self._set_labels()
+        super().__post_init__(**kwargs)
+
+    def set_classnames(self, classnames: list[str]) -> None:
+        """Move to another class list (checked); the labels follow it."""
+        check_classnames(classnames)
+        self.classnames = list(classnames)
+        self._set_labels()
+
+    def _set_labels(self) -> None:
         self.id2label = dict(enumerate(self.classnames or []))
         self.label2id = {name: index for index, name in self.id2label.items()}
-        super().__post_init__(**kwargs)
 
     @classmethod
     def prompt_settings(cls) -> tuple[str, ...]:

@@ -39,15 +39,19 @@ def _default(field: dataclasses.Field) -> Any:
     return None
 
 
-def _entry(field: dataclasses.Field) -> str:
+def _entry(name: str, help_text: str, default: Any) -> str:
     """One flag: its name, then its help and default, wrapped."""
-    default = _default(field)
-    text = " ".join(field.metadata.get("help", "").split())
+    text = " ".join(help_text.split())
     if default not in (None, "", [], False) and "default" not in text.lower():
         shown = " ".join(map(str, default)) if isinstance(default, list) else default
         text += f" (default: {shown})"
     body = textwrap.fill(text, WIDTH, initial_indent=" " * 6, subsequent_indent=" " * 6)
-    return f"  --{field.name}\n{body}"
+    return f"  --{name}\n{body}"
+
+
+def _field_entry(field: dataclasses.Field, help_text: str | None = None) -> str:
+    """`_entry` of a dataclass field, with its own help unless `help_text` replaces it."""
+    return _entry(field.name, field.metadata.get("help", "") if help_text is None else help_text, _default(field))
 
 
 def quick_help_page(prog: str, description: str, dataclass_types: tuple[type, ...]) -> str:
@@ -56,16 +60,11 @@ def quick_help_page(prog: str, description: str, dataclass_types: tuple[type, ..
     own = [kind for kind in dataclass_types if kind not in (PromptArguments, CoOpTrainingArguments)]
     lines = [f"usage: {prog} [flags]", "", description.strip(), ""]
     for kind in own:
-        lines += [f"{kind.__name__}:", *(_entry(field) for field in dataclasses.fields(kind)), ""]
+        lines += [f"{kind.__name__}:", *(_field_entry(field) for field in dataclasses.fields(kind)), ""]
     if CoOpTrainingArguments in dataclass_types:
         fields = {field.name: field for field in dataclasses.fields(CoOpTrainingArguments)}
         lines += ["Training (any TrainingArguments flag works):"]
-        for name in COMMON_TRAINING_FLAGS:
-            field = fields[name]
-            if name in OWN_WORDS:
-                field = dataclasses.field(default=_default(field), metadata={"help": OWN_WORDS[name]})
-                field.name = name
-            lines.append(_entry(field))
+        lines += [_field_entry(fields[name], OWN_WORDS.get(name)) for name in COMMON_TRAINING_FLAGS]
         lines += [""]
     if PromptArguments in dataclass_types:
         lines += [
@@ -83,13 +82,13 @@ def method_help_page(name: str) -> str:
         raise ValueError(f"--help {name!r}: not a prompt method; use one of {', '.join(PROMPT_METHODS)}, or all.")
     method = PROMPT_METHODS[name]
     config_class = method.model_class.config_class
-    config_fields = {field.name: field for field in dataclasses.fields(config_class)}
-    defaults = {name: _default(field) for name, field in config_fields.items()} | method.defaults | method.settings
+    defaults = {field.name: _default(field) for field in dataclasses.fields(config_class)}
+    defaults |= method.defaults | method.settings
     lines = [f"--method {name}: {method.display_name} ({method.model_class.paper[0]})", "", "Settings:"]
-    for setting in config_class.prompt_settings():
-        flag = dataclasses.field(default=defaults[setting], metadata={"help": setting_help(config_class, setting)})
-        flag.name = setting
-        lines.append(_entry(flag))
+    lines += [
+        _entry(setting, setting_help(config_class, setting), defaults[setting])
+        for setting in config_class.prompt_settings()
+    ]
     recipe = ", ".join(f"--{key} {value}" for key, value in method.recipe.items()) or "CoOp's (see --help)"
     lines += ["", f"Recipe: {recipe}"]
     if method.transfer_settings:

@@ -11,7 +11,6 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ...baselines import zero_shot_weights
-from ...configuration_utils import check_classnames
 from ...modeling_utils import PromptModelOutput, PromptPreTrainedModel
 from .configuration_clip_adapter import CLIPAdapterConfig
 
@@ -74,10 +73,7 @@ class CLIPAdapterModel(PromptPreTrainedModel):
 
     def set_classnames(self, classnames: list[str]) -> None:
         """Move to another class list: the template's text features follow it; the adapter applies to any."""
-        check_classnames(classnames)
-        self.config.classnames = list(classnames)
-        self.config.id2label = dict(enumerate(classnames))
-        self.config.label2id = {name: index for index, name in self.config.id2label.items()}
+        self.config.set_classnames(classnames)
         self._set_text_embeds()
 
     def adapted_image_features(self, image_features: torch.Tensor) -> torch.Tensor:

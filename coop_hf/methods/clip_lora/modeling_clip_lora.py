@@ -21,9 +21,8 @@ from peft.tuners.lora import LoraLayer
 from safetensors.torch import save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ...configuration_utils import check_classnames
 from ...modeling_utils import PromptModelOutput, PromptPreTrainedModel
-from ...text_encoding import encode_prompts
+from ...text_encoding import encode_prompts, shared_prefix_length
 from .configuration_clip_lora import LORA_PARAMS, CLIPLoRAConfig, layers_at
 
 CLIP_LORA_PAPER = (
@@ -106,17 +105,13 @@ class CLIPLoRAModel(PromptPreTrainedModel):
         eos = self.tokenizer.eos_token_id
         self.register_buffer("input_ids", input_ids, persistent=False)
         self.register_buffer("eot_positions", self.backbone.pool_positions(input_ids, eos), persistent=False)
-        same = (input_ids == input_ids[:1]).all(dim=0)
-        self.prefix_length = min(int((~same).nonzero()[0]) if (~same).any() else input_ids.shape[1],
-                                 int(self.eot_positions.min()))  # fmt: skip
+        no_context = input_ids.new_zeros((len(input_ids), 0))  # every position a token of the template
+        self.prefix_length = shared_prefix_length(input_ids, no_context, self.eot_positions, class_specific=False)
 
     def set_classnames(self, classnames: list[str]) -> None:
         """Move to another class list: only the class prompts change, the updates apply to any."""
-        check_classnames(classnames)
-        self.config.classnames = list(classnames)
-        self.config.id2label = dict(enumerate(classnames))
-        self.config.label2id = {name: index for index, name in self.config.id2label.items()}
-        self._set_class_tokens(list(classnames))
+        self.config.set_classnames(classnames)
+        self._set_class_tokens(self.classnames)
 
     def train(self, mode: bool = True) -> CLIPLoRAModel:
         """Frozen weights in eval mode as always, the LoRA branches' dropout active in training (the reference)."""

@@ -20,7 +20,6 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ...configuration_utils import check_classnames
 from ...modeling_utils import PromptModelOutput, PromptPreTrainedModel
 from ...prompts import PromptTokens, context_init_ids, resolve_n_ctx, tokenize_prompts
 from ...text_encoding import encode_prompts, shared_prefix_length
@@ -157,11 +156,8 @@ class CoOpModel(PromptPreTrainedModel):
                 f"{len(classnames)} classes). Evaluate it on the classes it was trained on (the training --dataset), "
                 "or train a unified context (--class_specific_context false) to transfer it to other classes."
             )
-        check_classnames(classnames)
-        self.prompt_learner.set_tokens(self._tokenize(list(classnames)))
-        self.config.classnames = list(classnames)
-        self.config.id2label = dict(enumerate(classnames))
-        self.config.label2id = {name: index for index, name in self.config.id2label.items()}
+        self.config.set_classnames(classnames)
+        self.prompt_learner.set_tokens(self._tokenize(self.classnames))
         self.prompt_changed()
 
     def get_text_features(self, *, chunk_size: int | None = None, checkpoint: bool = False) -> torch.Tensor:
