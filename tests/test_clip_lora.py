@@ -7,7 +7,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 from peft import PeftModel
 from peft.tuners.lora import LoraLayer
 from torch.func import functional_call
@@ -19,7 +18,7 @@ from coop_hf.methods.clip_lora.trainer import CLIPLoRATrainer
 from coop_hf.runners.methods import PROMPT_METHODS
 from coop_hf.training import CoOpTrainingArguments
 from tests.conftest import DATA, random_clip, tiny_clip_config
-from tests.test_maple import CLASSNAMES, IMAGE_SIZE
+from tests.test_maple import CLASSNAMES, IMAGE_SIZE, assert_step_matches
 from tests.test_train_e2e import flags, run_in_process
 
 
@@ -64,18 +63,9 @@ def test_logits_and_every_lora_gradient_match_the_official_computation(clip_like
     family, clip, tokenizer = clip_like_backbone
     model = lora_model(family, clip, tokenizer, lora_dropout=0.0, **settings)
     model.train()
-    size = IMAGE_SIZE[family]
-    pixel_values = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(1))
-    labels = torch.tensor([0, 2, 3])
-    output = model(pixel_values=pixel_values, labels=labels)
-    output.loss.backward()
-    expected, copies = official_logits(model, clip, tokenizer, pixel_values)
-    F.cross_entropy(expected, labels).backward()
-    torch.testing.assert_close(output.logits, expected, atol=1e-5, rtol=1e-5)
-    parameters = dict(model.named_parameters())
-    assert sorted(copies) == sorted(model.prompt_state_dict()) and copies
-    for name, tensor in copies.items():
-        torch.testing.assert_close(parameters[name].grad, tensor.grad, atol=1e-5, rtol=1e-4, msg=name)
+    official = lambda lora, pixel_values: official_logits(lora, clip, tokenizer, pixel_values)  # noqa: E731
+    _, _, copies = assert_step_matches(model, family, official)
+    assert copies
     assert not any("lora_" in name for name, _ in clip.named_parameters())  # the shared backbone is untouched
 
 

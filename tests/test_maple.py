@@ -110,7 +110,8 @@ def assert_matches_official(family, model, tokenizer, depth):
 
 def assert_step_matches(model, family, official_logits):
     """One training step's logits and the gradient of every trainable tensor of `model` equal those of
-    `official_logits(model, pixel_values)` (which returns its logits and its copies of the tensors)."""
+    `official_logits(model, pixel_values)` (which returns its logits and its copies of the tensors). Returns the
+    step's output, its pixels and the copies."""
     size = IMAGE_SIZE[family]
     pixel_values = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(1))
     labels = torch.tensor([0, 2, 3])
@@ -123,6 +124,7 @@ def assert_step_matches(model, family, official_logits):
     assert sorted(tensors) == sorted(model.prompt_state_dict())
     for name, tensor in tensors.items():
         torch.testing.assert_close(parameters[name].grad, tensor.grad, atol=1e-5, rtol=1e-4, msg=name)
+    return output, pixel_values, tensors
 
 
 def test_initialisation_follows_the_reference(clip_like_backbone):
