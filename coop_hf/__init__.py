@@ -12,10 +12,12 @@ from .methods.cocoop import CoCoOpConfig, CoCoOpModel
 from .methods.coop import CoOpConfig, CoOpModel, PromptLearner
 from .methods.ivlp import IVLPConfig, IVLPModel
 from .methods.kgcoop import KgCoOpConfig, KgCoOpModel
+from .methods.lp_plus_plus import LPPlusPlusConfig, LPPlusPlusModel
 from .methods.maple import MaPLeConfig, MaPLeModel
 from .methods.prograd import ProGradConfig, ProGradModel
 from .methods.promptsrc import PromptSRCConfig, PromptSRCModel
 from .methods.tenc_ft import TextEncoderFineTuningConfig, TextEncoderFineTuningModel
+from .methods.tip_adapter import TipAdapterConfig, TipAdapterModel
 from .methods.upl import CoOpEnsemble, CoOpEnsembleConfig
 from .modeling_utils import PromptModelOutput, PromptPreTrainedModel
 
@@ -28,6 +30,10 @@ __all__ = [
     "Backbone",
     "CLIPAdapterConfig",
     "CLIPAdapterModel",
+    "LPPlusPlusConfig",
+    "LPPlusPlusModel",
+    "TipAdapterConfig",
+    "TipAdapterModel",
     "CLIPLoRAConfig",
     "CLIPLoRAModel",
     "ClassTokenConfig",

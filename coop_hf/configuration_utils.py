@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, ClassVar
 
 from huggingface_hub.dataclasses import strict
 from transformers import PretrainedConfig
@@ -28,6 +29,8 @@ class PromptConfig(PretrainedConfig):
     """
 
     keys_to_ignore_at_inference = ["image_embeds", "text_embeds"]
+    fitted_fields: ClassVar[tuple[str, ...]] = ()
+    """Fields that fitting sets (the class list a cache was built on), not settings: no flag, not in a run's record."""
 
     base_model_name_or_path: str | None = None
     backbone_family: str | None = None
@@ -55,8 +58,8 @@ class PromptConfig(PretrainedConfig):
     @classmethod
     def prompt_settings(cls) -> tuple[str, ...]:
         """Names of this config's own prompt settings: what `from_clip` takes and the command line sets."""
-        skipped = {*PretrainedConfig.__dataclass_fields__, *NOT_PROMPT_SETTINGS}
-        return tuple(name for name in cls.__dataclass_fields__ if name not in skipped)
+        skipped = {*PretrainedConfig.__dataclass_fields__, *NOT_PROMPT_SETTINGS, *cls.fitted_fields}
+        return tuple(field.name for field in dataclasses.fields(cls) if field.name not in skipped)
 
     @classmethod
     def dataset_settings(cls, dataset: str) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedModel
 
 from .backbones import Backbone, backbone_for
-from .data.transforms import CoOpTransform
+from .data.transforms import RRC_SCALE, CoOpTransform
 
 CACHE_FORMAT_VERSION = 1
 CACHE_SUBDIR = "coop_hf_image_features"
@@ -124,6 +124,7 @@ def feature_cache_key(
             "class": type(transform).__qualname__,
             "version": transform.version,
             "train": transform.train,
+            **({"crop_scale": list(transform.crop_scale)} if transform.crop_scale != RRC_SCALE else {}),
             "processor": {key: getattr(processor, key, None) for key in PROCESSOR_KEYS},
         },
         "num_views": num_views,

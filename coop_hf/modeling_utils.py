@@ -194,14 +194,19 @@ class PromptPreTrainedModel(PreTrainedModel):
 
     # -- what is saved ---------------------------------------------------------------------------------------------
 
+    saved_buffers: tuple[str, ...] = ()
+    """Buffers saved with the prompt tensors (Tip-Adapter's cache labels): fitted, not trained."""
+
     def prompt_state_dict(self) -> dict[str, torch.Tensor]:
-        """Every parameter that is not CLIP's, keyed by its module name: exactly what the method learns."""
+        """Every parameter that is not CLIP's, keyed by its module name (and the `saved_buffers`): exactly what the
+        method learns."""
         clip_parameters = {id(parameter) for parameter in self.clip.parameters()}
-        return {
+        state = {
             name: parameter.detach().contiguous()
             for name, parameter in self.named_parameters()
             if id(parameter) not in clip_parameters
         }
+        return state | {name: self.get_buffer(name).contiguous() for name in self.saved_buffers}
 
     def describe_prompt(self) -> str:
         """The settings that fix the shapes of the saved tensors, for error messages."""
@@ -222,10 +227,10 @@ class PromptPreTrainedModel(PreTrainedModel):
                     f"{source} holds {key} of shape {tuple(state_dict[key].shape)} but this model expects "
                     f"{tuple(target.shape)} ({self.describe_prompt()}). Was it learned on another CLIP or class list?"
                 )
-        parameters = dict(self.named_parameters())
+        tensors = dict(self.named_parameters()) | {name: self.get_buffer(name) for name in self.saved_buffers}
         with torch.no_grad():
             for key in expected:
-                parameters[key].copy_(state_dict[key])
+                tensors[key].copy_(state_dict[key])
         self.prompt_changed()
 
     def prompt_changed(self) -> None:

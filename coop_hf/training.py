@@ -164,6 +164,19 @@ class CoOpTrainer(Trainer):
                 )
             self.add_callback(_AugmentationEpoch(self))
 
+    uses_loss = True
+    """Its update follows the gradient of a loss (so `--loss gce` may replace cross-entropy)."""
+
+    @classmethod
+    def recipe(cls, args: CoOpTrainingArguments, epochs: float) -> dict[str, Any]:
+        """The model card's hyperparameter rows of a run with these arguments."""
+        return {
+            "epochs": epochs,
+            "optimizer": f"SGD lr {args.learning_rate}, momentum {args.momentum}, weight decay {args.weight_decay}",
+            "schedule": f"{args.warmup_epochs} warm-up epoch(s) at lr {args.warmup_lr}, then cosine",
+            "batch size": args.global_train_batch_size,
+        }
+
     def create_optimizer(self, model=None) -> torch.optim.Optimizer:
         if self.optimizer is None:
             model = self.model if model is None else model

@@ -1,5 +1,6 @@
 """Shared fixtures: the offline environment, the real CLIP tokenizer and small random CLIP models."""
 
+import math
 import os
 import tempfile
 
@@ -69,6 +70,16 @@ def tiny_clip_dir(tmp_path_factory, clip_tokenizer) -> Path:
     clip_tokenizer.save_pretrained(folder)
     CLIPImageProcessor.from_pretrained(VIT_B32).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def clip_and_tokenizer(clip_tokenizer):
+    """A tiny random CLIP whose logit scale is the pretrained CLIP's 100, which reference code often writes as a
+    constant, and the real tokenizer."""
+    clip = random_clip(tiny_clip_config())
+    with torch.no_grad():
+        clip.logit_scale.fill_(math.log(100.0))
+    return clip, clip_tokenizer
 
 
 @pytest.fixture(scope="session")

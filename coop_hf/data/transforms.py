@@ -94,17 +94,24 @@ class CoOpTransform:
     ``image_processor`` (its ``crop_size``, its ``size`` for the test-time resize). Every image goes through
     ``load_rgb``. With a ``seed`` (training), each image's crop and flip come from `sample_generator(seed, epoch,
     index)`, the index from the batch's ``sample_index`` column and ``epoch`` set before each epoch (`CoOpTrainer`
-    does).
+    does). ``crop_scale`` is the random crop's area range (Dassl's and torchvision's (0.08, 1); Tip-Adapter and
+    LP++ crop (0.5, 1)).
     """
 
     version = 2
     """Bumped whenever the pixels of a view change (2: centre crop rounded as torchvision), to renew feature caches."""
 
     def __init__(
-        self, image_processor: BaseImageProcessor, train: bool, clean_labels: bool = False, seed: int | None = None
+        self,
+        image_processor: BaseImageProcessor,
+        train: bool,
+        clean_labels: bool = False,
+        seed: int | None = None,
+        crop_scale: tuple[float, float] = RRC_SCALE,
     ) -> None:
         self.image_processor = image_processor
         self.train = train
+        self.crop_scale = tuple(crop_scale)
         self.clean_labels = clean_labels
         self.seed = seed
         self.epoch = 0
@@ -125,7 +132,9 @@ class CoOpTransform:
     def train_geometry(self, image: Image.Image, generator: torch.Generator | None = None) -> Image.Image:
         """Random resized crop to the output size, then a random horizontal flip (drawn from `generator`, else the
         global RNG)."""
-        top, left, crop_height, crop_width = random_resized_crop_box(image.width, image.height, generator=generator)
+        top, left, crop_height, crop_width = random_resized_crop_box(
+            image.width, image.height, self.crop_scale, generator=generator
+        )
         out_height, out_width = self.output_size
         image = image.crop((left, top, left + crop_width, top + crop_height))
         image = image.resize((out_width, out_height), self.resample)

@@ -6,7 +6,7 @@ line below; see the README's "Adding a method".
 # Registration order is the order in which `--method` lists the methods.
 # isort: off
 from . import coop, cocoop, kgcoop, prograd, ivlp, maple, promptsrc  # noqa: F401
-from . import clip_lora, clip_adapter, class_tokens, classifier, tenc_ft, upl  # noqa: F401
+from . import clip_lora, clip_adapter, tip_adapter, lp_plus_plus, class_tokens, classifier, tenc_ft, upl  # noqa: F401
 
 # isort: on
 from .registry import METHODS, PROMPT_MODELS, MethodSpec, register_method, register_model

@@ -23,6 +23,7 @@ from .. import gradient_flow
 from ..atomic import atomic_write_text
 from ..data import CLEAN_LABEL, CLEAN_LABELS, CoOpTransform, with_coop_transform
 from ..feature_cache import encode_images
+from ..feature_fit import FeatureFitTrainer, FitData
 from ..hub_access import is_local
 from ..methods import MethodSpec
 from ..modeling_utils import PromptPreTrainedModel
@@ -94,9 +95,21 @@ class PromptLearning:
         }
         return dataclasses.replace(args, **changes) if changes else args
 
+    @property
+    def fitted(self) -> bool:
+        """The method is fitted on cached features (`FeatureFitTrainer`), not trained on pixels by Trainer's loop."""
+        return issubclass(self.trainer_class, FeatureFitTrainer)
+
     def check_arguments(self, args: CoOpTrainingArguments, loss: str) -> None:
-        """Refuse what the method cannot do: `--cached_views` for a method that changes the image tower, `--loss`
-        other than "ce" for a method whose loss adds its own term."""
+        """Refuse what the method cannot do: `--cached_views` for a method that changes the image tower or is
+        always fitted on cached features, `--gradient_flow` for a fitted method, `--loss` other than "ce" for a
+        method whose loss adds its own term or that has no loss."""
+        if self.fitted and (args.cached_views or args.gradient_flow):
+            flag = "--cached_views" if args.cached_views else "--gradient_flow"
+            raise ValueError(
+                f"{self.display_name} is fitted on cached image features, not trained step by step on pixels: drop "
+                f"{flag} with --method {self.name}."
+            )
         if args.cached_views and not self.model_class.image_tower_frozen:
             raise ValueError(
                 f"--cached_views trains on precomputed image features, but {self.model_class.method_name} changes the "
@@ -106,6 +119,11 @@ class PromptLearning:
 
     def check_loss(self, loss: str) -> None:
         """`--loss` other than "ce" replaces the model's own loss; refused for a method whose loss adds a term."""
+        if loss != "ce" and self.fitted and not self.trainer_class.uses_loss:
+            raise ValueError(
+                f"{self.display_name} is fitted by its own procedure, which --loss {loss} cannot change: use "
+                f"--loss ce with --method {self.name}."
+            )
         if loss != "ce" and self.model_class.has_own_loss:
             raise ValueError(
                 f"--loss {loss} would replace {self.model_class.method_name}'s own loss (cross-entropy plus its "
@@ -209,7 +227,7 @@ class PromptRun:
     def execute(self) -> dict[str, Any]:
         """Train one prompt per seed on the seed's few-shot split (see `train_seeds`); the results record."""
         experiment, run, args = self.experiment, self.run, self.args
-        if args.max_steps <= 0 and self.epochs <= args.warmup_epochs:
+        if not self.method.fitted and args.max_steps <= 0 and self.epochs <= args.warmup_epochs:
             announce(
                 args,
                 f"warning: {self.epochs:g} epoch(s) never leave the constant warm-up learning rate {args.warmup_lr:g} "
@@ -260,9 +278,7 @@ class PromptRun:
                 if args.should_save and last_checkpoint is not None:
                     for checkpoint in seed_dir.glob("checkpoint-*"):
                         shutil.rmtree(checkpoint)
-                length = f"{args.max_steps} steps" if args.max_steps > 0 else f"{self.epochs:g} epoch"
-                length += "" if args.max_steps > 0 or self.epochs == 1 else "s"
-                announce(args, f"{heading}: training {length} -> {seed_dir}")
+                announce(args, f"{heading}: {self.describe_training()} -> {seed_dir}")
             splits, report = splits_for_seed(seed)
             seed_args = dataclasses.replace(
                 args, output_dir=str(seed_dir), num_train_epochs=self.epochs, push_to_hub=False
@@ -279,6 +295,14 @@ class PromptRun:
             announce(args, f"{heading}: test accuracy {result['accuracy']:.2f} %")
             per_seed.append(result)
         return per_seed
+
+    def describe_training(self) -> str:
+        """What the console says a seed's training does: "training 20 epochs", or the fit of a fitted method."""
+        args, trainer_class = self.args, self.method.trainer_class
+        if self.method.fitted:
+            return trainer_class.describe_fit(args, self.epochs)
+        length = f"{args.max_steps} steps" if args.max_steps > 0 else f"{self.epochs:g} epoch"
+        return f"training {length}" + ("" if args.max_steps > 0 or self.epochs == 1 else "s")
 
     def train_seed(
         self,
@@ -300,7 +324,14 @@ class PromptRun:
             config, clip=backbone.clip, tokenizer=backbone.tokenizer, image_processor=backbone.image_processor
         )
         args.seed = seed
-        if args.cached_views:
+        train, trainer_extras = None, {}
+        if self.method.fitted:
+            trainer_extras["fit_data"] = FitData(
+                backbone.clip, backbone.image_processor, splits["train"], splits["val"],
+                full_val=experiment.splits["val"], seed=seed, batch_size=experiment.batch_size,
+                cache_dir=backbone.cache_dir,
+            )  # fmt: skip
+        elif args.cached_views:
             views = encode_images(
                 backbone.clip, splits["train"], CoOpTransform(backbone.image_processor, train=True),
                 num_views=args.cached_views, seed=seed, batch_size=experiment.batch_size, cache_dir=backbone.cache_dir,
@@ -316,7 +347,7 @@ class PromptRun:
         # --eval_strategy epoch|steps: the few-shot validation split's accuracy in the logs; the reported model
         # stays the last one, as the reference's
         val = None
-        if args.eval_strategy != "no" and "val" in splits:
+        if args.eval_strategy != "no" and "val" in splits and not self.method.fitted:
             val = with_coop_transform(splits["val"], backbone.image_processor, train=False)
         trainer = self.method.trainer_class(
             model=model,
@@ -327,6 +358,7 @@ class PromptRun:
             compute_metrics=compute_accuracy_metrics,
             compute_loss_func=run.loss_function(),
             callbacks=run.callbacks,
+            **trainer_extras,
         )
         trainer.train(resume_from_checkpoint=True if resume else None)
         metrics = trainer.evaluate(eval_dataset=experiment.test_inputs(model), metric_key_prefix="test")
@@ -341,10 +373,7 @@ class PromptRun:
         hyperparameters = {
             "shots": run.shots,
             "seed": seed,
-            "epochs": args.num_train_epochs,
-            "optimizer": f"SGD lr {args.learning_rate}, momentum {args.momentum}, weight decay {args.weight_decay}",
-            "schedule": f"{args.warmup_epochs} warm-up epoch(s) at lr {args.warmup_lr}, then cosine",
-            "batch size": args.global_train_batch_size,
+            **self.method.trainer_class.recipe(args, self.epochs),
             "loss": describe_loss(run.loss_fields()),
         }
         noise = run.noise

@@ -1,0 +1,116 @@
+"""Fitting LP++ as the reference's `methods/linear_probe_p2.py`: full-batch gradient descent on the cached features
+of one augmented view per image, with step sizes computed from the data, no hyperparameter search."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.utils import logging
+
+from ...feature_fit import FeatureFitTrainer, FitData
+from ...training import CoOpTrainingArguments
+from .modeling_lp_plus_plus import LPPlusPlusModel
+
+LP_CROP_SCALE = (0.5, 1.0)
+"""The reference's training augmentation: RandomResizedCrop(scale=(0.5, 1)) and a horizontal flip."""
+ALPHA_INIT_SCALE = 250.0
+ALPHA_EVERY = 10
+"""The text multipliers take one step every this many epochs."""
+MOMENTUM = 0.9
+
+
+def lp_plus_plus_step_sizes(
+    features: torch.Tensor, labels: torch.Tensor, text: torch.Tensor
+) -> tuple[float, float, float]:
+    """(lr of the linear layer, lr of alpha, initial alpha) from the normalised features [N, dim], their labels and
+    the text embeddings [classes, dim], as the reference's `calculate_lr_w`, `calculate_lr_alpha` and
+    `calculate_init_alpha`: 4 N / the largest eigenvalue of F^T F; N / (4 max_k sum_i (f_i . t_k)^2); 250 times the
+    mean over classes of the class's own text logit averaged over its images."""
+    num = len(features)
+    lr_weight = 4 * num / torch.linalg.eigvalsh((features.T @ features).double()).max().item()
+    text_logits = features @ text.T
+    lr_alpha = num / (text_logits.pow(2).sum(dim=0).max().item() * 4)
+    one_hot = F.one_hot(labels, len(text)).to(features.dtype)
+    own = (one_hot * text_logits / one_hot.sum(dim=0, keepdim=True)).sum(dim=0)
+    return lr_weight, lr_alpha, ALPHA_INIT_SCALE * own.double().mean().item()
+
+
+class LPPlusPlusTrainer(FeatureFitTrainer):
+    """LP++ on one seeded augmented view per training image (crop scale (0.5, 1)): the linear layer starts from the
+    per-class sums of the features (the reference's `compute_centroids`) and takes SGD steps (momentum 0.9) of its
+    data-driven size, every 10 epochs alpha takes one step of its own size along its accumulated gradient (the
+    reference never zeroes it), for `args.num_train_epochs` full-batch epochs (300). The model kept is that of the
+    last epoch with the best few-shot validation accuracy, as the reference reports."""
+
+    model: LPPlusPlusModel
+
+    @classmethod
+    def describe_fit(cls, args: CoOpTrainingArguments, epochs: float) -> str:
+        return f"fitting {epochs:g} full-batch epochs with data-driven step sizes"
+
+    @classmethod
+    def recipe(cls, args: CoOpTrainingArguments, epochs: float) -> dict[str, Any]:
+        return {
+            "epochs": epochs,
+            "optimizer": "full-batch SGD, momentum 0.9, step sizes from the features (no search)",
+            "epoch kept": "last best validation accuracy",
+        }
+
+    def fit(self, data: FitData) -> dict[str, float]:
+        model = self.model
+        device = model.text_embeds.device
+        views, labels = data.train_views(1, crop_scale=LP_CROP_SCALE)
+        features, labels = F.normalize(views[0].to(device).float(), dim=-1), labels.to(device)
+        val, val_labels = data.val_features()
+        val, val_labels = F.normalize(val.to(device).float(), dim=-1), val_labels.to(device)
+        weight, bias, alpha, metrics = fit_lp_plus_plus(
+            features, labels, val, val_labels, model.text_embeds, int(self.args.num_train_epochs),
+            progress=not self.args.disable_tqdm and self.is_local_process_zero(),
+        )  # fmt: skip
+        model.set_fitted(weight, bias, alpha)
+        return metrics
+
+
+def fit_lp_plus_plus(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    val: torch.Tensor,
+    val_labels: torch.Tensor,
+    text: torch.Tensor,
+    epochs: int,
+    *,
+    progress: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, float]]:
+    """LP++'s fit on normalised features: (weight [classes, dim], bias, alpha [classes], metrics). The linear
+    layer's bias starts as `nn.Linear`'s, from torch's global RNG."""
+    classes = len(text)
+    lr_weight, lr_alpha, init_alpha = lp_plus_plus_step_sizes(features, labels, text)
+    classifier = nn.Linear(features.shape[1], classes, device=features.device)
+    with torch.no_grad():
+        classifier.weight.copy_(F.one_hot(labels, classes).to(features.dtype).T @ features)
+    alpha = torch.full((1, classes), init_alpha, device=features.device, requires_grad=True)
+    optimizer = torch.optim.SGD(classifier.parameters(), lr_weight, momentum=MOMENTUM)
+    text_logits, val_text_logits = features @ text.T, val @ text.T
+    best_correct, best = -1, None
+    loss = torch.tensor(0.0)
+    for epoch in logging.tqdm(range(epochs), desc="LP++: fitting", unit="epoch", disable=not progress):
+        loss = F.cross_entropy(classifier(features) + alpha * text_logits, labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if (epoch + 1) % ALPHA_EVERY == 0:
+            alpha.data -= lr_alpha * alpha.grad.data
+        with torch.no_grad():
+            correct = int(((classifier(val) + alpha * val_text_logits).argmax(dim=1) == val_labels).sum())
+            if correct >= best_correct:
+                best_correct = correct
+                best = (classifier.weight.clone(), classifier.bias.clone(), alpha[0].detach().clone(), epoch)
+    weight, bias, alpha_kept, epoch = best
+    metrics = {
+        "train_loss": loss.item(), "best_epoch": epoch + 1, "val_accuracy": 100.0 * best_correct / len(val_labels),
+        "lr_weight": lr_weight, "lr_alpha": lr_alpha, "init_alpha": init_alpha,
+    }  # fmt: skip
+    return weight, bias, alpha_kept, metrics

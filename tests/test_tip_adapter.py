@@ -1,0 +1,267 @@
+"""Tip-Adapter and Tip-Adapter-F against reference computations written from the official code
+(gaopengcuhk/Tip-Adapter: utils.py clip_classifier, build_cache_model, search_hp; main.py run_tip_adapter,
+run_tip_adapter_F), on the same random weights and the same features."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from transformers import AutoModel
+
+from coop_hf import TipAdapterConfig, TipAdapterModel
+from coop_hf.methods.tip_adapter.configuration_tip_adapter import REFERENCE_SEARCH, TIP_ADAPTER_CROP_SCALE
+from coop_hf.methods.tip_adapter.trainer import TipAdapterFTrainer, TipAdapterTrainer, search_grid
+from coop_hf.training import CoOpTrainingArguments
+from tests.test_train_e2e import flags, run_in_process
+
+CLASSNAMES = ["daisy", "sea lion", "rose", "tulip", "iris"]
+SHOTS = 4
+TEMPLATES = ["a photo of a {}.", "art of the {}."]
+
+
+class CachedSplits:
+    """`FitData` on given features: [views, images, dim] training views and the validation features."""
+
+    train = None  # no class list to check
+
+    def __init__(self, views, labels, val, val_labels, crop_scale=TIP_ADAPTER_CROP_SCALE):
+        self.views, self.labels, self.val, self.val_labels, self.crop_scale = (
+            views,
+            labels,
+            val,
+            val_labels,
+            crop_scale,
+        )
+        self.calls = []
+
+    def train_views(self, num_views, *, crop_scale):
+        assert crop_scale == self.crop_scale and num_views <= len(self.views)
+        self.calls.append(num_views)
+        return self.views[:num_views], self.labels
+
+    def val_features(self, *, full=False):
+        self.calls.append("full val" if full else "val")
+        return self.val, self.val_labels
+
+
+def clustered_features(dim, views, per_class, classes=5, spread=1.5, seed=0):
+    """Features around one random centre per class (the same centres for every `seed`), so that caches, searches
+    and fits have something to find."""
+    centres = torch.randn(classes, dim, generator=torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(1000 + seed)
+    labels = torch.arange(classes).repeat_interleave(per_class)
+    features = centres[labels] + spread * torch.randn(views, len(labels), dim, generator=generator)
+    return features, labels
+
+
+def official_clip_weights(clip, tokenizer, templates):
+    """utils.clip_classifier: per class, each template's normalised text features, averaged, renormalised;
+    [dim, classes]."""
+    weights = []
+    length = clip.config.text_config.max_position_embeddings
+    with torch.no_grad():
+        for classname in CLASSNAMES:
+            ids = tokenizer([t.format(classname) for t in templates], padding="max_length", max_length=length,
+                            return_tensors="pt")["input_ids"]  # fmt: skip
+            embeddings = clip.get_text_features(input_ids=ids).pooler_output
+            embeddings /= embeddings.norm(dim=-1, keepdim=True)
+            embedding = embeddings.mean(dim=0)
+            weights.append(embedding / embedding.norm())
+    return torch.stack(weights, dim=1)
+
+
+def official_cache(views, labels, augment_views):
+    """utils.build_cache_model: the views' features averaged, normalised, transposed; one-hot values."""
+    cache_keys = views[:augment_views].mean(dim=0)
+    cache_keys /= cache_keys.norm(dim=-1, keepdim=True)
+    return cache_keys.permute(1, 0), F.one_hot(labels).float()
+
+
+def cls_acc(output, target):
+    pred = output.topk(1, 1, True, True)[1].t()
+    return 100 * float(pred.eq(target.view(1, -1).expand_as(pred)).float().sum()) / target.shape[0]
+
+
+def official_search(cfg, cache_keys, cache_values, features, labels, clip_weights, adapter=None):
+    """utils.search_hp, as written."""
+    beta_list = [
+        i * (cfg["search_scale"][0] - 0.1) / cfg["search_step"][0] + 0.1 for i in range(cfg["search_step"][0])
+    ]
+    alpha_list = [
+        i * (cfg["search_scale"][1] - 0.1) / cfg["search_step"][1] + 0.1 for i in range(cfg["search_step"][1])
+    ]
+    best_acc, best_beta, best_alpha = 0, 0, 0
+    for beta in beta_list:
+        for alpha in alpha_list:
+            affinity = adapter(features) if adapter else features @ cache_keys
+            cache_logits = ((-1) * (beta - beta * affinity)).exp() @ cache_values
+            clip_logits = 100.0 * features @ clip_weights
+            acc = cls_acc(clip_logits + cache_logits * alpha, labels)
+            if acc > best_acc:
+                best_acc, best_beta, best_alpha = acc, beta, alpha
+    return best_beta, best_alpha
+
+
+def official_tip_logits(features, cache_keys, cache_values, clip_weights, beta, alpha, adapter=None):
+    affinity = adapter(features) if adapter else features @ cache_keys
+    cache_logits = ((-1) * (beta - beta * affinity)).exp() @ cache_values
+    return 100.0 * features @ clip_weights + cache_logits * alpha
+
+
+def fit(model, splits, tmp_path, trainer_class=TipAdapterTrainer, **arguments):
+    args = CoOpTrainingArguments(output_dir=str(tmp_path), disable_tqdm=True, report_to=[], **arguments)
+    trainer = trainer_class(model=model, args=args, fit_data=splits)
+    return trainer, trainer.train()
+
+
+def test_search_grid_is_the_reference_list():
+    assert (
+        search_grid(12, 200)[:3] == [0.1, 0.1 + 11.9 / 200, 0.1 + 2 * 11.9 / 200] and len(search_grid(12, 200)) == 200
+    )
+    assert search_grid(5, 20)[-1] == 19 * 4.9 / 20 + 0.1
+
+
+def test_tip_adapter_cache_search_and_logits_match_the_official_code(clip_and_tokenizer, tmp_path):
+    clip, tokenizer = clip_and_tokenizer
+    dim = clip.config.projection_dim
+    views, labels = clustered_features(dim, views=10, per_class=SHOTS)
+    val, val_labels = clustered_features(dim, views=1, per_class=6, seed=1)
+    test, test_labels = clustered_features(dim, views=1, per_class=5, seed=2)
+    val, test = F.normalize(val[0], dim=-1), F.normalize(test[0], dim=-1)
+    cfg = {"search_scale": [12, 5], "search_step": [40, 10], "init_beta": 1, "init_alpha": 3, "augment_epoch": 10}
+    model = TipAdapterModel.from_clip(
+        clip, CLASSNAMES, tokenizer=tokenizer, templates=TEMPLATES, search_scale=cfg["search_scale"],
+        search_steps=cfg["search_step"], init_alpha=3.0,
+    )  # fmt: skip
+    splits = CachedSplits(views, labels, val, val_labels)
+    _, output = fit(model, splits, tmp_path)
+    assert splits.calls == [10, "full val"]  # the cache from 10 views, the search on the whole validation split
+
+    clip_weights = official_clip_weights(clip, tokenizer, TEMPLATES)
+    torch.testing.assert_close(model.text_embeds, clip_weights.T, rtol=1e-5, atol=1e-6)
+    cache_keys, cache_values = official_cache(views, labels, 10)
+    torch.testing.assert_close(model.cache_keys, cache_keys.T, rtol=1e-5, atol=1e-6)
+    assert torch.equal(model.cache_values, cache_values) and torch.equal(model.cache_labels, labels)
+    beta, alpha = official_search(cfg, cache_keys, cache_values, val, val_labels, clip_weights)
+    assert (model.beta.item(), model.alpha.item()) == pytest.approx((beta, alpha), rel=1e-6)
+    assert (output.metrics["beta"], output.metrics["alpha"]) == (beta, pytest.approx(alpha, rel=1e-6))
+    assert beta != cfg["init_beta"]  # the search moved (the grid starts at 0.1)
+    expected = official_tip_logits(test, cache_keys, cache_values, clip_weights, beta, alpha)
+    torch.testing.assert_close(model(image_embeds=test).logits, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_tip_adapter_f_fine_tuning_matches_the_official_loop(clip_and_tokenizer, tmp_path):
+    """run_tip_adapter_F with the epoch chosen on the validation split (the reference chooses it on the test split:
+    see the trainer), a fresh view per epoch, then search_hp with the fine-tuned keys."""
+    clip, tokenizer = clip_and_tokenizer
+    dim, augment, epochs, batch_size = clip.config.projection_dim, 3, 4, 8
+    views, labels = clustered_features(dim, views=augment + epochs, per_class=SHOTS, spread=3.0)
+    val, val_labels = clustered_features(dim, views=1, per_class=6, seed=1, spread=3.0)
+    val = F.normalize(val[0], dim=-1)
+    cfg = {"search_scale": [7, 3], "search_step": [20, 10], "init_beta": 1.0, "init_alpha": 1.17, "lr": 0.01}
+    model = TipAdapterModel.from_clip(
+        clip, CLASSNAMES, tokenizer=tokenizer, templates=TEMPLATES, fine_tune=True, augment_views=augment,
+        search_scale=cfg["search_scale"], search_steps=cfg["search_step"],
+    )  # fmt: skip
+    assert model.method_name == "Tip-Adapter-F" and (model.alpha.item(), model.beta.item()) == pytest.approx((1.17, 1))
+    _, output = fit(  # Trainer seeds torch's RNG with args.seed, which draws each epoch's order
+        model, CachedSplits(views, labels, val, val_labels), tmp_path, TipAdapterFTrainer, num_train_epochs=epochs,
+        learning_rate=cfg["lr"], weight_decay=0.01, per_device_train_batch_size=batch_size, seed=7,
+    )  # fmt: skip
+
+    clip_weights = official_clip_weights(clip, tokenizer, TEMPLATES)
+    cache_keys, cache_values = official_cache(views, labels, augment)
+    adapter = nn.Linear(cache_keys.shape[0], cache_keys.shape[1], bias=False)
+    adapter.weight = nn.Parameter(cache_keys.t().clone())
+    loader = DataLoader(range(len(labels)), batch_size=batch_size, shuffle=True)  # stands for the images' loader
+    optimizer = torch.optim.AdamW(adapter.parameters(), lr=cfg["lr"], eps=1e-4)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * len(loader))
+    beta, alpha = cfg["init_beta"], cfg["init_alpha"]
+    best_acc, best_weight, losses = 0.0, None, []
+    torch.manual_seed(7)
+    for train_idx in range(epochs):
+        for index in loader:
+            image_features = views[augment + train_idx, index]  # a fresh augmented view per epoch
+            image_features = image_features / image_features.norm(dim=-1, keepdim=True)
+            affinity = adapter(image_features)
+            cache_logits = ((-1) * (beta - beta * affinity)).exp() @ cache_values
+            clip_logits = 100.0 * image_features @ clip_weights
+            loss = F.cross_entropy(clip_logits + cache_logits * alpha, labels[index])
+            losses.append(loss.item())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+        with torch.no_grad():
+            acc = cls_acc(official_tip_logits(val, None, cache_values, clip_weights, beta, alpha, adapter), val_labels)
+        if acc > best_acc:
+            best_acc, best_weight = acc, adapter.weight.detach().clone()
+    adapter.weight = nn.Parameter(best_weight)
+    with torch.no_grad():
+        best_beta, best_alpha = official_search(cfg, None, cache_values, val, val_labels, clip_weights, adapter)
+    torch.testing.assert_close(model.cache_keys, best_weight, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(best_weight, cache_keys.t(), atol=1e-3)  # fine-tuning moved the keys
+    assert (model.beta.item(), model.alpha.item()) == pytest.approx((best_beta, best_alpha), rel=1e-6)
+    assert output.metrics["train_loss"] == pytest.approx(sum(losses) / len(losses), rel=1e-5)
+    assert output.global_step == epochs * len(loader) and not model.cache_keys.requires_grad
+
+
+def test_new_classes_are_zero_shot_and_shared_classes_keep_their_cache(clip_and_tokenizer, tmp_path):
+    clip, tokenizer = clip_and_tokenizer
+    views, labels = clustered_features(clip.config.projection_dim, views=2, per_class=SHOTS)
+    model = TipAdapterModel.from_clip(clip, CLASSNAMES, tokenizer=tokenizer, augment_views=2, search_steps=[0, 0])
+    fit(model, CachedSplits(views, labels, views[0], labels), tmp_path)
+    assert model.config.fitted_classnames == CLASSNAMES and model.alpha.item() == pytest.approx(1.17)
+    images = F.normalize(torch.randn(6, clip.config.projection_dim), dim=-1)
+    fitted_logits = model(image_embeds=images).logits
+
+    model.set_classnames(["lily", "orchid"])  # no cache entry: zero-shot CLIP
+    zero_shot = TipAdapterModel.from_clip(clip, ["lily", "orchid"], tokenizer=tokenizer)
+    assert len(zero_shot.cache_keys) == 0
+    torch.testing.assert_close(model(image_embeds=images).logits, zero_shot(image_embeds=images).logits)
+    model.set_classnames(["lily", "rose"])  # rose keeps its column of the cache
+    assert model.cache_values[:, 1].sum() == SHOTS and model.cache_values[:, 0].sum() == 0
+    torch.testing.assert_close(model(image_embeds=images).logits[:, 1], fitted_logits[:, 2])
+    model.set_classnames(CLASSNAMES)
+    torch.testing.assert_close(model(image_embeds=images).logits, fitted_logits)
+
+
+def test_saved_and_loaded_with_the_cache(clip_and_tokenizer, tmp_path):
+    clip, tokenizer = clip_and_tokenizer
+    views, labels = clustered_features(clip.config.projection_dim, views=2, per_class=SHOTS)
+    model = TipAdapterModel.from_clip(clip, CLASSNAMES, tokenizer=tokenizer, augment_views=2, search_steps=[5, 3])
+    fit(model, CachedSplits(views, labels, views[0], labels), tmp_path / "fit")
+    model.save_pretrained(tmp_path / "tip")
+    loaded = AutoModel.from_pretrained(tmp_path / "tip", clip_model=clip, tokenizer=tokenizer)
+    assert type(loaded) is TipAdapterModel and sorted(loaded.prompt_state_dict()) == [
+        "alpha", "beta", "cache_keys", "cache_labels"
+    ]  # fmt: skip
+    assert (
+        loaded.config.fitted_classnames == CLASSNAMES and "fitted_classnames" not in TipAdapterConfig.prompt_settings()
+    )
+    images = torch.randn(3, clip.config.projection_dim)
+    torch.testing.assert_close(loaded(image_embeds=images).logits, model(image_embeds=images).logits)
+
+
+def test_reference_configs_and_checks():
+    assert TipAdapterConfig.dataset_settings("oxford_flowers") == {
+        "templates": ["a photo of a {}, a type of flower."], "search_scale": [50, 50], "init_beta": 1, "init_alpha": 10
+    }  # fmt: skip
+    assert len(TipAdapterConfig.dataset_settings("imagenet")["templates"]) == 7 and len(REFERENCE_SEARCH) == 11
+    with pytest.raises(ValueError, match=r"search_steps \(--search_steps BETA ALPHA\)"):
+        TipAdapterConfig(classnames=CLASSNAMES, search_steps=[200, 0])
+    with pytest.raises(ValueError, match=r"templates \(--templates\)"):
+        TipAdapterConfig(classnames=CLASSNAMES, templates=["a photo"])
+
+
+@pytest.mark.slow
+def test_tip_adapter_f_runs_from_the_command_line(tiny_clip_dir, tmp_path):
+    arguments = flags(tiny_clip_dir, tmp_path, "--method", "tip-adapter-f", "--augment_views", "2")
+    del arguments[arguments.index("--n_ctx") : arguments.index("--n_ctx") + 2]  # a CoOp setting
+    results = run_in_process(arguments)
+    assert results["method"] == "tip-adapter-f" and results["augment_views"] == 2 and results["epochs"] == 2
+    loaded = AutoModel.from_pretrained(tmp_path / "seed1")
+    assert type(loaded) is TipAdapterModel and loaded.config.fine_tune and len(loaded.cache_keys) == 102
+    card = (tmp_path / "seed1" / "README.md").read_text()
+    assert "Tip-Adapter-F" in card and "AdamW lr 0.05, eps 0.0001" in card and "keys fine-tuned" in card
