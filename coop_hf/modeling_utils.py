@@ -79,6 +79,9 @@ class PromptPreTrainedModel(PreTrainedModel):
     prompts, LoRA) declares False: it refuses `image_embeds` and every evaluation runs its own image path."""
     transfers_to_new_classes: bool = False
     """A trained model moves to another class list with `set_classnames` (base-to-new, cross-dataset transfer)."""
+    unfitted_classes_zero_shot: bool = False
+    """On a class it was not fitted on (base-to-new's new classes, another dataset's), the model is zero-shot CLIP
+    (Tip-Adapter's cache and LP++'s prototypes hold only the training classes): tables say so."""
     has_own_loss: bool = False
     """`compute_loss` adds the method's own term to cross-entropy (KgCoOp's regulariser), so `--loss` cannot
     replace it."""

@@ -1,6 +1,7 @@
 """What the study scripts answer at once, before torch and transformers load (about 7 s on a small machine):
-`--help` (the page `examples/help/<script>.txt`), and a flag no definition starts with or a `--method` that is
-none (from `examples/help/<script>.json`, every flag and method name). Both files are generated from the flags'
+`--help` (the page `examples/help/<script>.txt`); a flag no definition starts with, a `--method` that is none, a
+value of the wrong type, not among the flag's choices or out of its bounds (from `examples/help/<script>.json`:
+every flag, method name and value rule). Both files are generated from the flags'
 definitions (`coop_hf.runners.help`) by `python examples/quick_help.py`, and the tests check them against them.
 `--help <method>` and `--help all` are answered by the scripts themselves (`coop_hf.runners.help.parse_flags`);
 everything else is checked by the full parser.
@@ -20,7 +21,8 @@ SCRIPTS = ("train", "sweep", "base_to_new", "transfer", "train_noisy", "train_up
 
 def answer_at_once(script: str, argv: list[str] | None = None) -> None:
     """Print the script's page and exit when its command line is just -h or --help; exit with status 2 and one
-    line on a flag that no flag of the script starts with (argparse would refuse it too) or a --method that is none."""
+    line on a flag that no flag of the script starts with (argparse would refuse it too), a --method that is none,
+    or a value the flag's rule refuses."""
     argv = sys.argv[1:] if argv is None else argv
     name = Path(script).stem
     if argv in (["-h"], ["--help"]):
@@ -33,11 +35,35 @@ def answer_at_once(script: str, argv: list[str] | None = None) -> None:
         flag = word.split("=", 1)[0]
         if flag.startswith("--") and not any(option.startswith(flag) for option in known["flags"]):
             _refuse(f"unrecognized flag {flag} (see {name}.py --help)")
+        if not flag.startswith("--"):
+            continue
+        values = [word.split("=", 1)[1]] if "=" in word else _values(argv[index + 1 :])
         if flag == "--method" and known["methods"]:
-            values = [word.split("=", 1)[1]] if "=" in word else _values(argv[index + 1 :])
             for value in values:
                 if value not in known["methods"]:
                     _refuse(f"unknown --method {value!r}: use one of {', '.join(known['methods'])}.")
+        if flag in known["values"]:
+            for value in values if known["values"][flag]["many"] else values[:1]:
+                _check_value(flag, value, known["values"][flag])
+
+
+def _check_value(flag: str, value: str, rule: dict) -> None:
+    """Refuse a value of the wrong type, not among the flag's choices, or out of its bounds (`QUICK_BOUNDS`)."""
+    if "choices" in rule and value not in rule["choices"]:
+        _refuse(f"argument {flag}: invalid choice: {value!r} (choose from {', '.join(rule['choices'])})")
+    if rule["type"] == "str":
+        return
+    try:
+        number = {"int": int, "float": float}[rule["type"]](value)
+    except ValueError:
+        _refuse(f"argument {flag}: invalid {rule['type']} value: {value!r}")
+    if (
+        ("min" in rule and number < rule["min"])
+        or ("max" in rule and number > rule["max"])
+        or ("below" in rule and number >= rule["below"])
+        or ("above" in rule and number <= rule["above"])
+    ):
+        _refuse(rule["message"].format(value=value))
 
 
 def _values(words: list[str]) -> list[str]:
@@ -71,11 +97,10 @@ def render(script: str) -> str:
 
 
 def render_names(script: str) -> str:
-    """Every flag of `examples/<script>.py` and the names its --method takes, as JSON."""
+    """Every flag of `examples/<script>.py`, the names its --method takes and the checks of its values, as JSON."""
     from coop_hf.runners.help import flag_names
 
-    flags, methods = flag_names(_load(script).ARGUMENTS)
-    return json.dumps({"flags": flags, "methods": methods}, indent=1) + "\n"
+    return json.dumps(flag_names(_load(script).ARGUMENTS), indent=1) + "\n"
 
 
 if __name__ == "__main__":

@@ -78,6 +78,11 @@ class StudyModel:
         return f"{name} ({', '.join(details)})" if details else name
 
     @property
+    def trains_by_steps(self) -> bool:
+        """A prompt method trained by gradient steps (not the linear probe, not a method fitted on features)."""
+        return self.method in PROMPT_METHODS and not PROMPT_METHODS[self.method].fitted
+
+    @property
     def slug(self) -> str:
         parts = [self.method, *([self.loss] if self.loss else [])]
         return "-".join(parts + ([f"nctx{self.ablated_n_ctx}"] if self.ablated_n_ctx else []))
@@ -96,14 +101,23 @@ def study_models(study: NoiseStudyArguments, prompt: PromptArguments) -> list[St
             )
     settings_of = settings_by_method(prompt, [method for _, method, _ in entries])
     models = []
-    for _, method, loss in entries:
+    for entry, method, loss in entries:
         if method == "linear-probe":
             models.append(StudyModel(method, None, {}))
             continue
-        has_n_ctx = "n_ctx" in PROMPT_METHODS[method].model_class.config_class.prompt_settings()
+        learner = PROMPT_METHODS[method]
+        has_n_ctx = "n_ctx" in learner.model_class.config_class.prompt_settings()
+        loss = loss or "ce"
+        if learner.fitted and not learner.trainer_class.uses_loss:  # Tip-Adapter, LP++: no loss in the label
+            if loss != "ce":
+                raise ValueError(
+                    f"--study_methods {entry}: {learner.display_name} is fitted by its own procedure, with no loss to "
+                    f"choose; write {method}."
+                )
+            loss = None
         for n_ctx in (study.n_ctx_values or [None]) if has_n_ctx else [None]:
             ablated = {"n_ctx": n_ctx} if n_ctx else {}
-            models.append(StudyModel(method, loss or "ce", settings_of[method] | ablated, n_ctx))
+            models.append(StudyModel(method, loss, settings_of[method] | ablated, n_ctx))
     return models
 
 
@@ -136,12 +150,12 @@ def plan_study(
             args = dataclasses.replace(
                 training_args,
                 output_dir=str(output_dir / f"{model.slug}-noise{rate:g}"),
-                gradient_flow=training_args.gradient_flow and noise.rate > 0 and model.loss is not None,
+                gradient_flow=training_args.gradient_flow and noise.rate > 0 and model.trains_by_steps,
                 overwrite_output_dir=False,  # claimed before the runs start; never remove what was resumed
             )
             run = RunSettings.from_arguments(experiment).replace(noise=noise, loss=model.loss or "ce")
             planned = None
-            if model.loss is not None:
+            if model.method in PROMPT_METHODS:
                 planned = PROMPT_METHODS[model.method].plan(runner, run, args, model.settings)
             plan.append(StudyRun(model, run, args, planned))
     return plan

@@ -71,11 +71,12 @@ def test_a_user_error_is_one_line_and_exit_status_2(tiny_clip_dir, tmp_path):
     command = [sys.executable, str(REPO / "examples" / "train.py"), "--model_name_or_path", str(tiny_clip_dir),
                "--dataset", "oxford_flowers", "--data_dir", str(DATA), "--output_dir", str(tmp_path)]  # fmt: skip
     environment = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    completed = subprocess.run([*command, "--shots", "-2"], capture_output=True, text=True, env=environment)
+    arguments = ["--method", "kgcoop", "--loss", "gce"]  # a user error only the package sees
+    completed = subprocess.run([*command, *arguments], capture_output=True, text=True, env=environment)
     assert completed.returncode == 2 and completed.stdout == ""
     assert completed.stderr.strip().splitlines()[-1] == (
-        "error: --shots takes the number of training images per class, at least 1; got -2 (zero-shot CLIP is "
-        "--method zeroshot)."
+        "error: --loss gce would replace KgCoOp's own loss (cross-entropy plus its regulariser): use --loss ce with "
+        "--method kgcoop."
     )
     assert "Traceback" not in completed.stderr
 

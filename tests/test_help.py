@@ -25,9 +25,13 @@ def test_each_short_page_and_flag_list_is_the_one_its_flags_give(script):
     [
         (["--bogus", "1"], "error: unrecognized flag --bogus (see train.py --help)"),
         (["--shots", "2", "--method=foo"], "error: unknown --method 'foo': use one of zeroshot, linear-probe, coop"),
+        (["--shots", "-2"], "error: --shots takes the number of training images per class, at least 1; got -2 "),
+        (["--seeds", "1", "two"], "error: argument --seeds: invalid int value: 'two'"),
+        (["--noise_rate=1"], "error: --noise_rate is the fraction of noisy shots per class, in [0, 1); got 1."),
+        (["--loss", "mse"], "error: argument --loss: invalid choice: 'mse' (choose from ce, gce)"),
     ],
 )
-def test_a_misspelt_flag_or_method_is_refused_at_once(argv, message):
+def test_a_misspelt_flag_or_method_or_a_bad_value_is_refused_at_once(argv, message):
     start = time.perf_counter()
     completed = subprocess.run(
         [sys.executable, str(REPO / "examples" / "train.py"), *argv], capture_output=True, text=True, cwd="/"
@@ -40,6 +44,7 @@ def test_what_the_quick_check_lets_through_is_left_to_the_parser(capsys):
     QUICK_HELP.answer_at_once("train.py", ["--num_train", "2", "--method", "coop", "--seeds", "1", "2"])  # a prefix
     QUICK_HELP.answer_at_once("sweep.py", ["--method", "zeroshot", "coop", "--shots", "1"])
     QUICK_HELP.answer_at_once("train.py", ["--help", "coop"])
+    QUICK_HELP.answer_at_once("train.py", ["--shots", "1", "--noise_rate", "0.5", "--gce_q", "1", "--loss", "gce"])
     assert capsys.readouterr().out == ""
 
 

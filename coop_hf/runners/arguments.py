@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..losses import DEFAULT_GCE_Q
-from ..noise import NoiseSpec
+from ..noise import NOISE_TYPES, NoiseSpec
 from .methods import METHOD_NAMES, PROMPT_METHODS
 from .shard import ShardArguments
 
@@ -45,9 +45,15 @@ class ExperimentArguments:
     feature_cache_dir: str | None = field(
         default=None, metadata={"help": "Where image features are cached (default: the datasets cache)."}
     )
-    loss: str = field(default="ce", metadata={"help": "ce (cross-entropy) or gce (generalised cross-entropy)."})
+    loss: str = field(
+        default="ce",
+        metadata={"help": "ce (cross-entropy) or gce (generalised cross-entropy).", "choices": ["ce", "gce"]},
+    )
     gce_q: float = field(default=DEFAULT_GCE_Q, metadata={"help": "q of the generalised cross-entropy, in (0, 1]."})
-    noise_type: str = field(default="none", metadata={"help": "Label noise: none | symmetric | replace | confusion."})
+    noise_type: str = field(
+        default="none",
+        metadata={"help": "Label noise: none | symmetric | replace | confusion.", "choices": list(NOISE_TYPES)},
+    )
     noise_rate: float = field(default=0.0, metadata={"help": "Fraction of noisy shots per class, in [0, 1)."})
     noise_val: bool = field(
         default=False,

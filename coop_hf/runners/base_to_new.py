@@ -228,8 +228,9 @@ def base_to_new_study(
         records.append(record)
     if training_args.should_save:
         output_dir = Path(training_args.output_dir)
-        atomic_write_text(output_dir / "results.md", base_to_new_table(records, method.model_class.method_name))
-        plot_base_to_new(records, method.model_class.method_name, output_dir / "base_to_new.png")
+        note = method.zero_shot_note("the new classes")
+        atomic_write_text(output_dir / "results.md", base_to_new_table(records, method.display_name, note=note))
+        plot_base_to_new(records, method.display_name, output_dir / "base_to_new.png")
     return records
 
 
@@ -254,9 +255,9 @@ def base_to_new_rows(records: list[dict[str, Any]]) -> list[tuple[str, dict[str,
     return [(name, {kind: (b, n, harmonic_mean(b, n)) for kind, (b, n) in row.items()}) for name, row in rows]
 
 
-def base_to_new_table(records: list[dict[str, Any]], method_name: str) -> str:
+def base_to_new_table(records: list[dict[str, Any]], method_name: str, *, note: str | None = None) -> str:
     """Markdown table in the layout of CoCoOp's Table 1: Base, New and H of zero-shot CLIP and the method, per
-    dataset (the average first)."""
+    dataset (the average first); with a `note`, the method's row is marked † and the note follows the table."""
     first = records[0]
     lines = [
         f"Base-to-new generalisation ({model_text(first)}): {method_name} trained on the base classes "
@@ -267,11 +268,12 @@ def base_to_new_table(records: list[dict[str, Any]], method_name: str) -> str:
         "| Dataset | Method | Base | New | H |",
         "|---|---|---:|---:|---:|",
     ]
+    marked = method_name + (" †" if note else "")
     for name, row in base_to_new_rows(records):
-        for label, kind in ((zero_shot_label(first), "zeroshot"), (method_name, "method")):
+        for label, kind in ((zero_shot_label(first), "zeroshot"), (marked, "method")):
             cells = " | ".join(f"{value:.2f}" for value in row[kind])
             lines.append(f"| {name if kind == 'zeroshot' else ''} | {label} | {cells} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, *(["", note] if note else [])]) + "\n"
 
 
 def plot_base_to_new(records: list[dict[str, Any]], method_name: str, path: str | os.PathLike) -> None:

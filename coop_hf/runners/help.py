@@ -13,6 +13,7 @@ from transformers import HfArgumentParser
 from ..training import CoOpTrainingArguments
 from .arguments import PromptArguments, setting_help
 from .methods import METHOD_NAMES, PROMPT_METHODS
+from .settings import QUICK_BOUNDS
 
 COMMON_TRAINING_FLAGS = (
     "output_dir", "num_train_epochs", "max_steps", "learning_rate", "per_device_train_batch_size",
@@ -97,13 +98,23 @@ def method_help_page(name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def flag_names(dataclass_types: tuple[type, ...]) -> tuple[list[str], list[str]]:
-    """Every option string of the parser of `dataclass_types`, and the names `--method` may take (none without the
-    flag; a study that trains prompts only refuses the baselines later, with its own message)."""
+def flag_names(dataclass_types: tuple[type, ...]) -> dict[str, Any]:
+    """What the scripts check before torch loads: every option string of the parser of `dataclass_types` ("flags"),
+    the names `--method` may take ("methods"; none without the flag: a study that trains prompts only refuses the
+    baselines later, with its own message) and, per numeric or choice flag, its type, choices and bounds ("values",
+    with `settings.QUICK_BOUNDS`)."""
     parser = HfArgumentParser(dataclass_types)
     flags = sorted(option for action in parser._actions for option in action.option_strings if option.startswith("--"))
     takes_method = any(field.name == "method" for kind in dataclass_types for field in dataclasses.fields(kind))
-    return flags, list(METHOD_NAMES) if takes_method else []
+    values = {}
+    for action in parser._actions:
+        kind = {int: "int", float: "float"}.get(action.type)
+        if kind is None and not action.choices:
+            continue
+        entry = {"type": kind or "str", "many": action.nargs in ("+", "*")}
+        entry |= {"choices": list(action.choices)} if action.choices else {}
+        values[action.option_strings[0]] = entry | QUICK_BOUNDS.get(action.dest, {})
+    return {"flags": flags, "methods": list(METHOD_NAMES) if takes_method else [], "values": values}
 
 
 def parse_flags(dataclass_types: tuple[type, ...], argv: list[str] | None = None) -> tuple:

@@ -76,6 +76,15 @@ class PromptLearning:
         """How tables and plots name the method: `label`, else the model's `method_name`."""
         return self.label or self.model_class.method_name
 
+    def zero_shot_note(self, classes: str) -> str | None:
+        """The footnote of a table whose method row (marked †) is zero-shot CLIP on `classes` it was not fitted on
+        (`unfitted_classes_zero_shot`), else None."""
+        if not self.model_class.unfitted_classes_zero_shot:
+            return None
+        return (
+            f"† {self.display_name} fits nothing on {classes}: there it is zero-shot CLIP with its own class prompts."
+        )
+
     def __post_init__(self):
         unknown = sorted(set(self.recipe) - set(CoOpTrainingArguments.__dataclass_fields__))
         if unknown:

@@ -10,6 +10,20 @@ from typing import Any
 from ..losses import DEFAULT_GCE_Q, loss_from_name
 from ..noise import NO_NOISE, NoiseSpec
 
+SHOTS_MESSAGE = (
+    "--shots takes the number of training images per class, at least 1; got {value} (zero-shot CLIP is --method "
+    "zeroshot)."
+)
+QUICK_BOUNDS: dict[str, dict[str, Any]] = {
+    "shots": {"min": 1, "message": SHOTS_MESSAGE},
+    "noise_rate": {"min": 0, "below": 1, "message": "--noise_rate is the fraction of noisy shots per class, in "
+                   "[0, 1); got {value}."},
+    "gce_q": {"above": 0, "max": 1, "message": "--gce_q must lie in (0, 1]; got {value}."},
+    "cached_views": {"min": 0, "message": "--cached_views takes a number of views, 0 or more; got {value}."},
+}  # fmt: skip
+"""Bounds of numeric flags that the scripts check before torch loads (`examples/quick_help.py`, from the generated
+`examples/help/<script>.json`); the package checks them again where it uses them."""
+
 
 @dataclass(frozen=True)
 class RunSettings:
@@ -49,10 +63,7 @@ class RunSettings:
     def check_shots(self) -> None:
         """Refuse a shot count below 1 before anything is written (a run that learns from labelled shots)."""
         if isinstance(self.shots, bool) or not isinstance(self.shots, int) or self.shots < 1:
-            raise ValueError(
-                f"--shots takes the number of training images per class, at least 1; got {self.shots!r} "
-                "(zero-shot CLIP is --method zeroshot)."
-            )
+            raise ValueError(SHOTS_MESSAGE.format(value=repr(self.shots)))
 
     def replace(self, **changes: Any) -> RunSettings:
         return dataclasses.replace(self, **changes)

@@ -127,16 +127,18 @@ def run_transfer(
     return record
 
 
-def transfer_table(record: dict[str, Any], method_name: str) -> str:
+def transfer_table(record: dict[str, Any], method_name: str, *, note: str | None = None) -> str:
     """Markdown table in the layout of the CoOp / CoCoOp papers: the source, then every target (and, for
-    cross-dataset transfer, the average over the targets, the source excluded); zero-shot CLIP and the method."""
+    cross-dataset transfer, the average over the targets, the source excluded); zero-shot CLIP and the method. With
+    a `note`, the method's row is marked † and the note follows the table."""
     source, targets = record["source"], record["targets"]
     cross_dataset = record["protocol"] == "cross-dataset"
     header = [f"Source: {dataset_title(source['dataset'])}"]
     header += [f"Target: {dataset_title(target['dataset'])}" for target in targets]
     header += ["Average (targets)"] if cross_dataset else []
     rows = []
-    for label, learnable, key in ((zero_shot_label(record), "", "zeroshot_accuracy"), (method_name, "✓", "accuracy")):
+    marked = method_name + (" †" if note else "")
+    for label, learnable, key in ((zero_shot_label(record), "", "zeroshot_accuracy"), (marked, "✓", "accuracy")):
         values = [source[key], *(target[key] for target in targets)]
         values += [record["average"][key]] if cross_dataset else []
         rows.append(f"| {label} | {learnable} | " + " | ".join(f"{value:.2f}" for value in values) + " |")
@@ -151,7 +153,7 @@ def transfer_table(record: dict[str, Any], method_name: str) -> str:
         "| Method | Learnable? | " + " | ".join(header) + " |",
         "|---|:---:|" + "---:|" * len(header),
     ]
-    return "\n".join([*lines, *rows]) + "\n"
+    return "\n".join([*lines, *rows, *(["", note] if note else [])]) + "\n"
 
 
 def plot_transfer(record: dict[str, Any], method_name: str, path: str | os.PathLike) -> Path:
@@ -213,7 +215,9 @@ def transfer_study(
         return {}
     if training_args.should_save:
         write_results(record, training_args.output_dir)
-        table = transfer_table(record, method.display_name)
+        unfitted = "the targets' classes" if record["protocol"] == "cross-dataset" else None
+        note = method.zero_shot_note(unfitted) if unfitted else None
+        table = transfer_table(record, method.display_name, note=note)
         atomic_write_text(Path(training_args.output_dir) / "results.md", table)
         plot_transfer(record, method.display_name, Path(training_args.output_dir) / "transfer.png")
     return record

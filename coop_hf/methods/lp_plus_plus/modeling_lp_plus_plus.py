@@ -53,6 +53,7 @@ class LPPlusPlusModel(PromptPreTrainedModel):
     method_name = "LP++"
     paper = LP_PLUS_PLUS_PAPER
     transfers_to_new_classes = True
+    unfitted_classes_zero_shot = True
 
     def __init__(
         self,

@@ -55,6 +55,7 @@ class TipAdapterModel(PromptPreTrainedModel):
     method_name = "Tip-Adapter"
     paper = TIP_ADAPTER_PAPER
     transfers_to_new_classes = True
+    unfitted_classes_zero_shot = True
     saved_buffers = ("cache_labels",)
 
     def __init__(
@@ -81,16 +82,21 @@ class TipAdapterModel(PromptPreTrainedModel):
         self._set_cache_values()
 
     def _set_cache_values(self) -> None:
-        """The one-hot values of the cache entries over the current class list (zero for a class not fitted)."""
+        """The class column of every cache entry in the current class list (-1 for a class not in it)."""
         fitted = self.config.fitted_classnames or []
         column = {name: index for index, name in enumerate(self.classnames)}
         columns = torch.tensor([column.get(name, -1) for name in fitted], dtype=torch.long)
-        values = torch.zeros(len(self.cache_labels), len(self.classnames), device=self.cache_keys.device)
-        if len(self.cache_labels):
-            entry_columns = columns[self.cache_labels.cpu()].to(values.device)
-            kept = entry_columns >= 0
-            values[kept.nonzero().squeeze(1), entry_columns[kept]] = 1.0
-        self.register_buffer("cache_values", values, persistent=False)
+        entry_columns = columns[self.cache_labels.cpu()] if len(self.cache_labels) else self.cache_labels.cpu()
+        self.register_buffer("cache_columns", entry_columns.to(self.cache_keys.device), persistent=False)
+
+    @property
+    def cache_values(self) -> torch.Tensor:
+        """The reference's cache values: the entries' one-hot labels over the current class list [entries,
+        classes] (all zero for an entry of a class not in it)."""
+        values = torch.zeros(len(self.cache_columns), len(self.classnames), device=self.cache_keys.device)
+        kept = (self.cache_columns >= 0).nonzero().squeeze(1)
+        values[kept, self.cache_columns[kept]] = 1.0
+        return values
 
     def set_classnames(self, classnames: list[str]) -> None:
         """Move to another class list: the zero-shot weights follow it, and the cache keeps the entries of the
@@ -124,8 +130,18 @@ class TipAdapterModel(PromptPreTrainedModel):
 
     def cache_logits(self, image: torch.Tensor, beta: torch.Tensor | float) -> torch.Tensor:
         """exp(-beta (1 - affinity)) V for normalised image features, as the reference writes it."""
-        affinity = image @ self.cache_keys.T
-        return (beta * affinity - beta).exp() @ self.cache_values
+        return self.cache_logits_of(image @ self.cache_keys.T, beta)
+
+    def cache_logits_of(self, affinity: torch.Tensor, beta: torch.Tensor | float) -> torch.Tensor:
+        """The cache logits of the affinities [images, entries] of images with the keys. The product with the
+        one-hot values V is a sum of each class's entries (C times fewer operations than the matrix product)."""
+        weights = (beta * affinity - beta).exp()
+        columns = self.cache_columns
+        if not bool((columns >= 0).all()):
+            kept = columns >= 0
+            weights, columns = weights[:, kept], columns[kept]
+        logits = torch.zeros(len(affinity), len(self.classnames), device=weights.device, dtype=weights.dtype)
+        return logits.index_add(1, columns, weights)
 
     def forward(
         self,

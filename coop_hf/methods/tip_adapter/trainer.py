@@ -36,10 +36,11 @@ def search_alpha_beta(
     betas = search_grid(config.search_scale[0], config.search_steps[0])
     alphas = torch.tensor(search_grid(config.search_scale[1], config.search_steps[1]), device=features.device)
     clip_logits = model.backbone.logits(features, model.text_embeds)
+    affinity = features @ model.cache_keys.T
     chunk = max(SEARCH_CHUNK // max(clip_logits.numel(), 1), 1)
     best_correct, best_beta, best_alpha = 0, 0.0, 0.0
     for beta in logging.tqdm(betas, desc="Tip-Adapter: searching beta and alpha", unit="beta", disable=not progress):
-        cache_logits = model.cache_logits(features, beta)
+        cache_logits = model.cache_logits_of(affinity, beta)
         for start in range(0, len(alphas), chunk):
             logits = clip_logits + cache_logits * alphas[start : start + chunk, None, None]
             correct = (logits.argmax(-1) == labels).sum(-1)
