@@ -23,6 +23,7 @@ import argparse  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from functools import partial  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
@@ -31,10 +32,8 @@ from bench_linear_probe import clip_like_splits  # noqa: E402
 from transformers import AutoTokenizer, CLIPConfig, CLIPModel  # noqa: E402
 from transformers.utils import logging  # noqa: E402
 
-from coop_hf import LPPlusPlusModel, TipAdapterModel  # noqa: E402
 from coop_hf.baselines import fit_linear_probe  # noqa: E402
-from coop_hf.methods.lp_plus_plus.trainer import LPPlusPlusTrainer  # noqa: E402
-from coop_hf.methods.tip_adapter.trainer import TipAdapterFTrainer, TipAdapterTrainer  # noqa: E402
+from coop_hf.runners.methods import PROMPT_METHODS  # noqa: E402
 from coop_hf.training import CoOpTrainingArguments  # noqa: E402
 
 VIT_B32 = Path(__file__).resolve().parents[2] / "shared" / "clip-configs" / "clip-vit-base-patch32"
@@ -84,29 +83,20 @@ def main() -> None:
     data = Features(views, labels, *tensor(splits["val"]), *tensor(full_val))
     test, test_labels = tensor(splits["test"])
 
+    torch.manual_seed(0)
     clip = CLIPModel(CLIPConfig.from_pretrained(VIT_B32)).eval()
     tokenizer = AutoTokenizer.from_pretrained(VIT_B32)
     classnames = [f"class {index}" for index in range(classes)]
-    models = {
-        "tip-adapter": (TipAdapterModel, TipAdapterTrainer, {}, {}),
-        "tip-adapter-f": (TipAdapterModel, TipAdapterFTrainer, {"fine_tune": True},
-                          {"num_train_epochs": 20, "learning_rate": 1e-3, "weight_decay": 1e-2,
-                           "per_device_train_batch_size": 256}),
-        "lp++": (LPPlusPlusModel, LPPlusPlusTrainer, {}, {"num_train_epochs": 300}),
-    }  # fmt: skip
-    print(f"{shots} shots x {classes} classes, {dim}-d features, Tip-Adapter's val {options.val_per_class} per class, "
-          f"test {options.test_per_class} per class, {torch.get_num_threads()} threads, {options.repeats} repeats")  # fmt: skip
+    print(
+        f"{shots} shots x {classes} classes, {dim}-d features, Tip-Adapter's val {options.val_per_class} per class, "
+        f"test {options.test_per_class} per class, {torch.get_num_threads()} threads, {options.repeats} repeats"
+    )
     with tempfile.TemporaryDirectory() as output_dir:
-        for name, (model_class, trainer_class, settings, arguments) in models.items():
-            model = model_class.from_clip(clip, classnames, tokenizer=tokenizer, **settings)
-            args = CoOpTrainingArguments(output_dir=output_dir, disable_tqdm=True, report_to=[], **arguments)
-
-            def run() -> float:
-                trainer_class(model=model, args=args, fit_data=data).train()
-                with torch.no_grad():
-                    predictions = model(image_embeds=test).logits.argmax(-1)
-                return 100.0 * float((predictions == test_labels).float().mean())
-
+        for name in ("tip-adapter", "tip-adapter-f", "lp++"):
+            method = PROMPT_METHODS[name]  # its model, its trainer and its recipe, as train.py runs it
+            model = method.model_class.from_clip(clip, classnames, tokenizer=tokenizer, **method.settings)
+            args = CoOpTrainingArguments(output_dir=output_dir, disable_tqdm=True, report_to=[], **method.recipe)
+            run = partial(fit_and_test, model, method.trainer_class, args, data, test, test_labels)
             report(name, [timed(run) for _ in range(options.repeats)])
 
     def linear_probe() -> float:
@@ -115,6 +105,14 @@ def main() -> None:
         return 100.0 * float((probe.predict(test.numpy()) == test_labels.numpy()).mean())
 
     report("linear-probe (CoOp's search for C)", [timed(linear_probe) for _ in range(options.repeats)])
+
+
+def fit_and_test(model, trainer_class, args, data, test, test_labels) -> float:
+    """Fit on the cached features, then the test accuracy (%)."""
+    trainer_class(model=model, args=args, fit_data=data).train()
+    with torch.no_grad():
+        predictions = model(image_embeds=test).logits.argmax(-1)
+    return 100.0 * float((predictions == test_labels).float().mean())
 
 
 def report(name: str, runs: list[tuple[float, float]]) -> None:
