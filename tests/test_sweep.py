@@ -11,6 +11,7 @@ from PIL import Image
 from coop_hf.baselines import fit_linear_probe
 from coop_hf.run_directory import RunConfigMismatchError
 from coop_hf.runners import baselines
+from coop_hf.runners.methods import PROMPT_METHODS
 from coop_hf.runners.prompt_learning import PromptRun
 from coop_hf.runners.reporting import (
     average_over_datasets,
@@ -121,6 +122,9 @@ def test_plots_write_png_figures(tmp_path):
     for path in paths:
         assert_png(path)
     assert sorted(path.name for path in (tmp_path / "plots").iterdir()) == sorted(path.name for path in paths)
+    every_method = [row for m in PROMPT_METHODS for k in (1, 2) for row in rows_of("caltech101", m, k, [50.0 + k])]
+    assert len(PROMPT_METHODS) > 8  # more lines than colours: the colours come round with other markers
+    assert_png(plot_shot_curves([*rows, *every_method], tmp_path / "every.png"))
 
 
 @pytest.mark.parametrize(

@@ -5,15 +5,18 @@ run_tip_adapter_F), on the same random weights and the same features."""
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
-from transformers import AutoModel
+from transformers import AutoModel, pipeline
 
 from coop_hf import TipAdapterConfig, TipAdapterModel
 from coop_hf.methods.tip_adapter.configuration_tip_adapter import REFERENCE_SEARCH, TIP_ADAPTER_CROP_SCALE
 from coop_hf.methods.tip_adapter.trainer import TipAdapterFTrainer, TipAdapterTrainer, search_grid
 from coop_hf.training import CoOpTrainingArguments
+from tests.conftest import DATA, load_example
 from tests.test_train_e2e import flags, run_in_process
+from tests.test_transfer import common
 
 CLASSNAMES = ["daisy", "sea lion", "rose", "tulip", "iris"]
 SHOTS = 4
@@ -265,3 +268,20 @@ def test_tip_adapter_f_runs_from_the_command_line(tiny_clip_dir, tmp_path):
     assert type(loaded) is TipAdapterModel and loaded.config.fine_tune and len(loaded.cache_keys) == 102
     card = (tmp_path / "seed1" / "README.md").read_text()
     assert "Tip-Adapter-F" in card and "AdamW lr 0.05, eps 0.0001" in card and "keys fine-tuned" in card
+
+
+@pytest.mark.slow
+def test_base_to_new_is_zero_shot_on_the_new_classes_and_says_so(tiny_clip_dir, tmp_path):
+    base_to_new = load_example("base_to_new").main
+    flags = [*common(tiny_clip_dir, tmp_path), "--dataset", "oxford_flowers", "--shots", "1", "--method", "tip-adapter",
+             "--augment_views", "1", "--search_steps", "4", "2"]  # fmt: skip
+    (record,) = base_to_new(flags)
+    assert record["new_accuracy"] == record["zeroshot_new_accuracy"]  # no cache entry on a new class
+    table = (tmp_path / "results.md").read_text()
+    assert f"|  | Tip-Adapter † | {record['base_accuracy']:.2f} | {record['new_accuracy']:.2f} |" in table
+    assert table.rstrip().endswith(
+        "† Tip-Adapter fits nothing on the new classes: there it is zero-shot CLIP with its own class prompts."
+    )
+    classifier = pipeline("image-classification", model=str(tmp_path / "oxford_flowers" / "seed1"))
+    image = Image.open(next((DATA / "oxford_flowers" / "jpg").iterdir()))
+    assert len(classifier(image, top_k=3)) == 3 and classifier.model.config.fitted_classnames[0] == "pink primrose"

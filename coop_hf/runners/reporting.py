@@ -164,19 +164,32 @@ def results_markdown(
     return "\n\n".join(section.rstrip("\n") for section in sections) + "\n"
 
 
+LEGEND_INSIDE = 7
+"""Lines a legend may hold over a plot; with more it goes beside it (under the panels of `all.png`)."""
+
+
 def draw_shot_curves(
-    ax: Any, rows: Sequence[Row], *, title: str, metric: str = "accuracy", labels: dict[str, str] | None = None
+    ax: Any,
+    rows: Sequence[Row],
+    *,
+    title: str,
+    metric: str = "accuracy",
+    labels: dict[str, str] | None = None,
+    legend: bool = True,
 ) -> None:
     """Draw `metric` against shots on a matplotlib Axes: one line per method with a ± std band over seeds, and
     zero-shot CLIP as a star at 0 shots with a dashed line at its level. Shot counts are evenly spaced (log2);
-    the 0-shot position sits one step left of the smallest shot count."""
+    the 0-shot position sits one step left of the smallest shot count. The legend (unless `legend` is False) sits
+    over the plot, or beside it past `LEGEND_INSIDE` lines."""
     summary = summarize(rows, metric)
     labels = {**method_labels(row["method"] for row in rows), **(labels or {})}
     shots = sorted({k for _, k in summary if k > 0})
     zero_x = math.log2(shots[0]) - 1 if shots else 0.0
     ticks = {k: math.log2(k) for k in shots}
     # As in CoOp's figure: the linear probe dotted purple (C4), prompt methods from blue (C0) on; grey is zero-shot's.
-    colors = iter(f"C{index}" for index in range(10) if index not in (4, 7))
+    # Past 8 methods the colours come round again with another marker.
+    palette = [f"C{index}" for index in range(10) if index not in (4, 7)]
+    styles = iter([(color, marker) for marker in "o^Dvsp<>" for color in palette])
     for method in _methods(rows):
         points = sorted((k, *summary[method, k][:2]) for m, k in summary if m == method)
         label = labels[method]
@@ -189,9 +202,9 @@ def draw_shot_curves(
         x = np.array([ticks[k] for k, _, _ in points])
         mean, std = np.array([p[1] for p in points]), np.array([p[2] for p in points])
         linear = method == "linear-probe"
-        color = "C4" if linear else next(colors)
-        ax.plot(x, mean, color=color, linestyle=":" if linear else "-", marker="s" if linear else "o",
-                markersize=5, linewidth=2, label=label, zorder=2)  # fmt: skip
+        color, marker = ("C4", "s") if linear else next(styles)
+        ax.plot(x, mean, color=color, linestyle=":" if linear else "-", marker=marker, markersize=5, linewidth=2,
+                label=label, zorder=2)  # fmt: skip
         ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.15, linewidth=0)
     ax.set_xticks([zero_x, *ticks.values()], ["0", *(str(k) for k in ticks)])
     ax.set_xlim(zero_x - 0.4, (max(ticks.values()) if ticks else zero_x) + 0.4)
@@ -204,9 +217,15 @@ def draw_shot_curves(
     ax.set_axisbelow(True)
     for side in ("top", "right", "left", "bottom"):
         ax.spines[side].set_visible(False)
+    if legend and len(_methods(rows)) > LEGEND_INSIDE:  # beside the plot, not over the curves
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8, title=_spread(rows), title_fontsize=8)
+    elif legend:
+        ax.legend(loc="best", fontsize=8, framealpha=0.9, title=_spread(rows), title_fontsize=8)
+
+
+def _spread(rows: Sequence[Row]) -> str:
     seeds = len({row["seed"] for row in rows})
-    spread = f"mean ± std over {seeds} seeds" if seeds > 1 else "one seed"
-    ax.legend(loc="best", fontsize=8, framealpha=0.9, title=spread, title_fontsize=8)
+    return f"mean ± std over {seeds} seeds" if seeds > 1 else "one seed"
 
 
 def _save(figure: Figure, path: str | os.PathLike) -> Path:
@@ -257,10 +276,15 @@ def plot_sweep(
         grid = math.ceil(len(panels) / columns)
         figure = Figure(figsize=(5 * columns, 3.9 * grid), layout="constrained")
         axes = np.atleast_1d(figure.subplots(grid, columns)).ravel()
+        shared_legend = len(_methods(rows)) > LEGEND_INSIDE  # one legend under the panels
         for ax, (title, panel_rows, _) in zip(axes, panels, strict=False):
-            draw_shot_curves(ax, panel_rows, title=title, metric=metric, labels=labels)
+            draw_shot_curves(ax, panel_rows, title=title, metric=metric, labels=labels, legend=not shared_legend)
         for ax in axes[len(panels) :]:
             ax.set_visible(False)
+        if shared_legend:
+            handles, names = axes[0].get_legend_handles_labels()
+            figure.legend(handles, names, loc="outside lower center", ncol=min(len(names), 5), fontsize=9,
+                          title=_spread(rows), title_fontsize=9)  # fmt: skip
         figure.suptitle(f"Few-shot test {metric.replace('_', ' ')} against shots", fontsize=13)
         paths.append(_save(figure, directory / "all.png"))
     return paths
