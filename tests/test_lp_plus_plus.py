@@ -68,8 +68,12 @@ def test_lp_plus_plus_matches_the_official_fit(clip_and_tokenizer, tmp_path):
     splits = CachedSplits(views, labels, val, val_labels, crop_scale=LP_CROP_SCALE)
     _, output = fit(model, splits, tmp_path, LPPlusPlusTrainer, num_train_epochs=epochs, seed=3)
     assert splits.calls == [1, "val"]  # one augmented view, the few-shot validation split
+    weight = model.weight.clone()
+    torch.rand(3)  # what draws from torch's RNG before the fit (encoding the views) changes nothing
+    fit(model, splits, tmp_path, LPPlusPlusTrainer, num_train_epochs=epochs, seed=3)
+    assert torch.equal(model.weight, weight)
 
-    torch.manual_seed(3)  # the Linear layer's bias starts from the RNG, seeded by Trainer with args.seed
+    torch.manual_seed(3)  # the Linear layer's bias starts from torch's RNG seeded with args.seed
     expected, init_alpha, lr_weight, lr_alpha = official_lp_plus_plus(
         F.normalize(views[0], dim=-1), labels, val, val_labels, test,
         official_clip_weights(clip, tokenizer, TEMPLATES), SHOTS, epochs,

@@ -168,21 +168,26 @@ def test_tip_adapter_f_fine_tuning_matches_the_official_loop(clip_and_tokenizer,
         search_scale=cfg["search_scale"], search_steps=cfg["search_step"],
     )  # fmt: skip
     assert model.method_name == "Tip-Adapter-F" and (model.alpha.item(), model.beta.item()) == pytest.approx((1.17, 1))
-    _, output = fit(  # Trainer seeds torch's RNG with args.seed, which draws each epoch's order
+    _, output = fit(  # args.seed seeds the order of the batches
         model, CachedSplits(views, labels, val, val_labels), tmp_path, TipAdapterFTrainer, num_train_epochs=epochs,
         learning_rate=cfg["lr"], weight_decay=0.01, per_device_train_batch_size=batch_size, seed=7,
     )  # fmt: skip
+    keys = model.cache_keys.clone()
+    torch.rand(3)  # what draws from torch's RNG before the fit (encoding the views) changes nothing
+    fit(model, CachedSplits(views, labels, val, val_labels), tmp_path, TipAdapterFTrainer, num_train_epochs=epochs,
+        learning_rate=cfg["lr"], weight_decay=0.01, per_device_train_batch_size=batch_size, seed=7)  # fmt: skip
+    assert torch.equal(model.cache_keys, keys)
 
     clip_weights = official_clip_weights(clip, tokenizer, TEMPLATES)
     cache_keys, cache_values = official_cache(views, labels, augment)
     adapter = nn.Linear(cache_keys.shape[0], cache_keys.shape[1], bias=False)
     adapter.weight = nn.Parameter(cache_keys.t().clone())
-    loader = DataLoader(range(len(labels)), batch_size=batch_size, shuffle=True)  # stands for the images' loader
+    loader = DataLoader(range(len(labels)), batch_size=batch_size, shuffle=True,  # stands for the images' loader
+                        generator=torch.Generator().manual_seed(7))  # fmt: skip
     optimizer = torch.optim.AdamW(adapter.parameters(), lr=cfg["lr"], eps=1e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * len(loader))
     beta, alpha = cfg["init_beta"], cfg["init_alpha"]
     best_acc, best_weight, losses = 0.0, None, []
-    torch.manual_seed(7)
     for train_idx in range(epochs):
         for index in loader:
             image_features = views[augment + train_idx, index]  # a fresh augmented view per epoch
@@ -273,8 +278,8 @@ def test_tip_adapter_f_runs_from_the_command_line(tiny_clip_dir, tmp_path):
 @pytest.mark.slow
 def test_base_to_new_is_zero_shot_on_the_new_classes_and_says_so(tiny_clip_dir, tmp_path):
     base_to_new = load_example("base_to_new").main
-    flags = [*common(tiny_clip_dir, tmp_path), "--dataset", "oxford_flowers", "--shots", "1", "--method", "tip-adapter",
-             "--augment_views", "1", "--search_steps", "4", "2"]  # fmt: skip
+    flags = [*common(tiny_clip_dir, tmp_path), "--dataset", "oxford_flowers", "--shots", "1",
+             "--method", "tip-adapter", "--augment_views", "1", "--search_steps", "4", "2"]  # fmt: skip
     (record,) = base_to_new(flags)
     assert record["new_accuracy"] == record["zeroshot_new_accuracy"]  # no cache entry on a new class
     table = (tmp_path / "results.md").read_text()

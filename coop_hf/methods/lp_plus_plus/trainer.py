@@ -68,7 +68,7 @@ class LPPlusPlusTrainer(FeatureFitTrainer):
         val, val_labels = F.normalize(val.to(device).float(), dim=-1), val_labels.to(device)
         weight, bias, alpha, metrics = fit_lp_plus_plus(
             features, labels, val, val_labels, model.text_embeds, int(self.args.num_train_epochs),
-            progress=not self.args.disable_tqdm and self.is_local_process_zero(),
+            seed=self.args.seed, progress=not self.args.disable_tqdm and self.is_local_process_zero(),
         )  # fmt: skip
         model.set_fitted(weight, bias, alpha)
         return metrics
@@ -82,13 +82,16 @@ def fit_lp_plus_plus(
     text: torch.Tensor,
     epochs: int,
     *,
+    seed: int = 0,
     progress: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, float]]:
     """LP++'s fit on normalised features: (weight [classes, dim], bias, alpha [classes], metrics). The linear
-    layer's bias starts as `nn.Linear`'s, from torch's global RNG."""
+    layer's bias starts as `nn.Linear`'s after `torch.manual_seed(seed)`, whatever drew from torch's RNG before."""
     classes = len(text)
     lr_weight, lr_alpha, init_alpha = lp_plus_plus_step_sizes(features, labels, text)
-    classifier = nn.Linear(features.shape[1], classes, device=features.device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        classifier = nn.Linear(features.shape[1], classes).to(features.device)
     with torch.no_grad():
         classifier.weight.copy_(F.one_hot(labels, classes).to(features.dtype).T @ features)
     alpha = torch.full((1, classes), init_alpha, device=features.device, requires_grad=True)

@@ -106,12 +106,14 @@ class TipAdapterModel(PromptPreTrainedModel):
 
     def set_cache(self, keys: torch.Tensor, labels: torch.Tensor) -> None:
         """Fill the cache: `keys` [entries, dim] (normalised features), `labels` [entries] indices into the current
-        class list, which becomes the fitted one."""
+        class list, which becomes the fitted one; alpha and beta go back to their initial values."""
         self.config.fitted_classnames = self.classnames
         self._resize_cache(len(keys))
         with torch.no_grad():
             self.cache_keys.copy_(keys)
             self.cache_labels.copy_(labels)
+            self.alpha.fill_(self.config.init_alpha)
+            self.beta.fill_(self.config.init_beta)
         self._set_cache_values()
 
     def _resize_cache(self, entries: int) -> None:

@@ -94,8 +94,9 @@ class TipAdapterTrainer(FeatureFitTrainer):
 class TipAdapterFTrainer(TipAdapterTrainer):
     """Tip-Adapter-F: the cache keys fine-tuned before the search, with the reference's recipe: AdamW (eps 1e-4,
     `args.learning_rate`, `args.weight_decay`), cosine annealing at every step over all epochs, batches of
-    `args.per_device_train_batch_size` in a shuffled DataLoader's order, a fresh seeded augmented
-    view of every image per epoch, cross-entropy (or `--loss gce`) of the logits at the initial alpha and beta.
+    `args.per_device_train_batch_size` in a shuffled DataLoader's order (seeded by `args.seed`), a fresh seeded
+    augmented view of every image per epoch, cross-entropy (or `--loss gce`) of the logits at the initial alpha and
+    beta.
 
     The reference keeps the epoch of best *test* accuracy; coop-hf keeps the epoch of best accuracy on the
     validation split (the first best, as the reference), so the test split never chooses the model."""
@@ -128,7 +129,9 @@ class TipAdapterFTrainer(TipAdapterTrainer):
         val, val_labels = data.val_features(full=True)
         val, val_labels = F.normalize(val.to(device).float(), dim=-1), val_labels.to(device)
         batch_size = args.per_device_train_batch_size
-        order = DataLoader(range(len(labels)), batch_size=batch_size, shuffle=True)
+        # its own generator: the order must not depend on what drew from torch's RNG before (encoding the views)
+        generator = torch.Generator().manual_seed(args.seed)
+        order = DataLoader(range(len(labels)), batch_size=batch_size, shuffle=True, generator=generator)
         batches = len(order)
         model.cache_keys.requires_grad_(True)
         optimizer = torch.optim.AdamW([model.cache_keys], lr=args.learning_rate, eps=ADAMW_EPS,
@@ -140,7 +143,7 @@ class TipAdapterFTrainer(TipAdapterTrainer):
         )
         for epoch in range(epochs):
             model.train()
-            for batch in order:  # drawn from torch's global RNG, as the reference's loader draws its order
+            for batch in order:
                 image = F.normalize(views[epoch, batch].float(), dim=-1)
                 loss = self.compute_loss(model, {"image_embeds": image, "labels": labels[batch]})
                 optimizer.zero_grad()
