@@ -11,7 +11,12 @@ from torch import nn
 from transformers import AutoModel
 
 from coop_hf import LPPlusPlusConfig, LPPlusPlusModel
-from coop_hf.methods.lp_plus_plus.trainer import LP_CROP_SCALE, LPPlusPlusTrainer
+from coop_hf.methods.lp_plus_plus.trainer import (
+    LP_CROP_SCALE,
+    LPPlusPlusTrainer,
+    fit_lp_plus_plus,
+    lp_plus_plus_step_sizes,
+)
 from tests.test_tip_adapter import (  # noqa: F401
     CLASSNAMES,
     SHOTS,
@@ -85,6 +90,18 @@ def test_lp_plus_plus_matches_the_official_fit(clip_and_tokenizer, tmp_path):
     torch.testing.assert_close(model(image_embeds=test).logits, expected, rtol=1e-4, atol=1e-4)
     assert not torch.allclose(model.alpha, torch.full_like(model.alpha, init_alpha))  # alpha took its steps
     assert 10 < metrics["best_epoch"] <= epochs  # kept after alpha's first step
+
+
+def test_a_class_without_training_images_leaves_the_step_sizes_finite():
+    """Label noise can take every shot of a class away: the initial alpha is the mean over the other classes."""
+    features, labels = clustered_features(8, views=1, per_class=2)
+    text = F.normalize(torch.randn(len(CLASSNAMES), 8), dim=-1)
+    features, kept = F.normalize(features[0], dim=-1), labels != 1
+    _, _, init_alpha = lp_plus_plus_step_sizes(features[kept], labels[kept], text)
+    own = [(features[labels == k] @ text[k]).mean() for k in range(len(CLASSNAMES)) if k != 1]
+    assert init_alpha == pytest.approx(250 * torch.stack(own).mean().item(), rel=1e-5)
+    with pytest.raises(ValueError, match="--num_train_epochs 0 is too few"):
+        fit_lp_plus_plus(features, labels, features, labels, text, 0)
 
 
 def test_new_classes_rank_as_zero_shot_and_saved_tensors_reload(clip_and_tokenizer, tmp_path):

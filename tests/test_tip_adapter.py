@@ -2,6 +2,8 @@
 (gaopengcuhk/Tip-Adapter: utils.py clip_classifier, build_cache_model, search_hp; main.py run_tip_adapter,
 run_tip_adapter_F), on the same random weights and the same features."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,6 +15,10 @@ from transformers import AutoModel, pipeline
 from coop_hf import TipAdapterConfig, TipAdapterModel
 from coop_hf.methods.tip_adapter.configuration_tip_adapter import REFERENCE_SEARCH, TIP_ADAPTER_CROP_SCALE
 from coop_hf.methods.tip_adapter.trainer import TipAdapterFTrainer, TipAdapterTrainer, search_grid
+from coop_hf.noise import NO_NOISE, NoiseSpec
+from coop_hf.runners.methods import PROMPT_METHODS
+from coop_hf.runners.prompt_learning import PromptRun
+from coop_hf.runners.settings import RunSettings
 from coop_hf.training import CoOpTrainingArguments
 from tests.conftest import DATA, load_example
 from tests.test_train_e2e import flags, run_in_process
@@ -129,7 +135,7 @@ def test_tip_adapter_cache_search_and_logits_match_the_official_code(clip_and_to
     clip, tokenizer = clip_and_tokenizer
     dim = clip.config.projection_dim
     views, labels = clustered_features(dim, views=10, per_class=SHOTS)
-    val, val_labels = clustered_features(dim, views=1, per_class=6, seed=1)
+    val, val_labels = clustered_features(dim, views=1, per_class=3, seed=1)  # coarse accuracies: ties
     test, test_labels = clustered_features(dim, views=1, per_class=5, seed=2)
     val, test = F.normalize(val[0], dim=-1), F.normalize(test[0], dim=-1)
     cfg = {"search_scale": [12, 5], "search_step": [40, 10], "init_beta": 1, "init_alpha": 3, "augment_epoch": 10}
@@ -149,7 +155,13 @@ def test_tip_adapter_cache_search_and_logits_match_the_official_code(clip_and_to
     beta, alpha = official_search(cfg, cache_keys, cache_values, val, val_labels, clip_weights)
     assert (model.beta.item(), model.alpha.item()) == pytest.approx((beta, alpha), rel=1e-6)
     assert (output.metrics["beta"], output.metrics["alpha"]) == (beta, pytest.approx(alpha, rel=1e-6))
-    assert beta != cfg["init_beta"]  # the search moved (the grid starts at 0.1)
+    # several settings reach the best accuracy, so the match also proves the order of the search and its tie rule
+    best = [
+        (b, a) for b in search_grid(12, 40) for a in search_grid(5, 10)
+        if cls_acc(official_tip_logits(val, cache_keys, cache_values, clip_weights, b, a), val_labels)
+        == output.metrics["val_accuracy"]
+    ]  # fmt: skip
+    assert best[0] == (beta, alpha) and min(best, key=lambda setting: setting[::-1]) != best[0]  # not alpha-first
     expected = official_tip_logits(test, cache_keys, cache_values, clip_weights, beta, alpha)
     torch.testing.assert_close(model(image_embeds=test).logits, expected, rtol=1e-5, atol=1e-4)
 
@@ -272,7 +284,28 @@ def test_tip_adapter_f_runs_from_the_command_line(tiny_clip_dir, tmp_path):
     loaded = AutoModel.from_pretrained(tmp_path / "seed1")
     assert type(loaded) is TipAdapterModel and loaded.config.fine_tune and len(loaded.cache_keys) == 102
     card = (tmp_path / "seed1" / "README.md").read_text()
-    assert "Tip-Adapter-F" in card and "AdamW lr 0.05, eps 0.0001" in card and "keys fine-tuned" in card
+    assert "Tip-Adapter-F" in card and "AdamW lr 0.05, eps 0.0001, weight decay 0.01" in card
+    assert "keys fine-tuned" in card
+
+
+def test_tip_adapter_f_trains_the_reference_epochs_per_dataset(tmp_path):
+    method, args = PROMPT_METHODS["tip-adapter-f"], CoOpTrainingArguments(output_dir=str(tmp_path))
+    assert method.epochs(SimpleNamespace(dataset="caltech101"), 16, args) == 20
+    assert method.epochs(SimpleNamespace(dataset="eurosat"), 16, args) == 100  # configs/eurosat.yaml
+    args = CoOpTrainingArguments(output_dir=str(tmp_path), num_train_epochs=7)
+    assert method.epochs(SimpleNamespace(dataset="eurosat"), 16, args) == 7
+
+
+def test_the_whole_validation_split_unless_there_is_none_or_its_labels_must_be_noisy():
+    whole, few = object(), object()
+    plan = lambda splits, noise: PromptRun(  # noqa: E731
+        PROMPT_METHODS["tip-adapter"], SimpleNamespace(splits=splits), RunSettings(1, [1], noise=noise), None, 0, None
+    )
+    assert plan({"val": whole}, NO_NOISE).full_validation_split({"val": few}) is whole
+    assert plan({}, NO_NOISE).full_validation_split({"val": few}) is few  # a dataset without a val split
+    noisy_val = NoiseSpec("symmetric", 0.5, val=True)
+    assert plan({"val": whole}, noisy_val).full_validation_split({"val": few}) is few
+    assert plan({"val": whole}, NoiseSpec("symmetric", 0.5)).full_validation_split({"val": few}) is whole
 
 
 @pytest.mark.slow

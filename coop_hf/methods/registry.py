@@ -39,6 +39,8 @@ class MethodSpec:
         label: How tables and plots name it (default: the model's `method_name`).
         steps_per_shot: The reference's training length in optimizer steps per shot (CLIP-LoRA's 500 x shots),
             used unless --num_train_epochs or --max_steps is given.
+        epochs_by_dataset: The reference's epochs on particular datasets (Tip-Adapter-F's 100 on EuroSAT), in place
+            of the recipe's, unless --num_train_epochs is given.
     """
 
     name: str
@@ -50,6 +52,7 @@ class MethodSpec:
     transfer_settings: dict[str, Any] = field(default_factory=dict)
     label: str | None = None
     steps_per_shot: int | None = None
+    epochs_by_dataset: dict[str, int] = field(default_factory=dict)
 
     def trainer_class(self) -> type | None:
         """The trainer class `trainer` names, or None for `CoOpTrainer`."""

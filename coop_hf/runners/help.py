@@ -92,6 +92,9 @@ def method_help_page(name: str) -> str:
     ]
     recipe = ", ".join(f"--{key} {value}" for key, value in method.recipe.items()) or "CoOp's (see --help)"
     lines += ["", f"Recipe: {recipe}"]
+    if method.epochs_by_dataset:
+        epochs = ", ".join(f"{dataset} {count}" for dataset, count in method.epochs_by_dataset.items())
+        lines += [f"Epochs on particular datasets, as the reference: {epochs}"]
     if method.transfer_settings:
         transfer = ", ".join(f"--{key} {value}" for key, value in method.transfer_settings.items())
         lines += [f"Cross-dataset / domain generalisation (transfer.py): {transfer}"]

@@ -61,6 +61,7 @@ class PromptLearning:
     transfer_settings: dict[str, Any] = field(default_factory=dict)
     label: str | None = None
     steps_per_shot: int | None = None
+    epochs_by_dataset: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_spec(cls, spec: MethodSpec) -> PromptLearning:
@@ -68,7 +69,7 @@ class PromptLearning:
         return cls(
             spec.name, spec.model_class, spec.trainer_class() or CoOpTrainer, recipe=spec.recipe,
             settings=spec.settings, defaults=spec.defaults, transfer_settings=spec.transfer_settings, label=spec.label,
-            steps_per_shot=spec.steps_per_shot,
+            steps_per_shot=spec.steps_per_shot, epochs_by_dataset=spec.epochs_by_dataset,
         )  # fmt: skip
 
     @property
@@ -173,7 +174,9 @@ class PromptLearning:
             if args.drops_last_batch(images):
                 batches = max(images // args.global_train_batch_size, 1)
             return math.ceil(args.max_steps / batches)
-        if "num_train_epochs" in self.recipe:
+        if experiment.dataset in self.epochs_by_dataset:
+            epochs = self.epochs_by_dataset[experiment.dataset]
+        elif "num_train_epochs" in self.recipe:
             epochs = self.recipe["num_train_epochs"]
         else:
             epochs = NOISY_LABEL_EPOCHS if noise.active else reference_epochs(shots, experiment.dataset)
@@ -305,6 +308,13 @@ class PromptRun:
             per_seed.append(result)
         return per_seed
 
+    def full_validation_split(self, splits: datasets.DatasetDict) -> datasets.Dataset:
+        """The validation split a fitted method may search on whole (Tip-Adapter's): the dataset's, or the seed's
+        few-shot one where the dataset has none or where its labels must be noisy (`--noise_val`)."""
+        if "val" not in self.experiment.splits or (self.run.noise.active and self.run.noise.val):
+            return splits["val"]
+        return self.experiment.splits["val"]
+
     def describe_training(self) -> str:
         """What the console says a seed's training does: "training 20 epochs", or the fit of a fitted method."""
         args, trainer_class = self.args, self.method.trainer_class
@@ -337,7 +347,7 @@ class PromptRun:
         if self.method.fitted:
             trainer_extras["fit_data"] = FitData(
                 backbone.clip, backbone.image_processor, splits["train"], splits["val"],
-                full_val=experiment.splits["val"], seed=seed, batch_size=experiment.batch_size,
+                full_val=self.full_validation_split(splits), seed=seed, batch_size=experiment.batch_size,
                 cache_dir=backbone.cache_dir,
             )  # fmt: skip
         elif args.cached_views:

@@ -34,8 +34,10 @@ def lp_plus_plus_step_sizes(
     text_logits = features @ text.T
     lr_alpha = num / (text_logits.pow(2).sum(dim=0).max().item() * 4)
     one_hot = F.one_hot(labels, len(text)).to(features.dtype)
-    own = (one_hot * text_logits / one_hot.sum(dim=0, keepdim=True)).sum(dim=0)
-    return lr_weight, lr_alpha, ALPHA_INIT_SCALE * own.double().mean().item()
+    counts = one_hot.sum(dim=0)
+    own = (one_hot * text_logits).sum(dim=0) / counts.clamp(min=1)
+    # the mean over the classes with training images (a class that label noise emptied has none)
+    return lr_weight, lr_alpha, ALPHA_INIT_SCALE * own[counts > 0].double().mean().item()
 
 
 class LPPlusPlusTrainer(FeatureFitTrainer):
@@ -87,6 +89,8 @@ def fit_lp_plus_plus(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, float]]:
     """LP++'s fit on normalised features: (weight [classes, dim], bias, alpha [classes], metrics). The linear
     layer's bias starts as `nn.Linear`'s after `torch.manual_seed(seed)`, whatever drew from torch's RNG before."""
+    if epochs < 1:
+        raise ValueError(f"LP++ fits for whole epochs, at least 1: --num_train_epochs {epochs} is too few.")
     classes = len(text)
     lr_weight, lr_alpha, init_alpha = lp_plus_plus_step_sizes(features, labels, text)
     with torch.random.fork_rng(devices=[]):

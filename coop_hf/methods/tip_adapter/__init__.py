@@ -15,8 +15,9 @@ register_method(
     "tip-adapter-f",
     TipAdapterModel,
     trainer="coop_hf.methods.tip_adapter.trainer:TipAdapterFTrainer",
-    # the reference's configs (EuroSAT: 100 epochs, --num_train_epochs 100) and torch's AdamW weight decay
+    # the reference's configs and torch's AdamW weight decay
     recipe={"num_train_epochs": 20, "learning_rate": 1e-3, "weight_decay": 1e-2, "per_device_train_batch_size": 256},
+    epochs_by_dataset={"eurosat": 100},
     settings={"fine_tune": True},
     label="Tip-Adapter-F",
 )

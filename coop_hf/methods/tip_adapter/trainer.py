@@ -115,7 +115,7 @@ class TipAdapterFTrainer(TipAdapterTrainer):
             "epochs": epochs,
             "optimizer": f"AdamW lr {args.learning_rate}, eps {ADAMW_EPS}, weight decay {args.weight_decay}",
             "schedule": "cosine annealing at every step",
-            "batch size": args.global_train_batch_size,
+            "batch size": args.per_device_train_batch_size,
             "epoch kept": "best validation accuracy",
             "search": "alpha, beta on the validation split",
         }
