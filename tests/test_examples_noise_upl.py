@@ -13,7 +13,7 @@ from coop_hf import CoOpEnsemble
 from coop_hf.baselines import fit_linear_probe
 from coop_hf.data import load_benchmark
 from coop_hf.noise import NoiseSpec
-from coop_hf.runners import Experiment, LoadedBackbone, baselines
+from coop_hf.runners import Experiment, LoadedBackbone, NoiseStudyArguments, PromptArguments, baselines
 from coop_hf.runners.methods import PROMPT_METHODS
 from coop_hf.training import CoOpTrainingArguments
 from tests.conftest import DATA, load_example
@@ -167,3 +167,14 @@ def test_gradient_flow_of_each_model_at_the_noisiest_rate(tiny_clip_dir, tmp_pat
     assert Image.open(tmp_path / "plots" / "gradient_flow.png").size[0] > 600
     with pytest.raises(ValueError, match="gradient_flow"):  # the run directories hold traced runs
         load_example("train_noisy").main(flags)
+
+
+def test_fitted_methods_join_the_noise_study_labelled_by_their_loss_only_where_they_have_one():
+    train_noisy = load_example("train_noisy")
+    study = NoiseStudyArguments(study_methods=["tip-adapter", "tip-adapter-f:gce", "lp++"])
+    models = train_noisy.study_models(study, PromptArguments())
+    assert [model.label for model in models] == ["Tip-Adapter", "Tip-Adapter-F (GCE)", "LP++"]
+    assert [model.slug for model in models] == ["tip-adapter", "tip-adapter-f-gce", "lp++"]
+    assert not any(model.trains_by_steps for model in models)  # no gradient flow to trace
+    with pytest.raises(ValueError, match=r"--study_methods lp\+\+:gce: LP\+\+ is fitted by its own procedure"):
+        train_noisy.study_models(NoiseStudyArguments(study_methods=["lp++:gce"]), PromptArguments())

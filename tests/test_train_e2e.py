@@ -49,7 +49,7 @@ def test_accelerate_launch_one_and_two_processes(tiny_clip_dir, tmp_path):
     every training view is seeded by (seed, epoch, image), so the two processes draw the views one process draws."""
     one, two = tmp_path / "one", tmp_path / "two"
     run_script(flags(tiny_clip_dir, one, "--seeds", "1", "2"))
-    two_flags = flags(tiny_clip_dir, two, "--seeds", "1", "2", "--per_device_train_batch_size", "16")
+    two_flags = flags(tiny_clip_dir, two, "--seeds", "1", "--per_device_train_batch_size", "16")
     two_flags += ["--use_cpu", "true"]
     run_script(two_flags, processes=2)
     results_one = json.loads((one / "results.json").read_text())
@@ -66,10 +66,9 @@ def test_accelerate_launch_one_and_two_processes(tiny_clip_dir, tmp_path):
     state_one = json.loads((one / "seed1" / "trainer_state.json").read_text())
     state_two = json.loads((two / "seed1" / "trainer_state.json").read_text())
     assert state_one["global_step"] == state_two["global_step"]
-    for seed in (1, 2):
-        ctx_one, ctx_two = (CoOpModel.from_pretrained(run / f"seed{seed}").prompt_learner.ctx for run in (one, two))
-        torch.testing.assert_close(ctx_two, ctx_one, rtol=1e-5, atol=1e-6)  # measured: 1.9e-6 at values ~5
-    assert results_two["accuracy"] == results_one["accuracy"]
+    ctx_one, ctx_two = (CoOpModel.from_pretrained(run / "seed1").prompt_learner.ctx for run in (one, two))
+    torch.testing.assert_close(ctx_two, ctx_one, rtol=1e-5, atol=1e-6)  # measured: 1.9e-6 at values ~5
+    assert results_two["per_seed"][0]["accuracy"] == results_one["per_seed"][0]["accuracy"]
 
 
 def test_one_shot_run_writes_results_prompt_and_card_and_reloads_exactly(tiny_clip_dir, tmp_path):

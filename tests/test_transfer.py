@@ -15,6 +15,8 @@ from coop_hf.data import load_benchmark
 from coop_hf.hub_access import HubUnavailableError
 from coop_hf.runners import LoadedBackbone
 from coop_hf.runners.base_to_new import base_to_new_rows, base_to_new_table, harmonic_mean
+from coop_hf.runners.methods import PROMPT_METHODS
+from coop_hf.runners.transfer import transfer_table
 from tests.conftest import DATA, load_example
 
 WNIDS = {
@@ -240,6 +242,13 @@ def test_domain_generalisation_then_cross_dataset_on_fake_imagenet_layouts(tiny_
     assert table.rstrip().endswith(f"| {cross['average']['accuracy']:.2f} |")
     with Image.open(tmp_path / "out" / "transfer.png") as plot:  # source, 2 targets and the average: wider
         assert plot.format == "PNG" and plot.width > 800
+    # A method that fits nothing on the targets' classes is marked, and the table says what it is there.
+    note = PROMPT_METHODS["lp++"].zero_shot_note("the targets' classes")
+    marked = transfer_table(cross, "LP++", note=note)
+    assert "| LP++ † | ✓ |" in marked and marked.rstrip().endswith(
+        "† LP++ fits nothing on the targets' classes: there it is zero-shot CLIP with its own class prompts."
+    )
+    assert PROMPT_METHODS["coop"].zero_shot_note("the targets' classes") is None
 
 
 def test_class_specific_context_refused_before_training_when_a_target_has_other_classes(tiny_clip_dir, tmp_path):
