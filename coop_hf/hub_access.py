@@ -10,6 +10,7 @@ import os
 
 import huggingface_hub
 from huggingface_hub import constants
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 PROBE_TIMEOUT_S = 3.0
 
@@ -44,11 +45,23 @@ def why_unreachable() -> str:
     return "the Hub is offline (HF_HUB_OFFLINE=1)" if is_offline() else f"{constants.ENDPOINT} cannot be reached"
 
 
+NOT_A_MODEL = (
+    "{flag} {value!r} is neither a folder nor a Hub id (owner/name): give a checkpoint folder (written by "
+    "save_pretrained) or a Hub id such as openai/clip-vit-base-patch32."
+)
+
+
 def model_load_kwargs(name_or_path: str, *, flag: str = "--model_name_or_path") -> dict[str, bool]:
     """`from_pretrained` keyword arguments for a model id or path: `{}` when it can load normally,
     `{"local_files_only": True}` when the Hub is unreachable but the cache holds it; otherwise raise a
-    `HubUnavailableError` that names `flag` and what to pass."""
-    if is_local(name_or_path) or hub_is_reachable():
+    `HubUnavailableError` that names `flag` and what to pass (a `ValueError` for a missing folder)."""
+    if is_local(name_or_path):
+        return {}
+    try:
+        validate_repo_id(str(name_or_path))
+    except HFValidationError:
+        raise ValueError(NOT_A_MODEL.format(flag=flag, value=str(name_or_path))) from None
+    if hub_is_reachable():
         return {}
     cached = huggingface_hub.try_to_load_from_cache(str(name_or_path), constants.CONFIG_NAME)
     if isinstance(cached, str):

@@ -1,7 +1,7 @@
 """What the study scripts answer at once, before torch and transformers load (about 7 s on a small machine):
 `--help` (the page `examples/help/<script>.txt`); a flag no definition starts with, a `--method` that is none, a
-value of the wrong type, not among the flag's choices or out of its bounds (from `examples/help/<script>.json`:
-every flag, method name and value rule). Both files are generated from the flags'
+value of the wrong type, not among the flag's choices or out of its bounds, a folder that does not exist (from
+`examples/help/<script>.json`: every flag, method name, value and path rule). Both files are generated from the flags'
 definitions (`coop_hf.runners.help`) by `python examples/quick_help.py`, and the tests check them against them.
 `--help <method>` and `--help all` are answered by the scripts themselves (`coop_hf.runners.help.parse_flags`);
 everything else is checked by the full parser.
@@ -45,6 +45,15 @@ def answer_at_once(script: str, argv: list[str] | None = None) -> None:
         if flag in known["values"]:
             for value in values if known["values"][flag]["many"] else values[:1]:
                 _check_value(flag, value, known["values"][flag])
+        if flag in known["paths"] and values:
+            _check_path(values[0], known["paths"][flag])
+
+
+def _check_path(value: str, rule: dict) -> None:
+    """Refuse a folder that does not exist (for a model, only a value written as a path: a Hub id is checked later)."""
+    written_as_path = value.startswith(("/", ".", "~"))
+    if (rule["exists"] == "always" or written_as_path) and not Path(value).expanduser().is_dir():
+        _refuse(rule["message"].format(value=value))
 
 
 def _check_value(flag: str, value: str, rule: dict) -> None:

@@ -24,6 +24,11 @@ def test_offline_model_id_fails_at_once_naming_the_flag():
         model_load_kwargs("org/some-clip")
 
 
+def test_a_missing_model_folder_is_named_as_such_not_as_a_bad_repo_id():
+    with pytest.raises(ValueError, match=r"--model_name_or_path '\./no-clip' is neither a folder nor a Hub id"):
+        model_load_kwargs("./no-clip")
+
+
 def test_local_model_folder_loads_offline(tiny_clip_dir):
     assert model_load_kwargs(str(tiny_clip_dir)) == {}
 

@@ -29,6 +29,8 @@ def test_each_short_page_and_flag_list_is_the_one_its_flags_give(script):
         (["--seeds", "1", "two"], "error: argument --seeds: invalid int value: 'two'"),
         (["--noise_rate=1"], "error: --noise_rate is the fraction of noisy shots per class, in [0, 1); got 1."),
         (["--loss", "mse"], "error: argument --loss: invalid choice: 'mse' (choose from ce, gce)"),
+        (["--data_dir", "/no/such/folder"], "error: --data_dir '/no/such/folder' is not a folder: give the folder"),
+        (["--model_name_or_path", "./no-clip"], "error: --model_name_or_path './no-clip' is neither a folder nor a"),
     ],
 )
 def test_a_misspelt_flag_or_method_or_a_bad_value_is_refused_at_once(argv, message):
@@ -45,6 +47,7 @@ def test_what_the_quick_check_lets_through_is_left_to_the_parser(capsys):
     QUICK_HELP.answer_at_once("sweep.py", ["--method", "zeroshot", "coop", "--shots", "1"])
     QUICK_HELP.answer_at_once("train.py", ["--help", "coop"])
     QUICK_HELP.answer_at_once("train.py", ["--shots", "1", "--noise_rate", "0.5", "--gce_q", "1", "--loss", "gce"])
+    QUICK_HELP.answer_at_once("train.py", ["--model_name_or_path", "openai/clip-vit-base-patch16", "--data_dir", "/"])
     assert capsys.readouterr().out == ""
 
 

@@ -13,7 +13,7 @@ from transformers import HfArgumentParser
 from ..training import CoOpTrainingArguments
 from .arguments import PromptArguments, setting_help
 from .methods import METHOD_NAMES, PROMPT_METHODS
-from .settings import QUICK_BOUNDS
+from .settings import QUICK_BOUNDS, QUICK_PATHS
 
 COMMON_TRAINING_FLAGS = (
     "output_dir", "num_train_epochs", "max_steps", "learning_rate", "per_device_train_batch_size",
@@ -105,7 +105,7 @@ def flag_names(dataclass_types: tuple[type, ...]) -> dict[str, Any]:
     """What the scripts check before torch loads: every option string of the parser of `dataclass_types` ("flags"),
     the names `--method` may take ("methods"; none without the flag: a study that trains prompts only refuses the
     baselines later, with its own message) and, per numeric or choice flag, its type, choices and bounds ("values",
-    with `settings.QUICK_BOUNDS`)."""
+    with `settings.QUICK_BOUNDS`) and the path flags that must name a folder ("paths", `settings.QUICK_PATHS`)."""
     parser = HfArgumentParser(dataclass_types)
     flags = sorted(option for action in parser._actions for option in action.option_strings if option.startswith("--"))
     takes_method = any(field.name == "method" for kind in dataclass_types for field in dataclasses.fields(kind))
@@ -117,7 +117,8 @@ def flag_names(dataclass_types: tuple[type, ...]) -> dict[str, Any]:
         entry = {"type": kind or "str", "many": action.nargs in ("+", "*")}
         entry |= {"choices": list(action.choices)} if action.choices else {}
         values[action.option_strings[0]] = entry | QUICK_BOUNDS.get(action.dest, {})
-    return {"flags": flags, "methods": list(METHOD_NAMES) if takes_method else [], "values": values}
+    paths = {f"--{name}": rule for name, rule in QUICK_PATHS.items() if f"--{name}" in flags}
+    return {"flags": flags, "methods": list(METHOD_NAMES) if takes_method else [], "values": values, "paths": paths}
 
 
 def parse_flags(dataclass_types: tuple[type, ...], argv: list[str] | None = None) -> tuple:

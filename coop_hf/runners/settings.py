@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..hub_access import NOT_A_MODEL
 from ..losses import DEFAULT_GCE_Q, loss_from_name
 from ..noise import NO_NOISE, NoiseSpec
 
@@ -23,6 +24,13 @@ QUICK_BOUNDS: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 """Bounds of numeric flags that the scripts check before torch loads (`examples/quick_help.py`, from the generated
 `examples/help/<script>.json`); the package checks them again where it uses them."""
+QUICK_PATHS: dict[str, dict[str, str]] = {
+    "model_name_or_path": {"exists": "when local", "message": NOT_A_MODEL.replace("{flag}", "--model_name_or_path")},
+    "data_dir": {"exists": "always", "message": "--data_dir {value!r} is not a folder: give the folder that holds the "
+                 "datasets in CoOp's layout (see DATASETS.md of KaiyangZhou/CoOp)."},
+}  # fmt: skip
+"""Path flags the scripts check before torch loads: a folder that must exist (`model_name_or_path` only when the
+value is written as a path: /, ., ~)."""
 
 
 @dataclass(frozen=True)
