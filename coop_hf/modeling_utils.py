@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from huggingface_hub import HfApi
 from safetensors.torch import load_file
 from torch import nn
@@ -173,6 +175,23 @@ class PromptPreTrainedModel(PreTrainedModel):
                 f"Labels must lie in [0, {num_classes}) for this model's {num_classes} classes, got values from "
                 f"{int(labels.min())} to {int(labels.max())}: the dataset's class list does not match the model's."
             )
+
+    def classification_output(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor | None,
+        return_dict: bool | None,
+        loss_function: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        **embeds: torch.Tensor,
+    ) -> PromptModelOutput | tuple:
+        """What `forward` returns: the logits, the `embeds` and, with `labels` (checked against the classes), the
+        loss `loss_function(logits, labels)` (default: the cross-entropy, in fp32)."""
+        loss = None
+        if labels is not None:
+            self.check_labels(labels, logits.shape[-1])
+            loss = loss_function(logits, labels) if loss_function else F.cross_entropy(logits.float(), labels)
+        output = PromptModelOutput(loss=loss, logits=logits, **embeds)
+        return output if return_dict is not False else output.to_tuple()
 
     def set_classnames(self, classnames: list[str]) -> None:
         """Move the model to another class list; refused unless the method declares `transfers_to_new_classes`."""

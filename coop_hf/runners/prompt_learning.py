@@ -174,7 +174,7 @@ class PromptLearning:
             if args.drops_last_batch(images):
                 batches = max(images // args.global_train_batch_size, 1)
             return math.ceil(args.max_steps / batches)
-        if experiment.dataset in self.epochs_by_dataset:
+        if self.epochs_by_dataset and experiment.dataset in self.epochs_by_dataset:
             epochs = self.epochs_by_dataset[experiment.dataset]
         elif "num_train_epochs" in self.recipe:
             epochs = self.recipe["num_train_epochs"]

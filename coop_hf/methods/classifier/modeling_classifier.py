@@ -9,6 +9,7 @@ no classifier code; these are coop-hf's choices.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -87,12 +88,8 @@ class LinearClassifierModel(PromptPreTrainedModel):
         logits = self.classifier(image_embeds.to(self.classifier.weight.dtype))
         if self.config.init == "text":
             logits = self.backbone.scale_similarities(logits)
-        loss = None
-        if labels is not None:
-            self.check_labels(labels, logits.shape[-1])
-            loss = self.compute_loss(logits, labels, None)
-        output = PromptModelOutput(loss=loss, logits=logits, image_embeds=image_embeds)
-        return output if return_dict is not False else output.to_tuple()
+        loss_function = functools.partial(self.compute_loss, text_embeds=None)
+        return self.classification_output(logits, labels, return_dict, loss_function, image_embeds=image_embeds)
 
     # Plain cross-entropy, the very function of CoOp's: the runner lets `--loss` (e.g. GCE) replace it.
     compute_loss = CoOpModel.compute_loss

@@ -93,12 +93,9 @@ class CLIPAdapterModel(PromptPreTrainedModel):
         cross-entropy."""
         image = F.normalize(self.adapted_image_features(self.image_features(pixel_values, image_embeds)), dim=-1)
         logits = self.backbone.logits(image, self.text_embeds)
-        loss = None
-        if labels is not None:
-            self.check_labels(labels, logits.shape[-1])
-            loss = F.cross_entropy(logits.float(), labels)
-        output = PromptModelOutput(loss=loss, logits=logits, image_embeds=image, text_embeds=self.text_embeds)
-        return output if return_dict is not False else output.to_tuple()
+        return self.classification_output(
+            logits, labels, return_dict, image_embeds=image, text_embeds=self.text_embeds
+        )
 
     def describe_prompt(self) -> str:
         return f"image features of {self.backbone.embed_dim} dims, reduction {self.config.reduction}"

@@ -137,12 +137,9 @@ class CLIPLoRAModel(PromptPreTrainedModel):
         image_embeds = F.normalize(self.image_features(pixel_values, image_embeds), dim=-1)
         text_embeds = F.normalize(self.get_text_features(), dim=-1)
         logits = self.backbone.logits(image_embeds, text_embeds)
-        loss = None
-        if labels is not None:
-            self.check_labels(labels, logits.shape[-1])
-            loss = F.cross_entropy(logits.float(), labels)
-        output = PromptModelOutput(loss=loss, logits=logits, image_embeds=image_embeds, text_embeds=text_embeds)
-        return output if return_dict is not False else output.to_tuple()
+        return self.classification_output(
+            logits, labels, return_dict, image_embeds=image_embeds, text_embeds=text_embeds
+        )
 
     def prompt_state_dict(self) -> dict[str, torch.Tensor]:
         """The LoRA matrices, keyed by their module names."""

@@ -12,6 +12,7 @@ The whole computation, top to bottom:
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from typing import Any
 
@@ -149,12 +150,10 @@ class CoCoOpModel(CoOpModel):
         text_embeds = F.normalize(self.get_text_features(image_embeds), dim=-1)
         scores = torch.einsum("bd,bkd->bk", image_embeds, text_embeds.to(image_embeds.dtype))
         logits = self.backbone.scale_similarities(scores)
-        loss = None
-        if labels is not None:
-            self.check_labels(labels, logits.shape[-1])
-            loss = self.compute_loss(logits, labels, text_embeds)
-        output = PromptModelOutput(loss=loss, logits=logits, image_embeds=image_embeds, text_embeds=text_embeds)
-        return output if return_dict is not False else output.to_tuple()
+        loss_function = functools.partial(self.compute_loss, text_embeds=text_embeds)
+        return self.classification_output(
+            logits, labels, return_dict, loss_function, image_embeds=image_embeds, text_embeds=text_embeds
+        )
 
     # -- what is saved ---------------------------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ The whole computation, top to bottom:
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -208,12 +209,10 @@ class CoOpModel(PromptPreTrainedModel):
         image_embeds = F.normalize(self.image_features(pixel_values, image_embeds), dim=-1)
         text_embeds = F.normalize(self._text_features_for_logits(), dim=-1)
         logits = self.backbone.logits(image_embeds, text_embeds)
-        loss = None
-        if labels is not None:
-            self.check_labels(labels, logits.shape[-1])
-            loss = self.compute_loss(logits, labels, text_embeds)
-        output = PromptModelOutput(loss=loss, logits=logits, image_embeds=image_embeds, text_embeds=text_embeds)
-        return output if return_dict is not False else output.to_tuple()
+        loss_function = functools.partial(self.compute_loss, text_embeds=text_embeds)
+        return self.classification_output(
+            logits, labels, return_dict, loss_function, image_embeds=image_embeds, text_embeds=text_embeds
+        )
 
     def compute_loss(self, logits: torch.Tensor, labels: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
         """CoOp's loss: cross-entropy of the logits (methods built on CoOp add their regularisers here)."""

@@ -128,12 +128,9 @@ class LPPlusPlusModel(PromptPreTrainedModel):
         image = F.normalize(self.image_features(pixel_values, image_embeds).float(), dim=-1)
         weight, bias, alpha = self.class_tensors()
         logits = F.linear(image, weight, bias) + alpha * (image @ self.text_embeds.T)
-        loss = None
-        if labels is not None:
-            self.check_labels(labels, logits.shape[-1])
-            loss = F.cross_entropy(logits, labels)
-        output = PromptModelOutput(loss=loss, logits=logits, image_embeds=image, text_embeds=self.text_embeds)
-        return output if return_dict is not False else output.to_tuple()
+        return self.classification_output(
+            logits, labels, return_dict, image_embeds=image, text_embeds=self.text_embeds
+        )
 
     def describe_prompt(self) -> str:
         return f"{len(self.weight)} fitted classes of {self.backbone.embed_dim} dims"

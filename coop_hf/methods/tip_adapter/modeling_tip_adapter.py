@@ -156,12 +156,9 @@ class TipAdapterModel(PromptPreTrainedModel):
         cache's; with `labels`, the cross-entropy."""
         image = F.normalize(self.image_features(pixel_values, image_embeds).float(), dim=-1)
         logits = self.backbone.logits(image, self.text_embeds) + self.alpha * self.cache_logits(image, self.beta)
-        loss = None
-        if labels is not None:
-            self.check_labels(labels, logits.shape[-1])
-            loss = F.cross_entropy(logits, labels)
-        output = PromptModelOutput(loss=loss, logits=logits, image_embeds=image, text_embeds=self.text_embeds)
-        return output if return_dict is not False else output.to_tuple()
+        return self.classification_output(
+            logits, labels, return_dict, image_embeds=image, text_embeds=self.text_embeds
+        )
 
     def describe_prompt(self) -> str:
         return f"a cache of {len(self.cache_keys)} entries of {self.backbone.embed_dim} dims"

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -86,17 +85,10 @@ class CoOpEnsemble(PromptPreTrainedModel):
         image_embeds = self.image_features(pixel_values, image_embeds)
         outputs = [member(image_embeds=image_embeds) for member in self.members]
         logits = torch.stack([output.logits for output in outputs]).mean(dim=0)
-        loss = None
-        if labels is not None:
-            self.check_labels(labels, logits.shape[-1])
-            loss = F.cross_entropy(logits.float(), labels)
-        output = PromptModelOutput(
-            loss=loss,
-            logits=logits,
-            image_embeds=outputs[0].image_embeds,
-            text_embeds=torch.stack([output.text_embeds for output in outputs]),
+        text_embeds = torch.stack([output.text_embeds for output in outputs])
+        return self.classification_output(
+            logits, labels, return_dict, image_embeds=outputs[0].image_embeds, text_embeds=text_embeds
         )
-        return output if return_dict is not False else output.to_tuple()
 
     # -- saving and loading ------------------------------------------------------------------------------------
 
