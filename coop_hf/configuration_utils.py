@@ -70,6 +70,13 @@ class PromptConfig(PretrainedConfig):
         """Raise a `ValueError` that names the setting to change when the prompt settings are inconsistent."""
 
 
+def check_templates(templates: list[str]) -> None:
+    """Raise a `ValueError` naming `--templates` when a class prompt does not hold the class name exactly once."""
+    bad = [template for template in templates if template.count("{}") != 1]
+    if bad:
+        raise ValueError(f"templates (--templates) must each hold the class name once, as '{{}}': {bad}.")
+
+
 def check_classnames(classnames: list[str]) -> None:
     """Raise a `ValueError` for an empty class list, blank names or duplicates."""
     if not classnames:

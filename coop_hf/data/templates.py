@@ -106,6 +106,12 @@ def templates_for(name: str) -> str:
     return BENCHMARK_TEMPLATES.get(name, DEFAULT_TEMPLATE)
 
 
+def class_prompt_templates(name: str) -> list[str]:
+    """The class prompts Tip-Adapter and LP++ average: the 7 CLIP templates on ImageNet, the benchmark's hand-made
+    template elsewhere (their `datasets/*.py`)."""
+    return list(IMAGENET_TEMPLATES_SELECT) if name == "imagenet" else [templates_for(name)]
+
+
 def ensemble_templates(name: str) -> list[str]:
     """Templates for prompt ensembling as in the reference: the 7 ImageNet templates plus the dataset's own.
 

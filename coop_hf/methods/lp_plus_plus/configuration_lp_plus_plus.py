@@ -6,8 +6,8 @@ from typing import Any
 
 from huggingface_hub.dataclasses import strict
 
-from ...configuration_utils import PromptConfig
-from ...data.templates import DEFAULT_TEMPLATE, IMAGENET_TEMPLATES_SELECT, templates_for
+from ...configuration_utils import PromptConfig, check_templates
+from ...data.templates import DEFAULT_TEMPLATE, class_prompt_templates
 
 
 @strict
@@ -36,11 +36,9 @@ class LPPlusPlusConfig(PromptConfig):
         super().__post_init__(**kwargs)
 
     def check_prompt_settings(self) -> None:
-        bad = [template for template in self.templates if template.count("{}") != 1]
-        if bad:
-            raise ValueError(f"templates (--templates) must each hold the class name once, as '{{}}': {bad}.")
+        check_templates(self.templates)
 
     @classmethod
     def dataset_settings(cls, dataset: str) -> dict[str, Any]:
         """The reference's template(s) for the dataset."""
-        return {"templates": list(IMAGENET_TEMPLATES_SELECT) if dataset == "imagenet" else [templates_for(dataset)]}
+        return {"templates": class_prompt_templates(dataset)}

@@ -6,8 +6,8 @@ from typing import Any
 
 from huggingface_hub.dataclasses import strict
 
-from ...configuration_utils import PromptConfig
-from ...data.templates import DEFAULT_TEMPLATE, IMAGENET_TEMPLATES_SELECT, templates_for
+from ...configuration_utils import PromptConfig, check_templates
+from ...data.templates import DEFAULT_TEMPLATE, class_prompt_templates
 
 # The reference's configs/<dataset>.yaml: (search_scale [beta, alpha], init_beta, init_alpha); search_step is
 # [200, 20] everywhere.
@@ -81,9 +81,7 @@ class TipAdapterConfig(PromptConfig):
         super().__post_init__(**kwargs)
 
     def check_prompt_settings(self) -> None:
-        bad = [template for template in self.templates if template.count("{}") != 1]
-        if bad:
-            raise ValueError(f"templates (--templates) must each hold the class name once, as '{{}}': {bad}.")
+        check_templates(self.templates)
         if isinstance(self.augment_views, bool) or not isinstance(self.augment_views, int) or self.augment_views < 1:
             raise ValueError(
                 f"augment_views (--augment_views) must be a whole number >= 1, got {self.augment_views!r}."
@@ -105,6 +103,6 @@ class TipAdapterConfig(PromptConfig):
     @classmethod
     def dataset_settings(cls, dataset: str) -> dict[str, Any]:
         """The reference's template(s) and search configuration for the dataset."""
-        templates = list(IMAGENET_TEMPLATES_SELECT) if dataset == "imagenet" else [templates_for(dataset)]
+        templates = class_prompt_templates(dataset)
         scale, beta, alpha = REFERENCE_SEARCH.get(dataset, REFERENCE_SEARCH["imagenet"])
         return {"templates": templates, "search_scale": list(scale), "init_beta": beta, "init_alpha": alpha}
