@@ -58,7 +58,7 @@ def test_base_to_new_shards_its_dataset_seed_pairs(tiny_clip_dir, tmp_path, caps
 def test_noise_study_shards_its_runs(tiny_clip_dir, tmp_path, capsys):
     main = load_example("train_noisy").main
     extra = ["--dataset", "caltech101", "--shots", "2", "--study_methods", "coop:ce", "--noise_rates", "0", "0.5"]
-    extra += ["--seeds", "1"]  # one seed: the runs are what the shards split
+    extra += ["--seeds", "1", "--max_steps", "2"]  # one seed: the runs are what the shards split
     whole = main(flags(tiny_clip_dir, tmp_path / "whole", *extra))
     for shard in ("1/2", "2/2"):
         assert main(flags(tiny_clip_dir, tmp_path / "sharded", *extra, "--shard", shard)) == {}
