@@ -1,11 +1,10 @@
 """What the study scripts answer at once, before torch and transformers load (about 7 s on a small machine):
-`--help` (the page `examples/help/<script>.txt`); a flag no definition starts with, a `--method` that is none, a
-value of the wrong type, not among the flag's choices or out of its bounds, a folder that does not exist (from
-`examples/help/<script>.json`: every flag, method name, value and path rule). Both files are generated from the flags'
-definitions (`coop_hf.runners.help`) by `python examples/quick_help.py`, and the tests check them against them.
-`--help <method>` and `--help all` are answered by the scripts themselves (`coop_hf.runners.help.parse_flags`);
-everything else is checked by the full parser.
-"""
+`--help` (the page `examples/help/<script>.txt`), `--help <method>` (`examples/help/methods.json`); a flag no
+definition starts with, a `--method` that is none, a value of the wrong type, not among the flag's choices or out
+of its bounds, a folder that does not exist (from `examples/help/<script>.json`: every flag, method name, value and
+path rule). These files are generated from the definitions (`coop_hf.runners.help`) by `python
+examples/quick_help.py`, and the tests check them against them. `--help all` is answered by the scripts themselves
+(`coop_hf.runners.help.parse_flags`); everything else is checked by the full parser."""
 
 from __future__ import annotations
 
@@ -28,8 +27,14 @@ def answer_at_once(script: str, argv: list[str] | None = None) -> None:
     if argv in (["-h"], ["--help"]):
         sys.stdout.write((PAGES / f"{name}.txt").read_text(encoding="utf-8"))
         raise SystemExit(0)
+    if len(argv) == 2 and argv[0] in ("-h", "--help") and argv[1] != "all":
+        methods = json.loads((PAGES / "methods.json").read_text(encoding="utf-8"))
+        if argv[1] not in methods["pages"]:
+            _refuse(methods["unknown"].format(name=argv[1]))
+        sys.stdout.write(methods["pages"][argv[1]])
+        raise SystemExit(0)
     if any(word in ("-h", "--help") for word in argv):
-        return  # --help <method> / all: the script's own parser
+        return  # --help all: the script's own parser
     known = json.loads((PAGES / f"{name}.json").read_text(encoding="utf-8"))
     for index, word in enumerate(argv):
         flag = word.split("=", 1)[0]
@@ -112,8 +117,17 @@ def render_names(script: str) -> str:
     return json.dumps(flag_names(_load(script).ARGUMENTS), indent=1) + "\n"
 
 
+def render_method_pages() -> str:
+    """What `--help <method>` prints for every method name, and the refusal of another name, as JSON."""
+    from coop_hf.runners.help import method_help_pages
+
+    return json.dumps(method_help_pages(), indent=1) + "\n"
+
+
 if __name__ == "__main__":
     PAGES.mkdir(exist_ok=True)
+    (PAGES / "methods.json").write_text(render_method_pages(), encoding="utf-8")
+    print("examples/help/methods.json")
     for name in SCRIPTS:
         (PAGES / f"{name}.txt").write_text(render(name), encoding="utf-8")
         (PAGES / f"{name}.json").write_text(render_names(name), encoding="utf-8")

@@ -12,6 +12,13 @@ from tests.conftest import REPO, load_example
 QUICK_HELP = load_example("quick_help")
 
 
+def test_the_method_pages_are_the_ones_the_methods_give():
+    stale = "stale: regenerate with python examples/quick_help.py (methods.json)"
+    assert (REPO / "examples" / "help" / "methods.json").read_text(
+        encoding="utf-8"
+    ) == QUICK_HELP.render_method_pages(), stale
+
+
 @pytest.mark.parametrize("script", QUICK_HELP.SCRIPTS)
 def test_each_short_page_and_flag_list_is_the_one_its_flags_give(script):
     stale = f"stale: regenerate with python examples/quick_help.py ({script})"
@@ -45,7 +52,7 @@ def test_a_misspelt_flag_or_method_or_a_bad_value_is_refused_at_once(argv, messa
 def test_what_the_quick_check_lets_through_is_left_to_the_parser(capsys):
     QUICK_HELP.answer_at_once("train.py", ["--num_train", "2", "--method", "coop", "--seeds", "1", "2"])  # a prefix
     QUICK_HELP.answer_at_once("sweep.py", ["--method", "zeroshot", "coop", "--shots", "1"])
-    QUICK_HELP.answer_at_once("train.py", ["--help", "coop"])
+    QUICK_HELP.answer_at_once("train.py", ["--help", "all"])
     QUICK_HELP.answer_at_once("train.py", ["--shots", "1", "--noise_rate", "0.5", "--gce_q", "1", "--loss", "gce"])
     QUICK_HELP.answer_at_once("train.py", ["--model_name_or_path", "openai/clip-vit-base-patch16", "--data_dir", "/"])
     assert capsys.readouterr().out == ""
@@ -60,6 +67,20 @@ def test_help_is_a_short_page_printed_at_once():
     assert completed.returncode == 0 and completed.stdout == (REPO / "examples/help/train.txt").read_text()
     assert elapsed < 2.0 and len(completed.stdout.splitlines()) < 120
     assert "--help <method>" in completed.stdout and "--help all" in completed.stdout
+
+
+@pytest.mark.parametrize(("argv", "status", "start"), [
+    (["--help", "tip-adapter-f"], 0, "--method tip-adapter-f: Tip-Adapter-F (Zhang et al."),
+    (["-h", "linear-probe"], 0, "--method linear-probe has no settings of its own"),
+    (["--help", "bogus"], 2, "error: --help 'bogus': not a prompt method; use one of coop, cocoop"),
+])  # fmt: skip
+def test_each_methods_settings_at_once(argv, status, start):
+    begin = time.perf_counter()
+    completed = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "sweep.py"), *argv], capture_output=True, text=True, cwd="/"
+    )
+    assert time.perf_counter() - begin < 2.0 and completed.returncode == status
+    assert (completed.stdout + completed.stderr).startswith(start)
 
 
 def test_method_settings_and_every_flag_on_request(capsys):

@@ -77,10 +77,22 @@ def quick_help_page(prog: str, description: str, dataclass_types: tuple[type, ..
     return "\n".join(lines) + "\n"
 
 
+UNKNOWN_HELP = "--help {name!r}: not a prompt method; use one of {methods}, or all."
+NO_SETTINGS = "--method {name} has no settings of its own: its flags are in --help.\n"
+
+
+def method_help_pages() -> dict[str, Any]:
+    """What `--help <name>` prints for every `--method` name ("pages"), and the refusal of another name
+    ("unknown", with `{name}`): written to `examples/help/methods.json`, so the scripts answer before torch loads."""
+    pages = {name: method_help_page(name) if name in PROMPT_METHODS else NO_SETTINGS.format(name=name)
+             for name in METHOD_NAMES}  # fmt: skip
+    return {"pages": pages, "unknown": UNKNOWN_HELP.replace("{methods}", ", ".join(PROMPT_METHODS))}
+
+
 def method_help_page(name: str) -> str:
     """`--help <method>`: the method's prompt settings (flags) with its defaults, and its recipe."""
     if name not in PROMPT_METHODS:
-        raise ValueError(f"--help {name!r}: not a prompt method; use one of {', '.join(PROMPT_METHODS)}, or all.")
+        raise ValueError(UNKNOWN_HELP.format(name=name, methods=", ".join(PROMPT_METHODS)))
     method = PROMPT_METHODS[name]
     config_class = method.model_class.config_class
     defaults = {field.name: _default(field) for field in dataclasses.fields(config_class)}
@@ -141,5 +153,5 @@ def help_request(argv: list[str], parser: HfArgumentParser) -> str | None:
     if argv[1] == "all":
         return parser.format_help()
     if argv[1] in METHOD_NAMES and argv[1] not in PROMPT_METHODS:
-        return f"--method {argv[1]} has no settings of its own: its flags are in --help.\n"
+        return NO_SETTINGS.format(name=argv[1])
     return method_help_page(argv[1])
