@@ -311,9 +311,10 @@ class PromptRun:
     def full_validation_split(self, splits: datasets.DatasetDict) -> datasets.Dataset:
         """The validation split a fitted method may search on whole (Tip-Adapter's): the dataset's, or the seed's
         few-shot one where the dataset has none or where its labels must be noisy (`--noise_val`)."""
-        if "val" not in self.experiment.splits or (self.run.noise.active and self.run.noise.val):
+        dataset_splits = self.experiment.splits  # base-to-new's class subsets are drawn each time it is read
+        if "val" not in dataset_splits or (self.run.noise.active and self.run.noise.val):
             return splits["val"]
-        return self.experiment.splits["val"]
+        return dataset_splits["val"]
 
     def describe_training(self) -> str:
         """What the console says a seed's training does: "training 20 epochs", or the fit of a fitted method."""
