@@ -92,6 +92,11 @@ class FeatureFitTrainer(CoOpTrainer):
         """The model card's hyperparameter rows of the fit."""
         raise NotImplementedError
 
+    @property
+    def progress(self) -> bool:
+        """Whether the fit shows progress bars (not with --disable_tqdm, and on the main process only)."""
+        return not self.args.disable_tqdm and self.is_local_process_zero()
+
     def fit(self, data: FitData) -> dict[str, float]:
         """Fit `self.model` on `data`; returns the figures to log (e.g. the chosen hyperparameters)."""
         raise NotImplementedError

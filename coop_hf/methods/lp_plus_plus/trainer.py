@@ -70,7 +70,7 @@ class LPPlusPlusTrainer(FeatureFitTrainer):
         val, val_labels = F.normalize(val.to(device).float(), dim=-1), val_labels.to(device)
         weight, bias, alpha, metrics = fit_lp_plus_plus(
             features, labels, val, val_labels, model.text_embeds, int(self.args.num_train_epochs),
-            seed=self.args.seed, progress=not self.args.disable_tqdm and self.is_local_process_zero(),
+            seed=self.args.seed, progress=self.progress,
         )  # fmt: skip
         model.set_fitted(weight, bias, alpha)
         return metrics

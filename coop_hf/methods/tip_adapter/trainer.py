@@ -82,10 +82,6 @@ class TipAdapterTrainer(FeatureFitTrainer):
             metrics |= {"beta": beta, "alpha": alpha, "val_accuracy": accuracy}
         return metrics
 
-    @property
-    def progress(self) -> bool:
-        return not self.args.disable_tqdm and self.is_local_process_zero()
-
     def fine_tune(self, data: FitData) -> dict[str, float]:
         """Nothing to fine-tune in training-free Tip-Adapter."""
         return {}
