@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from transformers import AutoModel, pipeline
 
-from coop_hf import TipAdapterConfig, TipAdapterModel
+from coop_hf import LPPlusPlusModel, TipAdapterConfig, TipAdapterModel, backbone_for
 from coop_hf.methods.tip_adapter.configuration_tip_adapter import REFERENCE_SEARCH, TIP_ADAPTER_CROP_SCALE
 from coop_hf.methods.tip_adapter.trainer import TipAdapterFTrainer, TipAdapterTrainer, search_grid
 from coop_hf.noise import NO_NOISE, NoiseSpec
@@ -323,3 +323,29 @@ def test_base_to_new_is_zero_shot_on_the_new_classes_and_says_so(tiny_clip_dir, 
     classifier = pipeline("image-classification", model=str(tmp_path / "oxford_flowers" / "seed1"))
     image = Image.open(next((DATA / "oxford_flowers" / "jpg").iterdir()))
     assert len(classifier(image, top_k=3)) == 3 and classifier.model.config.fitted_classnames[0] == "pink primrose"
+
+
+@pytest.mark.parametrize("family", ["metaclip_2", "siglip", "siglip2"])
+def test_the_fitted_methods_run_and_reload_on_every_family(family, tmp_path):
+    """Tip-Adapter-F and LP++ on MetaCLIP 2 and SigLIP (whose logits add the bias): fitted, saved, reloaded."""
+    from tiny_backbones import tiny_backbone
+
+    from coop_hf.methods.lp_plus_plus.trainer import LP_CROP_SCALE, LPPlusPlusTrainer
+
+    clip, tokenizer = tiny_backbone(family)
+    views, labels = clustered_features(backbone_for(clip).embed_dim, views=4, per_class=SHOTS)
+    image = F.normalize(views[0], dim=-1)
+    tip = TipAdapterModel.from_clip(clip, CLASSNAMES, tokenizer=tokenizer, fine_tune=True, augment_views=2,
+                                    search_steps=[5, 3])  # fmt: skip
+    fit(tip, CachedSplits(views, labels, image, labels), tmp_path / "tip-fit", TipAdapterFTrainer, num_train_epochs=2,
+        per_device_train_batch_size=8)  # fmt: skip
+    expected = tip.backbone.logits(image, tip.text_embeds) + tip.alpha * tip.cache_logits(image, tip.beta)
+    torch.testing.assert_close(tip(image_embeds=views[0]).logits, expected)
+    lp = LPPlusPlusModel.from_clip(clip, CLASSNAMES, tokenizer=tokenizer)
+    splits = CachedSplits(views, labels, image, labels, crop_scale=LP_CROP_SCALE)
+    fit(lp, splits, tmp_path / "lp-fit", LPPlusPlusTrainer, num_train_epochs=20)
+    for model in (tip, lp):
+        model.save_pretrained(tmp_path / model.config.model_type)
+        loaded = AutoModel.from_pretrained(tmp_path / model.config.model_type, clip_model=clip, tokenizer=tokenizer)
+        assert loaded.config.backbone_family == family
+        torch.testing.assert_close(loaded(image_embeds=views[0]).logits, model(image_embeds=views[0]).logits)
