@@ -48,8 +48,8 @@ class Features:
         self.views, self.labels = views, labels
         self.val, self.full_val = (val, val_labels), (full_val, full_val_labels)
 
-    def train_views(self, num_views: int, *, crop_scale) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.views[:num_views], self.labels
+    def train_views(self, num_views: int, *, crop_scale, first_view: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.views[first_view : first_view + num_views], self.labels
 
     def val_features(self, *, full: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         return self.full_val if full else self.val

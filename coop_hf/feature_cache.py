@@ -39,14 +39,22 @@ FINGERPRINT_SAMPLES = 64
 
 
 class AugmentedViews(torch.utils.data.Dataset):
-    """`num_views` transformed views of every image of `dataset` (columns "image" and "label").
+    """`num_views` transformed views of every image of `dataset` (columns "image" and "label"): views `first_view`,
+    `first_view + 1`, ...
 
-    Item `view * len(dataset) + index` is view `view` of image `index`, with torch's RNG seeded from
+    Item `v * len(dataset) + index` is view `first_view + v` of image `index`, with torch's RNG seeded from
     (`seed`, view, index) while the transform runs: the same settings give the same views, in any order, batch
     size or number of DataLoader workers. Items are dicts of "pixel_values" [3, H, W], "labels", "view", "index".
     """
 
-    def __init__(self, dataset: datasets.Dataset, transform: CoOpTransform, num_views: int = 1, seed: int = 0):
+    def __init__(
+        self,
+        dataset: datasets.Dataset,
+        transform: CoOpTransform,
+        num_views: int = 1,
+        seed: int = 0,
+        first_view: int = 0,
+    ):
         if num_views < 1:
             raise ValueError(f"num_views must be >= 1, got {num_views}.")
         missing = {"image", "label"} - set(dataset.column_names)
@@ -57,12 +65,14 @@ class AugmentedViews(torch.utils.data.Dataset):
             # `load_rgb` decodes, so that an unreadable file is reported by name.
             dataset = dataset.cast_column("image", datasets.Image(decode=False))
         self.dataset, self.transform, self.num_views, self.seed = dataset, transform, num_views, seed
+        self.first_view = first_view
 
     def __len__(self) -> int:
         return self.num_views * len(self.dataset)
 
     def __getitem__(self, item: int) -> dict[str, torch.Tensor | int]:
         view, index = divmod(item, len(self.dataset))
+        view += self.first_view
         row = self.dataset[index]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(view_seed(self.seed, view, index))
@@ -82,6 +92,7 @@ def encode_images(
     *,
     num_views: int = 1,
     seed: int = 0,
+    first_view: int = 0,
     batch_size: int = 64,
     num_workers: int = 0,
     cache_dir: str | os.PathLike | None = None,
@@ -90,8 +101,9 @@ def encode_images(
     """Image features of `num_views` augmented views of each image (or the single view of a test transform).
 
     Returns a `datasets.Dataset` (torch format) with columns "image_embeds" (float32, projection_dim),
-    "labels", "view" and "index" (the row in `dataset`); rows are view-major, so view v of every image is the
-    row range [v * len(dataset), (v + 1) * len(dataset)). Train with `model(image_embeds=..., labels=...)`.
+    "labels", "view" and "index" (the row in `dataset`); rows are view-major, so view `first_view + v` of every
+    image is the row range [v * len(dataset), (v + 1) * len(dataset)). Views are seeded one by one, so views
+    10-29 encoded apart are the views 10-29 of 30 encoded at once. Train with `model(image_embeds=..., labels=...)`.
 
     With `use_cache`, the result is stored in `cache_dir` (default: `coop_hf_image_features` in
     `datasets.config.HF_DATASETS_CACHE`) under a key of the model (name and a fingerprint of the vision
@@ -102,17 +114,25 @@ def encode_images(
     if not transform.train and num_views != 1:
         raise ValueError(f"The test transform is deterministic: use num_views=1, not {num_views}.")
     if not use_cache:
-        return _encode(clip, dataset, transform, num_views, seed, batch_size, num_workers).with_format("torch")
+        views = AugmentedViews(dataset, transform, num_views=num_views, seed=seed, first_view=first_view)
+        return _encode(clip, views, batch_size, num_workers).with_format("torch")
     root = Path(cache_dir) if cache_dir is not None else Path(datasets.config.HF_DATASETS_CACHE) / CACHE_SUBDIR
-    target = root / feature_cache_key(clip, dataset, transform, num_views=num_views, seed=seed)
+    target = root / feature_cache_key(clip, dataset, transform, num_views=num_views, seed=seed, first_view=first_view)
     if not target.is_dir():
-        features = _encode(clip, dataset, transform, num_views, seed, batch_size, num_workers)
+        views = AugmentedViews(dataset, transform, num_views=num_views, seed=seed, first_view=first_view)
+        features = _encode(clip, views, batch_size, num_workers)
         _save_atomically(features, target)
     return datasets.load_from_disk(str(target)).with_format("torch")
 
 
 def feature_cache_key(
-    clip: PreTrainedModel | Backbone, dataset: datasets.Dataset, transform: CoOpTransform, *, num_views: int, seed: int
+    clip: PreTrainedModel | Backbone,
+    dataset: datasets.Dataset,
+    transform: CoOpTransform,
+    *,
+    num_views: int,
+    seed: int,
+    first_view: int = 0,
 ) -> str:
     """Hex digest of everything the cached features depend on."""
     processor = transform.image_processor
@@ -129,6 +149,7 @@ def feature_cache_key(
         },
         "num_views": num_views,
         "seed": seed,
+        **({"first_view": first_view} if first_view else {}),
     }
     return hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
@@ -148,20 +169,13 @@ def vision_fingerprint(clip: PreTrainedModel | Backbone) -> str:
 
 
 def _encode(
-    clip: PreTrainedModel | Backbone,
-    dataset: datasets.Dataset,
-    transform: CoOpTransform,
-    num_views: int,
-    seed: int,
-    batch_size: int,
-    num_workers: int,
+    clip: PreTrainedModel | Backbone, views: AugmentedViews, batch_size: int, num_workers: int
 ) -> datasets.Dataset:
-    views = AugmentedViews(dataset, transform, num_views=num_views, seed=seed)
     loader = DataLoader(views, batch_size=batch_size, num_workers=num_workers)
     backbone = backbone_for(clip)
     parameter = next(backbone.vision_model.parameters())
     columns: dict[str, list[np.ndarray]] = {"image_embeds": [], "labels": [], "view": [], "index": []}
-    description = f"Encoding {num_views} view(s) of {len(dataset)} images"
+    description = f"Encoding {views.num_views} view(s) of {len(views.dataset)} images"
     with torch.no_grad(), tqdm(total=len(views), desc=description, unit="img") as progress:
         for batch in loader:
             pixel_values = batch.pop("pixel_values").to(parameter.device, parameter.dtype)
@@ -170,7 +184,8 @@ def _encode(
             for key, values in batch.items():
                 columns[key].append(values.numpy())
             progress.update(len(pixel_values))
-    return _features_dataset({key: np.concatenate(parts) for key, parts in columns.items()}, dataset.features["label"])
+    columns = {key: np.concatenate(parts) for key, parts in columns.items()}
+    return _features_dataset(columns, views.dataset.features["label"])
 
 
 def _features_dataset(columns: dict[str, np.ndarray], label_feature: FeatureType) -> datasets.Dataset:

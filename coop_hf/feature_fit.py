@@ -42,11 +42,12 @@ class FitData:
     cache_dir: str | None = None
 
     def train_views(
-        self, num_views: int, *, crop_scale: tuple[float, float] = RRC_SCALE
+        self, num_views: int, *, crop_scale: tuple[float, float] = RRC_SCALE, first_view: int = 0
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """([num_views, images, dim] unnormalised features of seeded augmented views, [images] labels)."""
+        """([num_views, images, dim] unnormalised features of the seeded augmented views `first_view`, ..., [images]
+        labels). Each view is cached apart from the others asked for at another `first_view`."""
         transform = CoOpTransform(self.image_processor, train=True, crop_scale=crop_scale)
-        return self._encode(self.train, transform, num_views)
+        return self._encode(self.train, transform, num_views, first_view)
 
     def val_features(self, *, full: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """([images, dim] unnormalised test-transform features, [images] labels) of the few-shot validation split,
@@ -57,11 +58,11 @@ class FitData:
         return features[0], labels
 
     def _encode(
-        self, split: datasets.Dataset, transform: CoOpTransform, num_views: int = 1
+        self, split: datasets.Dataset, transform: CoOpTransform, num_views: int = 1, first_view: int = 0
     ) -> tuple[torch.Tensor, torch.Tensor]:
         encoded = encode_images(
-            self.clip, split, transform, num_views=num_views, seed=self.seed, batch_size=self.batch_size,
-            cache_dir=self.cache_dir,
+            self.clip, split, transform, num_views=num_views, seed=self.seed, first_view=first_view,
+            batch_size=self.batch_size, cache_dir=self.cache_dir,
         )  # fmt: skip
         columns = encoded.select_columns(["image_embeds", "labels"])[:]
         features = columns["image_embeds"].reshape(num_views, len(split), -1)  # rows are view-major

@@ -89,6 +89,18 @@ def test_views_do_not_depend_on_batch_size_or_workers(model, flowers, processor)
     torch.testing.assert_close(one[:]["image_embeds"], other[:]["image_embeds"], rtol=1e-5, atol=1e-6)
 
 
+def test_later_views_encoded_apart_are_those_encoded_at_once(model, flowers, processor):
+    """Views 2 and 3 asked for on their own (Tip-Adapter-F's training views after the cache's) are the last two of
+    four encoded together; so are their "view" column and their row order."""
+    transform = CoOpTransform(processor, train=True)
+    together = encode_images(model.clip, flowers, transform, num_views=4, use_cache=False)[:]
+    apart = encode_images(model.clip, flowers, transform, num_views=2, first_view=2, use_cache=False)[:]
+    later = slice(2 * len(flowers), None)
+    torch.testing.assert_close(apart["image_embeds"], together["image_embeds"][later], rtol=1e-5, atol=1e-6)
+    assert torch.equal(apart["view"], together["view"][later])
+    assert torch.equal(apart["index"], together["index"][later])
+
+
 def test_test_transform_gives_its_own_view(model, flowers, processor):
     transform = CoOpTransform(processor, train=False)
     features = encode_images(model.clip, flowers, transform, use_cache=False)
@@ -113,6 +125,10 @@ def test_cache_key_covers_model_data_transform_views_and_seed(model, flowers, pr
         feature_cache_key(model.clip, flowers, CoOpTransform(other_processor, train=True), num_views=2, seed=0),
         feature_cache_key(model.clip, flowers, train, num_views=3, seed=0),
         feature_cache_key(model.clip, flowers, train, num_views=2, seed=1),
+        feature_cache_key(model.clip, flowers, train, num_views=2, seed=0, first_view=2),
+        feature_cache_key(
+            model.clip, flowers, CoOpTransform(processor, train=True, crop_scale=(0.5, 1)), num_views=2, seed=0
+        ),
     ]
     assert len({key, *variants}) == 1 + len(variants)
 

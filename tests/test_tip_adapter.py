@@ -44,10 +44,10 @@ class CachedSplits:
         )
         self.calls = []
 
-    def train_views(self, num_views, *, crop_scale):
-        assert crop_scale == self.crop_scale and num_views <= len(self.views)
-        self.calls.append(num_views)
-        return self.views[:num_views], self.labels
+    def train_views(self, num_views, *, crop_scale, first_view=0):
+        assert crop_scale == self.crop_scale and first_view + num_views <= len(self.views)
+        self.calls.append(num_views if not first_view else (first_view, num_views))
+        return self.views[first_view : first_view + num_views], self.labels
 
     def val_features(self, *, full=False):
         self.calls.append("full val" if full else "val")

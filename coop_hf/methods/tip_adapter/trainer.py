@@ -120,8 +120,9 @@ class TipAdapterFTrainer(TipAdapterTrainer):
         model, args = self.model, self.args
         config, device = model.config, model.cache_keys.device
         epochs = int(args.num_train_epochs)
-        views, labels = data.train_views(config.augment_views + epochs, crop_scale=TIP_ADAPTER_CROP_SCALE)
-        views, labels = views[config.augment_views :].to(device), labels.to(device)  # the cache's views come first
+        # views after the cache's: encoded apart, so that the cache's views are those Tip-Adapter's runs cached
+        views, labels = data.train_views(epochs, crop_scale=TIP_ADAPTER_CROP_SCALE, first_view=config.augment_views)
+        views, labels = views.to(device), labels.to(device)
         val, val_labels = data.val_features(full=True)
         val, val_labels = F.normalize(val.to(device).float(), dim=-1), val_labels.to(device)
         batch_size = args.per_device_train_batch_size
