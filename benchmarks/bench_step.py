@@ -195,6 +195,23 @@ def training_step(
     return loss.detach(), gradients
 
 
+def time_interleaved_steps(
+    losses: dict[str, Callable[[], torch.Tensor]],
+    optimizers: dict[str, torch.optim.Optimizer],
+    times: dict[str, list[float]],
+    repeats: int,
+    device: torch.device,
+) -> None:
+    """`repeats` timed training steps of every mode of `times` (appended there), interleaved so that a drifting
+    machine speed affects every mode alike."""
+    for _ in range(repeats):
+        for mode in times:
+            start = time.perf_counter()
+            training_step(losses[mode], optimizers[mode])
+            synchronize(device)
+            times[mode].append(time.perf_counter() - start)
+
+
 def straightforward_against_ours(
     losses: dict[str, Callable[[], torch.Tensor]],
     optimizers: dict[str, torch.optim.Optimizer],
@@ -224,12 +241,7 @@ def straightforward_against_ours(
         for ours, reference in zip(our_grads, reference_grads, strict=True)
     )
     print(f"check: relative difference in loss {loss_diff:.1e}, largest in a gradient {grad_diff:.1e}")
-    for _ in range(repeats):
-        for mode in modes:
-            start = time.perf_counter()
-            training_step(losses[mode], optimizers[mode])
-            synchronize(device)
-            times[mode].append(time.perf_counter() - start)
+    time_interleaved_steps(losses, optimizers, times, repeats, device)
     medians = {mode: statistics.median(values) for mode, values in times.items()}
     for mode in modes:
         print(
@@ -301,14 +313,7 @@ def bench_class_count(
         peaks[mode] = peak_memory(device)
     if "reference" in first and "ours" in first:
         print(f"{'':>7} check: {compare(first['reference'], first['ours'])}")
-    for _ in range(
-        args.repeats - len(times[modes[0]])
-    ):  # interleaved, so that drifting machine speed affects every mode alike
-        for mode in modes:
-            start = time.perf_counter()
-            training_step(losses[mode], optimizers[mode])
-            synchronize(device)
-            times[mode].append(time.perf_counter() - start)
+    time_interleaved_steps(losses, optimizers, times, args.repeats - len(times[modes[0]]), device)
 
     medians = {mode: statistics.median(values) for mode, values in times.items()}
     for mode in modes:
