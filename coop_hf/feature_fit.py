@@ -5,6 +5,7 @@ LP++): their trainer gets a seed's few-shot splits as cached backbone features (
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,7 +70,7 @@ class FitData:
         return features, columns["labels"][: len(split)]
 
 
-class FeatureFitTrainer(CoOpTrainer):
+class FeatureFitTrainer(CoOpTrainer, ABC):
     """A [`CoOpTrainer`] whose `train` fits the model on a seed's cached features (`fit`, written by each method)
     instead of running Trainer's loop; evaluation, `save_state` and the model card are `CoOpTrainer`'s.
 
@@ -84,23 +85,23 @@ class FeatureFitTrainer(CoOpTrainer):
         self.fit_data = fit_data
 
     @classmethod
+    @abstractmethod
     def describe_fit(cls, args: CoOpTrainingArguments, epochs: float) -> str:
         """What the console says the fit does ("training 20 epochs" for gradient methods)."""
-        raise NotImplementedError
 
     @classmethod
+    @abstractmethod
     def recipe(cls, args: CoOpTrainingArguments, epochs: float) -> dict[str, Any]:
         """The model card's hyperparameter rows of the fit."""
-        raise NotImplementedError
 
     @property
     def progress(self) -> bool:
         """Whether the fit shows progress bars (not with --disable_tqdm, and on the main process only)."""
         return not self.args.disable_tqdm and self.is_local_process_zero()
 
+    @abstractmethod
     def fit(self, data: FitData) -> dict[str, float]:
         """Fit `self.model` on `data`; returns the figures to log (e.g. the chosen hyperparameters)."""
-        raise NotImplementedError
 
     def train(self, resume_from_checkpoint: bool | str | None = None, **kwargs: Any) -> TrainOutput:
         self.check_dataset_classes(self.fit_data.train)

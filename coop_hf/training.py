@@ -152,6 +152,8 @@ class CoOpTrainer(Trainer):
     """
 
     args: CoOpTrainingArguments
+    uses_loss = True
+    """Its update follows the gradient of a loss (so `--loss gce` may replace cross-entropy)."""
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -163,9 +165,6 @@ class CoOpTrainer(Trainer):
                     "never see change: drop --dataloader_persistent_workers."
                 )
             self.add_callback(_AugmentationEpoch(self))
-
-    uses_loss = True
-    """Its update follows the gradient of a loss (so `--loss gce` may replace cross-entropy)."""
 
     @classmethod
     def recipe(cls, args: CoOpTrainingArguments, epochs: float) -> dict[str, Any]:

@@ -84,13 +84,15 @@ NO_SETTINGS = "--method {name} has no settings of its own: its flags are in --he
 def method_help_pages() -> dict[str, Any]:
     """What `--help <name>` prints for every `--method` name ("pages"), and the refusal of another name
     ("unknown", with `{name}`): written to `examples/help/methods.json`, so the scripts answer before torch loads."""
-    pages = {name: method_help_page(name) if name in PROMPT_METHODS else NO_SETTINGS.format(name=name)
-             for name in METHOD_NAMES}  # fmt: skip
+    pages = {name: method_help_page(name) for name in METHOD_NAMES}
     return {"pages": pages, "unknown": UNKNOWN_HELP.replace("{methods}", ", ".join(PROMPT_METHODS))}
 
 
 def method_help_page(name: str) -> str:
-    """`--help <method>`: the method's prompt settings (flags) with its defaults, and its recipe."""
+    """`--help <method>`: the method's prompt settings (flags) with its defaults, and its recipe (a baseline: that
+    it has none)."""
+    if name in METHOD_NAMES and name not in PROMPT_METHODS:
+        return NO_SETTINGS.format(name=name)
     if name not in PROMPT_METHODS:
         raise ValueError(UNKNOWN_HELP.format(name=name, methods=", ".join(PROMPT_METHODS)))
     method = PROMPT_METHODS[name]
@@ -150,8 +152,4 @@ def help_request(argv: list[str], parser: HfArgumentParser) -> str | None:
     script imports anything: `examples/quick_help.py`)."""
     if len(argv) != 2 or argv[0] not in ("-h", "--help"):
         return None
-    if argv[1] == "all":
-        return parser.format_help()
-    if argv[1] in METHOD_NAMES and argv[1] not in PROMPT_METHODS:
-        return NO_SETTINGS.format(name=argv[1])
-    return method_help_page(argv[1])
+    return parser.format_help() if argv[1] == "all" else method_help_page(argv[1])

@@ -215,8 +215,9 @@ def transfer_study(
         return {}
     if training_args.should_save:
         write_results(record, training_args.output_dir)
-        unfitted = "the targets' classes" if record["protocol"] == "cross-dataset" else None
-        note = method.zero_shot_note(unfitted) if unfitted else None
+        # domain generalisation keeps the source's classes; cross-dataset targets have others
+        cross_dataset = record["protocol"] == "cross-dataset"
+        note = method.zero_shot_note("the targets' classes") if cross_dataset else None
         table = transfer_table(record, method.display_name, note=note)
         atomic_write_text(Path(training_args.output_dir) / "results.md", table)
         plot_transfer(record, method.display_name, Path(training_args.output_dir) / "transfer.png")
