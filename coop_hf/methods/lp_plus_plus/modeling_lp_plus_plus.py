@@ -75,8 +75,13 @@ class LPPlusPlusModel(PromptPreTrainedModel):
         self.alpha = nn.Parameter(torch.zeros(classes, device=device), requires_grad=False)
 
     def _set_text_embeds(self) -> None:
+        """The class prompts' text embeddings (the text tower over every class), then `_set_fitted_rows`."""
         embeds = zero_shot_weights(self.clip, self.tokenizer, self.classnames, self.config.templates)
         self.register_buffer("text_embeds", embeds.float(), persistent=False)
+        self._set_fitted_rows()
+
+    def _set_fitted_rows(self) -> None:
+        """The row of each current class among the fitted ones (-1 for a class not fitted)."""
         fitted = {name: index for index, name in enumerate(self.config.fitted_classnames or [])}
         rows = torch.tensor([fitted.get(name, -1) for name in self.classnames], dtype=torch.long)
         self.register_buffer("fitted_rows", rows.to(self.weight.device), persistent=False)
@@ -94,14 +99,14 @@ class LPPlusPlusModel(PromptPreTrainedModel):
             self.weight.copy_(weight)
             self.bias.copy_(bias)
             self.alpha.copy_(alpha)
-        self._set_text_embeds()
+        self._set_fitted_rows()
 
     def load_prompt(self, state_dict: dict[str, torch.Tensor], source: str = "the state dict") -> None:
         """The saved tensors, sized to the saved number of fitted classes first."""
         if "weight" in state_dict:
             self._resize(len(state_dict["weight"]))
         super().load_prompt(state_dict, source)
-        self._set_text_embeds()
+        self._set_fitted_rows()
 
     def class_tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(weight [classes, dim], bias, alpha) of the current class list: the fitted rows by name, else w = 0,

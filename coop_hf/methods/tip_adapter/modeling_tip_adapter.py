@@ -79,9 +79,9 @@ class TipAdapterModel(PromptPreTrainedModel):
     def _set_text_embeds(self) -> None:
         embeds = zero_shot_weights(self.clip, self.tokenizer, self.classnames, self.config.templates)
         self.register_buffer("text_embeds", embeds.float(), persistent=False)
-        self._set_cache_values()
+        self._set_cache_columns()
 
-    def _set_cache_values(self) -> None:
+    def _set_cache_columns(self) -> None:
         """The class column of every cache entry in the current class list (-1 for a class not in it)."""
         fitted = self.config.fitted_classnames or []
         column = {name: index for index, name in enumerate(self.classnames)}
@@ -114,7 +114,7 @@ class TipAdapterModel(PromptPreTrainedModel):
             self.cache_labels.copy_(labels)
             self.alpha.fill_(self.config.init_alpha)
             self.beta.fill_(self.config.init_beta)
-        self._set_cache_values()
+        self._set_cache_columns()
 
     def _resize_cache(self, entries: int) -> None:
         device = self.cache_keys.device
@@ -128,7 +128,7 @@ class TipAdapterModel(PromptPreTrainedModel):
         if "cache_keys" in state_dict:
             self._resize_cache(len(state_dict["cache_keys"]))
         super().load_prompt(state_dict, source)
-        self._set_cache_values()
+        self._set_cache_columns()
 
     def cache_logits(self, image: torch.Tensor, beta: torch.Tensor | float) -> torch.Tensor:
         """exp(-beta (1 - affinity)) V for normalised image features, as the reference writes it."""
