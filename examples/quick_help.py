@@ -38,10 +38,10 @@ def answer_at_once(script: str, argv: list[str] | None = None) -> None:
     known = json.loads((PAGES / f"{name}.json").read_text(encoding="utf-8"))
     for index, word in enumerate(argv):
         flag = word.split("=", 1)[0]
-        if flag.startswith("--") and not any(option.startswith(flag) for option in known["flags"]):
-            _refuse(f"unrecognized flag {flag} (see {name}.py --help)")
         if not flag.startswith("--"):
             continue
+        if not any(option.startswith(flag) for option in known["flags"]):
+            _refuse(f"unrecognized flag {flag} (see {name}.py --help)")
         values = [word.split("=", 1)[1]] if "=" in word else _values(argv[index + 1 :])
         if flag == "--method" and known["methods"]:
             for value in values:
