@@ -27,7 +27,7 @@ from __future__ import annotations
 from quick_help import answer_at_once
 
 if __name__ == "__main__":
-    answer_at_once(__file__)  # --help and misspelt flags answered before torch and transformers load
+    answer_at_once(__file__)  # --help, misspelt flags, bad values: answered before torch loads
 
 import dataclasses
 import json
