@@ -1,0 +1,57 @@
+"""The built wheel, not the editable checkout: every package folder is in it, and coop_hf imports from it alone."""
+
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from tests.conftest import REPO
+
+
+def copy_checkout(destination: Path) -> Path:
+    """The checkout's tracked and unignored files, without build leftovers (setuptools reuses a stale build/)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO, check=True, capture_output=True, text=True,
+    ).stdout.split("\0")  # fmt: skip
+    for name in filter(None, listed):
+        if (REPO / name).is_file():
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, destination / name)
+    return destination
+
+
+def build_wheel(source: Path, folder: Path) -> Path:
+    """The wheel `pip install <source>` would install (no dependencies, the installed setuptools)."""
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
+    subprocess.run([*pip_wheel, "-w", str(folder), str(source)], check=True)
+    return next(folder.glob("coop_hf-*.whl"))
+
+
+def test_the_wheel_holds_every_package_and_imports_from_itself(tmp_path):
+    source = copy_checkout(tmp_path / "checkout")
+    wheel = build_wheel(source, tmp_path / "dist")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    packages = sorted(init.parent.relative_to(source) for init in (source / "coop_hf").rglob("__init__.py"))
+    missing = [str(package) for package in packages if f"{package.as_posix()}/__init__.py" not in names]
+    assert not missing, f"packages missing from the wheel: {missing}"
+    assert "coop_hf/model_cards/prompt_model_card.md" in names
+
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)], check=True
+    )
+    # From another folder, with the wheel's copy first on the path: the checkout must play no part.
+    code = "import coop_hf; print(coop_hf.__file__); print(len(coop_hf.METHODS))"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(target), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    location, method_count = result.stdout.split()
+    assert Path(location).is_relative_to(target)
+    assert int(method_count) > 0
