@@ -17,6 +17,12 @@ and 102 classes), it is faster than the plain pass even with [SOS] alone (1.05-1
 without padding and its last-layer shortcut pay for themselves), 1.3-1.9x with 6-9 shared tokens and 1.6-3.8x
 with 17; at 1000 classes with [SOS] alone the two are on par.
 
+The fast paths are exact in distribution, not only in value: a module that draws random numbers in its forward
+(CLIP-LoRA's LoRA dropout, attention dropout a config turns on in training, drop-path) would draw ONE mask for a
+prefix encoded once, where the reference draws an independent one for every class and position. While such a module
+is active in the text tower (`draws_random_numbers`), `encode_prompts` takes the plain path, every class with its own
+draws; in eval mode, or with the dropout at 0, the fast path runs.
+
 `encode_prefixes` generalises this to several prefixes, each followed by every class's suffix: CoCoOp's prompts
 for a batch of images share the class tokens but each image has its own [SOS] + context prefix, encoded once for
 all of its classes (`CoCoOpModel.get_text_features`).
@@ -59,6 +65,25 @@ def shared_prefix_length(
     return min(prefix, int(eot_positions.min()))
 
 
+def draws_random_numbers(module: nn.Module) -> bool:
+    """Whether a forward of `module` now draws random numbers: dropout with p > 0 in training mode (torch's dropout
+    modules, so LoRA's and adapters' too), an attention module in training mode with a `dropout` rate > 0
+    (transformers' attention dropout), a drop-path module in training mode with a `drop_prob` > 0."""
+    for part in module.modules():
+        if not part.training:
+            continue
+        if isinstance(part, nn.modules.dropout._DropoutNd):
+            if part.p > 0:
+                return True
+        elif any(isinstance(rate, float | int) and rate > 0 for rate in _random_rates(part)):
+            return True
+    return False
+
+
+def _random_rates(module: nn.Module) -> tuple:
+    return getattr(module, "dropout", None), getattr(module, "drop_prob", None)
+
+
 def encode_prompts(
     backbone: Backbone | PreTrainedModel,
     prompt_embeds: torch.Tensor,
@@ -71,11 +96,12 @@ def encode_prompts(
 ) -> torch.Tensor:
     """[classes, projection_dim] text features of prompts [classes, length, width] whose first `prefix_length`
     embeddings are the same in every row: `encode_shared_prefix` on a causal text tower, else `encode_plain`
-    (the same numbers, computed once per class). `layer_hook(index, hidden)` runs before each layer and may
-    change only positions before `prefix_length` (deep prompts), the same way in every row."""
+    (the same numbers, computed once per class). `encode_plain` too while a text module draws random numbers
+    (`draws_random_numbers`), so that every class gets its own draws. `layer_hook(index, hidden)` runs before each
+    layer and may change only positions before `prefix_length` (deep prompts), the same way in every row."""
     backbone = backbone_for(backbone)
     options = dict(chunk_size=chunk_size, checkpoint=checkpoint, layer_hook=layer_hook)
-    if backbone.causal_text:
+    if backbone.causal_text and not _text_tower_draws(backbone):
         return encode_shared_prefix(backbone, prompt_embeds, eot_positions, prefix_length, **options)
     return encode_plain(backbone, prompt_embeds, eot_positions, **options)
 
@@ -163,14 +189,19 @@ def encode_prefixes(
     without padding for the token-wise parts of each layer (projections, MLP, layer norms) and attend in groups of
     equal length; the last layer computes each prompt's EOT token only. Per layer this holds groups x classes x
     suffix tokens, never the full padded length. Every EOT must lie in the suffix. `prefix_hook(index, prefixes)`
-    runs on the prefixes before each layer (deep prompts replace prefix tokens there). Attention dropout is not
-    applied: the backbone stays in eval mode. Exact only for a causal text tower (CLIP, MetaCLIP 2).
+    runs on the prefixes before each layer (deep prompts replace prefix tokens there). Exact only for a causal text
+    tower (CLIP, MetaCLIP 2) in which nothing draws random numbers (refused otherwise: `draws_random_numbers`).
     """
     backbone = backbone_for(backbone)
     if not backbone.causal_text:
         raise ValueError(
             f"{backbone.display_name}'s text tower is bidirectional: a shared prefix is not the same in every prompt, "
             "so it cannot be encoded once. Use encode_plain."
+        )
+    if _text_tower_draws(backbone):
+        raise ValueError(
+            "A module of the text tower draws random numbers (dropout in training): a prefix encoded once would share "
+            "one draw among every prompt. Use encode_plain, or eval mode."
         )
     embeddings = backbone.text_embeddings
     layers = backbone.text_layers
@@ -220,6 +251,10 @@ def encode_prefixes(
     pooled = [states.view(num_groups, -1, states.shape[-1]) for states in pooled]
     features = torch.cat(pooled, dim=1)[:, torch.argsort(order)]
     return backbone.project_text(features)
+
+
+def _text_tower_draws(backbone: Backbone) -> bool:
+    return draws_random_numbers(backbone.text_embeddings) or any(map(draws_random_numbers, backbone.text_layers))
 
 
 def _class_chunks(

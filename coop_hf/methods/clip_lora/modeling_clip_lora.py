@@ -2,9 +2,10 @@
 `peft` (Zanella and Ben Ayed, "Low-Rank Few-Shot Adaptation of Vision-Language Models", CVPRW 2024).
 
 The class prompts are the hand-written template ("a photo of a {class}."); the text features of every class are
-recomputed each step through the updated text tower, on coop-hf's exact fast path (cut after the end-of-text
-token, the template's words before the class name encoded once on a causal text tower: LoRA changes weights, not
-causality), and the images through the updated image tower. The model owns a copy of the backbone, so the shared one
+recomputed each step through the updated text tower, cut after the end-of-text token on a causal text tower. In
+training the LoRA dropout draws a mask for every class and position, as the reference does, so the template's words
+before the class name are encoded per class; in eval mode (or with lora_dropout 0) they are encoded once for all
+classes (`coop_hf.text_encoding.encode_prompts`). The images go through the updated image tower. The model owns a copy of the backbone, so the shared one
 stays untouched.
 """
 
