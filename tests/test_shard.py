@@ -76,3 +76,21 @@ def test_shard_flag():
             Shard.parse(bad)
     with pytest.raises(ValueError, match="drop --overwrite_output_dir"):
         Shard.parse("1/2", overwrite=True)
+
+
+@pytest.mark.parametrize("count", range(1, 6))
+@pytest.mark.parametrize("cells", range(10))
+def test_the_shards_split_the_grid_into_disjoint_stable_parts(count, cells):
+    """Shards 1/N ... N/N: each cell of the grid in exactly one part, in the grid's order, the same on every call."""
+    grid = [f"cell{index}" for index in range(cells)]
+    parts = [Shard(index, count).select(grid) for index in range(1, count + 1)]
+    for index, part in enumerate(parts, start=1):
+        assert Shard(index, count).select(grid) == part  # stable
+        assert Shard.parse(f"{index}/{count}").select(list(grid)) == part
+        assert part == sorted(part, key=grid.index)  # in the grid's order
+        for other in parts[index:]:
+            assert not set(part) & set(other), f"shards of {count} overlap on a grid of {cells}"
+    covered = sorted(cell for part in parts for cell in part)
+    assert covered == sorted(grid), f"the {count} shards do not cover a grid of {cells} exactly once"
+    sizes = [len(part) for part in parts]
+    assert max(sizes) - min(sizes) <= 1  # balanced

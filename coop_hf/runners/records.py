@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from transformers.trainer_pt_utils import AcceleratorConfig
 
 from ..atomic import atomic_write_text
 from ..metrics import ClassificationAccuracy
@@ -85,6 +86,33 @@ def announce(args: CoOpTrainingArguments, message: str) -> None:
         print(f"[coop-hf] {message}", flush=True)
 
 
+TRAINER_OPTIONS = (
+    "label_smoothing_factor",  # the training loss
+    "train_sampling_strategy", "data_seed", "dataloader_in_order", "accelerator_config",  # the batches' order
+    "ignore_data_skip",  # a resumed run's batches
+    "auto_find_batch_size",  # the batch size, after an out-of-memory error
+    "dataloader_drop_last",  # drops test and validation images (the training batches follow keep_last_batch)
+    "tf32", "fp16_full_eval", "bf16_full_eval",  # the precision
+    "load_best_model_at_end", "metric_for_best_model", "greater_is_better",  # which checkpoint is reported
+)  # fmt: skip
+"""`TrainingArguments` options that change what a run computes, recorded only when set (a run without them keeps the
+record it had). CoOpTrainer's own optimizer and schedule make Trainer's (`optim`, `adam_*`, `lr_scheduler_*`,
+`warmup_steps`) irrelevant."""
+
+
+def trainer_options(args: CoOpTrainingArguments) -> dict[str, Any]:
+    """The `TRAINER_OPTIONS` that `args` sets to other than their defaults."""
+    fields = type(args).__dataclass_fields__
+    options = {}
+    for name in TRAINER_OPTIONS:
+        value, default = getattr(args, name), fields[name].default
+        if isinstance(value, AcceleratorConfig):
+            value, default = value.to_dict(), AcceleratorConfig().to_dict()
+        if value != default:
+            options[name] = value
+    return options
+
+
 def training_fields(args: CoOpTrainingArguments, epochs: float) -> dict[str, Any]:
     """The training settings that change a prompt, as a run configuration records them."""
     return {
@@ -103,6 +131,7 @@ def training_fields(args: CoOpTrainingArguments, epochs: float) -> dict[str, Any
         "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
         # Not a setting of the prompt, but of what the run directory holds (gradient_flow.json per seed).
         **({"gradient_flow": True} if args.gradient_flow else {}),
+        **trainer_options(args),
     }
 
 
