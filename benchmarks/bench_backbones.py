@@ -3,9 +3,9 @@ path and without it.
 
 Families: CLIP ViT-B/32 (../shared/clip-configs), MetaCLIP 2 with CLIP ViT-B/32's towers, SigLIP base patch16-224
 and SigLIP 2 NaFlex base patch16 (256 patches) with their published widths; the text towers of MetaCLIP 2 and the
-SigLIPs use `coop_hf.testing.word_tokenizer` over the class names (one token per word, each family's special
-tokens), CLIP its real BPE tokenizer. Each step is forward, backward and SGD (momentum 0.9, weight decay 5e-4) over
-the context, 16 context vectors, Flowers102's class names. Modes:
+SigLIPs use `coop_hf.testing.tiny_tokenizer` trained on the class names (each family's real tokenizer class, a
+small vocabulary), CLIP its real BPE tokenizer. Each step is forward, backward and SGD (momentum 0.9, weight decay
+5e-4) over the context, 16 context vectors, Flowers102's class names. Modes:
   fast    `CoOpModel` on cached image features: the shared [SOS] + context prefix encoded once where the text tower
           is causal (CLIP, MetaCLIP 2); SigLIP's bidirectional tower always takes the plain path
   plain   the same prompts through every layer in full (`coop_hf.text_encoding.encode_plain`)
@@ -43,7 +43,7 @@ from bench_step import (  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 
 from coop_hf import CoOpModel  # noqa: E402
-from coop_hf.testing import random_backbone, word_tokenizer  # noqa: E402
+from coop_hf.testing import random_backbone, tiny_tokenizer  # noqa: E402
 from coop_hf.text_encoding import encode_plain  # noqa: E402
 
 FAMILIES = ("clip", "metaclip_2", "siglip", "siglip2")
@@ -81,8 +81,8 @@ def parse_args() -> argparse.Namespace:
 def build(family: str, names: list[str], device: torch.device):
     if family == "clip":
         return build_clip(CLIP_CONFIGS[0], device), AutoTokenizer.from_pretrained(CLIP_CONFIGS[0])
-    words = sorted({word for name in names for word in name.replace("-", " ").split()})
-    tokenizer = word_tokenizer(family, words, max_length=SHAPES[family][0]["max_position_embeddings"])
+    sentences = [f"a photo of a {name}." for name in names]
+    tokenizer = tiny_tokenizer(family, sentences, max_length=SHAPES[family][0]["max_position_embeddings"])
     text, vision, projection_dim = SHAPES[family]
     model = random_backbone(family, tokenizer, text=text, vision=vision, projection_dim=projection_dim)
     return model.to(device), tokenizer

@@ -95,7 +95,9 @@ def main() -> None:
         for name in ("tip-adapter", "tip-adapter-f", "lp++"):
             method = PROMPT_METHODS[name]  # its model, its trainer and its recipe, as train.py runs it
             model = method.model_class.from_clip(clip, classnames, tokenizer=tokenizer, **method.settings)
-            args = CoOpTrainingArguments(output_dir=output_dir, disable_tqdm=True, report_to=[], **method.recipe)
+            args = CoOpTrainingArguments(
+                output_dir=output_dir, disable_tqdm=True, report_to=[], **method.recipe().training
+            )
             run = partial(fit_and_test, model, method.trainer_class, args, data, test, test_labels)
             report(name, [timed(run) for _ in range(options.repeats)])
 

@@ -200,9 +200,17 @@ class PromptPreTrainedModel(PreTrainedModel):
             f"trained, {len(classnames)} in the dataset): evaluate it on the dataset it was trained on (--dataset)."
         )
 
-    def image_features(self, pixel_values: torch.Tensor | None, image_embeds: torch.Tensor | None) -> torch.Tensor:
+    def image_features(
+        self,
+        pixel_values: torch.Tensor | None,
+        image_embeds: torch.Tensor | None,
+        pixel_attention_mask: torch.Tensor | None = None,
+        spatial_shapes: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """The backbone's (unnormalised) image features: `image_embeds` when given (only for a method whose
-        `image_tower_frozen`), else encoded from `pixel_values`."""
+        `image_tower_frozen`), else encoded from `pixel_values`: [batch, 3, H, W] images, or a SigLIP 2 NaFlex
+        processor's patches [batch, patches, patch_dim] with their `pixel_attention_mask` and `spatial_shapes`
+        (each image at its own aspect ratio), as `Siglip2Model` takes them."""
         if image_embeds is not None:
             if not self.image_tower_frozen:
                 raise ValueError(
@@ -212,7 +220,9 @@ class PromptPreTrainedModel(PreTrainedModel):
             return image_embeds
         if pixel_values is None:
             raise ValueError(f"{type(self).__name__} needs pixel_values or precomputed image_embeds.")
-        return self.backbone.image_features(pixel_values)
+        return self.backbone.image_features(
+            pixel_values, pixel_attention_mask=pixel_attention_mask, spatial_shapes=spatial_shapes
+        )
 
     # -- what is saved ---------------------------------------------------------------------------------------------
 

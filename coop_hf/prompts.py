@@ -25,21 +25,32 @@ class PromptTokens:
         context_positions: [classes, n_ctx] index of each context vector in its prompt.
         eot_positions: [classes] index of the token whose hidden state is the text feature: the end-of-text token
             (CLIP, MetaCLIP 2) or the last position (SigLIP).
-        text_start: index of the first token after the leading special tokens (1 after CLIP's [SOS], 0 in SigLIP).
+        text_start: index of the first token after the leading special tokens (1 after CLIP's [SOS], 0 in SigLIP),
+            in each prompt before padding.
+        attention_mask: [classes, length] 1 for the prompt's tokens, 0 for padding, where the family pads every
+            prompt and its tokenizer returns attention masks (transformers' SigLIP and SigLIP 2 tokenizers: the
+            padding is then not attended, as in `pipeline("zero-shot-image-classification")`); else None.
     """
 
     input_ids: torch.Tensor
     context_positions: torch.Tensor
     eot_positions: torch.Tensor
     text_start: int
+    attention_mask: torch.Tensor | None = None
 
 
 def context_init_ids(tokenizer: PreTrainedTokenizerBase, ctx_init: str) -> list[int]:
-    """BPE token ids of an initialisation phrase; their count is the context length."""
-    ids = tokenizer(ctx_init, add_special_tokens=False)["input_ids"]
-    if not ids:
+    """Token ids of an initialisation phrase as it tokenizes inside a prompt ("<phrase> <class>."); their count is
+    the context length. Alone, a phrase may end in another token: SigLIP 2's tokenizer keeps the space after a word
+    in the word's token ("a▁"), which the phrase's last word has only when a class name follows."""
+    alone = tokenizer(ctx_init, add_special_tokens=False)["input_ids"]
+    if not alone:
         raise ValueError(f"ctx_init={ctx_init!r} tokenizes to nothing: give a phrase such as 'a photo of a'.")
-    return ids
+    sentence = tokenizer(f"{ctx_init} {CONTEXT_PLACEHOLDER}.", add_special_tokens=False)["input_ids"]
+    tail = tokenizer(f"{CONTEXT_PLACEHOLDER}.", add_special_tokens=False)["input_ids"]
+    if len(sentence) > len(tail) and sentence[-len(tail) :] == tail:
+        return sentence[: -len(tail)]
+    return alone
 
 
 DEFAULT_N_CTX = 16
@@ -89,6 +100,11 @@ def tokenize_prompts(
     the tokenizer's leading special tokens (CLIP's [SOS], MetaCLIP 2's <s>; none for SigLIP).
     """
     context_text = ctx_init if ctx_init is not None else " ".join([CONTEXT_PLACEHOLDER] * n_ctx)
+    if ctx_init is None and len(tokenizer(context_text, add_special_tokens=False)["input_ids"]) != n_ctx:
+        raise ValueError(
+            f"This tokenizer splits the context placeholder {CONTEXT_PLACEHOLDER!r} into several tokens, so the "
+            f"{n_ctx} context vectors cannot be placed: initialise the context from a phrase (--ctx_init)."
+        )
     eos_id = tokenizer.eos_token_id
     max_length = backbone.max_text_length
     prompts, context_positions = [], []
@@ -118,16 +134,25 @@ def tokenize_prompts(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
     length = max_length if backbone.pad_prompts else max(len(ids) for ids in prompts)
     input_ids = torch.full((len(classnames), length), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros_like(input_ids)
+    context_positions = torch.tensor(context_positions, dtype=torch.long)
+    # Where the tokenizer pads on the left (SigLIP 2's), the prompt ends at the last position, as it tokenizes.
+    left = backbone.pad_prompts and tokenizer.padding_side == "left"
     for row, ids in enumerate(prompts):
-        input_ids[row, : len(ids)] = torch.tensor(ids)
+        offset = length - len(ids) if left else 0
+        input_ids[row, offset : offset + len(ids)] = torch.tensor(ids)
+        attention_mask[row, offset : offset + len(ids)] = 1
+        context_positions[row] += offset
     eot_positions = backbone.pool_positions(input_ids, eos_id)
     if not backbone.pad_prompts:  # cut after the last pooled token: what follows cannot change a causal feature
         input_ids = input_ids[:, : int(eot_positions.max()) + 1]
+    masks_padding = backbone.pad_prompts and "attention_mask" in tokenizer.model_input_names
     return PromptTokens(
         input_ids=input_ids,
-        context_positions=torch.tensor(context_positions, dtype=torch.long),
+        context_positions=context_positions,
         eot_positions=eot_positions.to(torch.long),
         text_start=start,
+        attention_mask=attention_mask if masks_padding else None,
     )
 
 

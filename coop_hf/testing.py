@@ -1,72 +1,123 @@
-"""Random-weight backbones of every family, built from transformers' own config classes, and word-level tokenizers
-with each family's special-token layout: what tests and benchmarks build models from where no checkpoint can be
+"""Random-weight backbones of every family, built from transformers' own config classes, and small tokenizers of each
+family's REAL tokenizer class, trained offline: what tests and benchmarks build models from where no checkpoint can be
 downloaded.
 
-No SentencePiece or Gemma tokenizer file ships with a package, so `word_tokenizer` stands in for SigLIP's (no start
-token, </s> appended), SigLIP 2's Gemma-style (<bos> ... <eos>) and MetaCLIP 2's XLM-R-style (<s> ... </s>): one
-token per word or punctuation mark. coop-hf derives every prompt layout from the tokenizer itself, so these exercise
-the same code paths a real tokenizer does. CLIP has its real BPE tokenizer.
+`tiny_tokenizer` trains a small vocabulary on a few sentences and returns the class a Hub checkpoint of the family
+loads through `AutoTokenizer`: SigLIP's `SiglipTokenizer` (SentencePiece; lowercases, strips punctuation, appends
+</s>), SigLIP 2's `Siglip2Tokenizer` (Gemma's byte-fallback BPE; lowercases, appends <eos>, pads on the LEFT) and
+MetaCLIP 2's `XLMRobertaTokenizer` (XLM-V's SentencePiece unigram; <s> ... </s>), saved and reloaded as from the Hub.
+CLIP has its real BPE tokenizer (`../shared/clip-configs`).
 
 ```python
->>> from coop_hf.testing import random_backbone, word_tokenizer
+>>> from coop_hf.testing import random_backbone, tiny_tokenizer
 
->>> tokenizer = word_tokenizer("siglip", ["a", "photo", "of", "daisy", "rose"])
+>>> tokenizer = tiny_tokenizer("siglip", ["a photo of a daisy.", "a photo of a rose."], max_length=64)
 >>> model = random_backbone("siglip", tokenizer, text=dict(hidden_size=32, num_hidden_layers=2,
-...     num_attention_heads=4, intermediate_size=64), vision=dict(hidden_size=32, num_hidden_layers=2,
-...     num_attention_heads=4, intermediate_size=64, image_size=64, patch_size=16))
+...     num_attention_heads=4, intermediate_size=64, max_position_embeddings=64), vision=dict(hidden_size=32,
+...     num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=64, patch_size=16))
 ```
 """
 
 from __future__ import annotations
 
+import io
+import json
+import os
+import tempfile
 from typing import Any
 
+import sentencepiece
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from transformers import (
+    AutoTokenizer,
     MetaClip2Config,
     MetaClip2Model,
     PreTrainedModel,
-    PreTrainedTokenizerFast,
+    PreTrainedTokenizerBase,
     Siglip2Config,
     Siglip2Model,
+    Siglip2Tokenizer,
     SiglipConfig,
     SiglipModel,
+    SiglipTokenizer,
+    XLMRobertaTokenizer,
 )
 
-SPECIAL_TOKENS = {  # family: (start token or None, end token)
-    "metaclip_2": ("<s>", "</s>"),
-    "siglip": (None, "</s>"),
-    "siglip2": ("<bos>", "<eos>"),
-}
-CONTEXT_WORDS = ("a", "photo", "of", "the", "x", ".", ",")
-"""Words every stand-in vocabulary holds: CoOp's phrase and placeholder, and the prompts' punctuation."""
+FAMILIES = ("metaclip_2", "siglip", "siglip2")
+"""The families `tiny_tokenizer` and `random_backbone` build (CLIP's tokenizer ships in ../shared)."""
+CONTEXT_SENTENCES = (
+    "a photo of a X.",
+    "X X X X X X X X X X X X X X X X the photo of a type of pet.",
+    "x x x x x x x x x x x x x x x x the photo of a type of pet.",  # lowercasing tokenizers see this X
+    "this is a photo of a X.",
+)
+"""Sentences every tiny vocabulary is trained on: CoOp's phrase and its placeholder X (one token, as in every real
+vocabulary), and the prompts' punctuation."""
 
 
-def word_tokenizer(family: str, words: list[str], *, max_length: int = 64) -> PreTrainedTokenizerFast:
-    """A tokenizer of `family`'s special-token layout over `words` (and `CONTEXT_WORDS`): split at spaces and
-    punctuation, one id per word, one <unk> per unknown word."""
-    if family not in SPECIAL_TOKENS:
-        raise ValueError(f"No stand-in tokenizer for {family!r}: use one of {', '.join(SPECIAL_TOKENS)}.")
-    start, end = SPECIAL_TOKENS[family]
-    specials = ["<pad>", end, "<unk>"] + ([start] if start else [])
-    vocabulary = list(dict.fromkeys([*specials, *CONTEXT_WORDS, *words]))
-    ids = {token: index for index, token in enumerate(vocabulary)}
-    tokenizer = Tokenizer(models.WordLevel(ids, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single=f"{start} $A {end}" if start else f"$A {end}",
-        special_tokens=[(token, ids[token]) for token in (start, end) if token],
-    )
-    names: dict[str, Any] = dict(eos_token=end, pad_token="<pad>", unk_token="<unk>", model_max_length=max_length)
-    if start:
-        names["bos_token"] = start
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, **names)
+def tiny_tokenizer(family: str, sentences: list[str], *, max_length: int = 64) -> PreTrainedTokenizerBase:
+    """A tokenizer of `family`'s real class ("metaclip_2", "siglip", "siglip2") with a small vocabulary trained on
+    `sentences` (and `CONTEXT_SENTENCES`), saved and reloaded through `AutoTokenizer` as a Hub checkpoint's is."""
+    if family not in FAMILIES:
+        raise ValueError(f"No tiny tokenizer of {family!r}: use one of {', '.join(FAMILIES)}.")
+    corpus = [*CONTEXT_SENTENCES, *sentences]
+    folder = tempfile.mkdtemp(prefix=f"coop-hf-{family}-tokenizer-")  # kept: SentencePiece reads its file on saving
+    if family == "siglip2":
+        tokenizer = _gemma_bpe(corpus, max_length)
+    else:
+        model_file = os.path.join(folder, "spiece.model")
+        with open(model_file, "wb") as file:
+            file.write(_sentencepiece(corpus))
+        if family == "siglip":
+            tokenizer = SiglipTokenizer(vocab_file=model_file, model_max_length=max_length)
+        else:
+            tokenizer = _xlm_roberta(model_file, max_length)
+    tokenizer.save_pretrained(folder)
+    return AutoTokenizer.from_pretrained(folder)
+
+
+def _sentencepiece(corpus: list[str]) -> bytes:
+    """A small SentencePiece model of `corpus` (what SigLIP's and XLM-V's tokenizers read), as bytes. Its pieces are
+    learned by BPE: on a few sentences the unigram trainer keeps little more than single characters."""
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(corpus * 10), model_writer=model, vocab_size=100, model_type="bpe",
+        character_coverage=1.0, hard_vocab_limit=False, minloglevel=2,
+    )  # fmt: skip
+    return model.getvalue()
+
+
+def _xlm_roberta(model_file: str, max_length: int) -> XLMRobertaTokenizer:
+    """XLM-R's layout over a SentencePiece model: <s> <pad> </s> <unk> first, then the pieces, then <mask>."""
+    processor = sentencepiece.SentencePieceProcessor(model_file=model_file)
+    pieces = [
+        (processor.id_to_piece(index), processor.get_score(index))
+        for index in range(processor.get_piece_size())
+        if not (processor.is_control(index) or processor.is_unknown(index))
+    ]
+    specials = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    return XLMRobertaTokenizer(vocab=[*specials, *pieces, ("<mask>", 0.0)], model_max_length=max_length)
+
+
+def _gemma_bpe(corpus: list[str], max_length: int) -> Siglip2Tokenizer:
+    """Gemma's byte-fallback BPE as SigLIP 2 uses it (lowercased, the space kept at the end of each word), with the
+    end-of-text token appended and no start token."""
+    bpe = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    bpe.normalizer = normalizers.Sequence([normalizers.Lowercase(), normalizers.Replace(" ", "\u2581")])
+    bpe.pre_tokenizer = pre_tokenizers.Split(pattern="\u2581", behavior="merged_with_previous")
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
+    bpe.train_from_iterator(corpus * 10, trainers.BpeTrainer(vocab_size=150, special_tokens=specials))
+    model = json.loads(bpe.to_str())["model"]
+    return Siglip2Tokenizer(
+        vocab=model["vocab"], merges=[tuple(merge) for merge in model["merges"]], add_bos_token=False,
+        add_eos_token=True, model_max_length=max_length,
+    )  # fmt: skip
 
 
 def random_backbone(
     family: str,
-    tokenizer: PreTrainedTokenizerFast,
+    tokenizer: PreTrainedTokenizerBase,
     *,
     text: dict[str, Any],
     vision: dict[str, Any],
@@ -87,7 +138,7 @@ def random_backbone(
     elif family == "siglip2":
         model = Siglip2Model(Siglip2Config(text_config=text, vision_config=vision))
     else:
-        raise ValueError(f"No random model of {family!r} here: use one of {', '.join(SPECIAL_TOKENS)}.")
+        raise ValueError(f"No random model of {family!r} here: use one of {', '.join(FAMILIES)}.")
     if family.startswith("siglip"):
         with torch.no_grad():
             model.logit_scale.fill_(2.0)

@@ -93,17 +93,19 @@ def encode_prompts(
     chunk_size: int | None = None,
     checkpoint: bool = False,
     layer_hook: LayerHook | None = None,
+    attention_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """[classes, projection_dim] text features of prompts [classes, length, width] whose first `prefix_length`
     embeddings are the same in every row: `encode_shared_prefix` on a causal text tower, else `encode_plain`
     (the same numbers, computed once per class). `encode_plain` too while a text module draws random numbers
     (`draws_random_numbers`), so that every class gets its own draws. `layer_hook(index, hidden)` runs before each
-    layer and may change only positions before `prefix_length` (deep prompts), the same way in every row."""
+    layer and may change only positions before `prefix_length` (deep prompts), the same way in every row.
+    `attention_mask` [classes, length] marks the padding of a bidirectional tower's prompts (`PromptTokens`)."""
     backbone = backbone_for(backbone)
     options = dict(chunk_size=chunk_size, checkpoint=checkpoint, layer_hook=layer_hook)
     if backbone.causal_text and not _text_tower_draws(backbone):
         return encode_shared_prefix(backbone, prompt_embeds, eot_positions, prefix_length, **options)
-    return encode_plain(backbone, prompt_embeds, eot_positions, **options)
+    return encode_plain(backbone, prompt_embeds, eot_positions, attention_mask=attention_mask, **options)
 
 
 def encode_plain(
@@ -114,10 +116,12 @@ def encode_plain(
     chunk_size: int | None = None,
     checkpoint: bool = False,
     layer_hook: LayerHook | None = None,
+    attention_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """[classes, projection_dim] text features of token embeddings `prompt_embeds` [classes, length, width]:
     position embeddings, the encoder (`layer_hook(index, hidden)` before each layer), the final layer norm and the
-    text projection (or head) at the pooled positions `eot_positions`.
+    text projection (or head) at the pooled positions `eot_positions`. In a bidirectional tower the positions that
+    `attention_mask` [classes, length] marks 0 (padding) are not attended.
 
     Classes are encoded in groups of equal pooled position; in a causal text tower each group is cut right after it
     (what follows the pooled token cannot change it), in a bidirectional one every position is kept.
@@ -128,7 +132,7 @@ def encode_plain(
     for rows, eot in (group for groups in chunks for group in groups):
         end = eot + 1 if backbone.causal_text else prompt_embeds.shape[1]
         hidden = backbone.text_embeddings(inputs_embeds=prompt_embeds[rows, :end])
-        mask = backbone.text_attention_mask(hidden)
+        mask = backbone.text_attention_mask(hidden, None if attention_mask is None else attention_mask[rows, :end])
         for index, layer in enumerate(backbone.text_layers):
             if layer_hook is not None:
                 hidden = layer_hook(index, hidden)

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from conftest import random_clip, tiny_clip_config
 from tiny_backbones import CAUSAL, CLASSNAMES, FAMILIES, tiny_backbone
+from tolerances import assert_close_fp32, stages
 from transformers.models.siglip2.image_processing_pil_siglip2 import convert_image_to_patches
 
 from coop_hf import (
@@ -43,24 +44,28 @@ def pixels(family: str, count: int = 3, seed: int = 1) -> torch.Tensor:
 
 def reference_tokens(family, tokenizer, model, texts):
     """Token ids as each family's model card says to tokenize, and the position its text model pools."""
-    if family.startswith("siglip"):
+    if family.startswith("siglip"):  # with the tokenizer's attention mask, as the zero-shot pipeline feeds it
         max_length = model.config.text_config.max_position_embeddings
-        ids = tokenizer(texts, padding="max_length", max_length=max_length, return_tensors="pt")["input_ids"]
-        return {"input_ids": ids}, torch.full((len(texts),), max_length - 1)
+        inputs = tokenizer(texts, padding="max_length", max_length=max_length, return_tensors="pt")
+        return dict(inputs), torch.full((len(texts),), max_length - 1)
     inputs = tokenizer(texts, padding=True, return_tensors="pt")
     ids = inputs["input_ids"]
     pool = ids.argmax(-1) if family == "clip" else (ids == tokenizer.eos_token_id).int().argmax(-1)
     return dict(inputs), pool
 
 
-def reference_text_features(family, model, embeds, pool):
-    """The text tower on token embeddings [prompts, length, width], every position through every layer."""
+def reference_text_features(family, model, embeds, pool, attention_mask=None):
+    """The text tower on token embeddings [prompts, length, width], every position through every layer; a
+    bidirectional tower attends only the positions `attention_mask` marks 1."""
     text = model.text_model
     hidden = text.embeddings(inputs_embeds=embeds)
     mask = None
     if CAUSAL[family]:
         length = embeds.shape[1]
         mask = torch.full((length, length), float("-inf")).triu(1)[None, None].to(hidden.dtype)
+    elif attention_mask is not None:
+        mask = torch.zeros(attention_mask.shape, dtype=hidden.dtype).masked_fill(attention_mask == 0, float("-inf"))
+        mask = mask[:, None, None, :]
     for layer in text.encoder.layers:
         hidden = layer(hidden, mask)
     pooled = text.final_layer_norm(hidden[torch.arange(len(hidden)), pool])
@@ -90,11 +95,16 @@ def reference_prompt_embeds(family, model, tokenizer, ctx, classnames, n_ctx):
     """Prompts "X ... X <class>." tokenized by hand, the context vectors written over the placeholders."""
     texts = [" ".join(["X"] * n_ctx) + f" {name}." for name in classnames]
     inputs, pool = reference_tokens(family, tokenizer, model, texts)
-    embeds = model.text_model.embeddings.token_embedding(inputs["input_ids"])
-    start = 0 if family == "siglip" else 1  # SigLIP's tokenizer adds no start token
+    ids = inputs["input_ids"]
+    embeds = model.text_model.embeddings.token_embedding(ids)
+    # The placeholders where the tokenizer put them: after its start token, after SigLIP 2's left padding.
+    placeholder = tokenizer(" ".join(["X"] * 2), add_special_tokens=False)["input_ids"][0]
     context = ctx.expand(len(classnames), -1, -1) if ctx.dim() == 2 else ctx
-    embeds = torch.cat([embeds[:, :start], context, embeds[:, start + n_ctx :]], dim=1)
-    return embeds, pool
+    rows = []
+    for row in range(len(ids)):
+        start = int((ids[row] == placeholder).nonzero()[0])
+        rows.append(torch.cat([embeds[row, :start], context[row], embeds[row, start + n_ctx :]]))
+    return torch.stack(rows), pool, inputs.get("attention_mask")
 
 
 # -- the backbone layer -----------------------------------------------------------------------------------------
@@ -113,8 +123,10 @@ def test_image_features_are_the_models_own(family_model):
     family, model, _ = family_model
     images = pixels(family)
     with torch.no_grad():
-        torch.testing.assert_close(
-            backbone_for(model).image_features(images), reference_image_features(family, model, images)
+        assert_close_fp32(
+            backbone_for(model).image_features(images),
+            reference_image_features(family, model, images),
+            depth=stages(2),
         )
 
 
@@ -143,8 +155,11 @@ def test_text_layer_hook_runs_before_each_layer(family_model):
     embeds = learner(coop.backbone.token_embedding)
     seen = []
     with torch.no_grad():
-        hooked = encode_plain(model, embeds, learner.eot_positions, layer_hook=lambda i, h: seen.append(i) or h)
-        torch.testing.assert_close(hooked, coop.get_text_features())
+        hooked = encode_plain(
+            model, embeds, learner.eot_positions, layer_hook=lambda i, h: seen.append(i) or h,
+            attention_mask=learner.attention_mask,
+        )  # fmt: skip
+        assert_close_fp32(hooked, coop.get_text_features(), depth=stages(2))
     assert seen == [0, 1] * len(learner.eot_positions.unique())
 
 
@@ -170,15 +185,19 @@ def test_untrained_coop_is_the_backbones_zero_shot(family_model):
     with torch.no_grad():
         text = model.get_text_features(**inputs).pooler_output
         expected = reference_logits(family, model, reference_image_features(family, model, images), text)
-        torch.testing.assert_close(coop(pixel_values=images).logits, expected, atol=1e-5, rtol=1e-5)
+        assert_close_fp32(coop(pixel_values=images).logits, expected, depth=stages(2))
         weights = zero_shot_weights(model, tokenizer, CLASSNAMES, ["a photo of a {}."])
-        torch.testing.assert_close(weights, F.normalize(text, dim=-1), atol=1e-6, rtol=1e-5)
+        assert_close_fp32(weights, F.normalize(text, dim=-1), depth=stages(2))
 
 
 @pytest.mark.parametrize("position", ["end", "front"])
 def test_coop_logits_and_context_gradient_match_the_reference(family_model, position):
     family, model, tokenizer = family_model
     classnames = CLASSNAMES[:1] if position == "front" else CLASSNAMES
+    if family == "siglip2" and position == "front":  # Gemma's BPE merges the name with the period: "daisy."
+        with pytest.raises(ValueError, match="tokenizes differently inside the prompt"):
+            CoOpModel.from_clip(model, classnames, tokenizer=tokenizer, n_ctx=3, class_token_position=position)
+        return
     torch.manual_seed(0)
     coop = CoOpModel.from_clip(model, classnames, tokenizer=tokenizer, n_ctx=3, class_token_position=position)
     images, labels = pixels(family), torch.tensor([0, 0, 0])
@@ -192,13 +211,14 @@ def test_coop_logits_and_context_gradient_match_the_reference(family_model, posi
         embeds = model.text_model.embeddings.token_embedding(inputs["input_ids"])
         start = (0 if family == "siglip" else 1) + 1  # after the one-token class name
         embeds = torch.cat([embeds[:, :start], ctx[None], embeds[:, start + 3 :]], dim=1)
+        mask = inputs.get("attention_mask")
     else:
-        embeds, pool = reference_prompt_embeds(family, model, tokenizer, ctx, classnames, n_ctx=3)
-    text = reference_text_features(family, model, embeds, pool)
+        embeds, pool, mask = reference_prompt_embeds(family, model, tokenizer, ctx, classnames, n_ctx=3)
+    text = reference_text_features(family, model, embeds, pool, mask)
     expected = reference_logits(family, model, reference_image_features(family, model, images), text)
     F.cross_entropy(expected, labels).backward()
-    torch.testing.assert_close(output.logits, expected, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(coop.prompt_learner.ctx.grad, ctx.grad, atol=1e-5, rtol=1e-4)
+    assert_close_fp32(output.logits, expected, depth=stages(2))
+    assert_close_fp32(coop.prompt_learner.ctx.grad, ctx.grad, depth=stages(2, backward=True))
 
 
 def test_shared_prefix_is_used_exactly_where_the_text_tower_is_causal(family_model, monkeypatch):
@@ -212,9 +232,11 @@ def test_shared_prefix_is_used_exactly_where_the_text_tower_is_causal(family_mod
     with torch.no_grad():
         fast = coop.get_text_features()
         learner = coop.prompt_learner
-        plain = encode_plain(model, learner(coop.backbone.token_embedding), learner.eot_positions)
+        plain = encode_plain(
+            model, learner(coop.backbone.token_embedding), learner.eot_positions, attention_mask=learner.attention_mask
+        )
     assert bool(calls) is CAUSAL[family]
-    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
+    assert_close_fp32(fast, plain, depth=stages(2))
     if not CAUSAL[family]:
         prefix = shared_prefix_length(
             learner.input_ids, learner.context_positions, learner.eot_positions, class_specific=False
@@ -226,7 +248,10 @@ def test_shared_prefix_is_used_exactly_where_the_text_tower_is_causal(family_mod
 def test_prompt_layout_follows_the_family(family_model):
     family, model, tokenizer = family_model
     learner = CoOpModel.from_clip(model, CLASSNAMES, tokenizer=tokenizer, n_ctx=2).prompt_learner
-    start = 0 if family == "siglip" else 1
+    start = 0 if family.startswith("siglip") else 1  # after CLIP's [SOS] and MetaCLIP 2's <s>
+    if family == "siglip2":  # after the padding: its tokenizer pads on the left
+        start = int(learner.attention_mask[0].argmax())
+        assert start > 0 and not learner.attention_mask[0, :start].any()
     assert learner.context_positions[0].tolist() == [start, start + 1]
     if family.startswith("siglip"):  # padded to the full length, pooled at the last position
         length = model.config.text_config.max_position_embeddings
@@ -271,13 +296,15 @@ def test_cocoop_logits_and_gradients_match_the_reference(family_model):
     shifts = cocoop.meta_net(F.normalize(image_embeds, dim=-1))
     logits = []
     for index in range(len(images)):
-        embeds, pool = reference_prompt_embeds(family, model, tokenizer, ctx + shifts[index], CLASSNAMES, n_ctx=4)
-        text = reference_text_features(family, model, embeds, pool)
+        embeds, pool, mask = reference_prompt_embeds(
+            family, model, tokenizer, ctx + shifts[index], CLASSNAMES, n_ctx=4
+        )
+        text = reference_text_features(family, model, embeds, pool, mask)
         logits.append(reference_logits(family, model, image_embeds[index : index + 1], text)[0])
     expected = torch.stack(logits)
     F.cross_entropy(expected, labels).backward()
-    torch.testing.assert_close(output.logits, expected, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(cocoop.prompt_learner.ctx.grad, ctx.grad, atol=1e-5, rtol=1e-4)
+    assert_close_fp32(output.logits, expected, depth=stages(2))
+    assert_close_fp32(cocoop.prompt_learner.ctx.grad, ctx.grad, depth=stages(2, backward=True))
 
 
 METHODS_AT_ZERO_SHOT = {  # model class and settings whose untrained logits are zero-shot "a photo of a {}."
@@ -301,10 +328,10 @@ def test_every_method_runs_on_every_backbone(family_model, method):
         weights = zero_shot_weights(model, tokenizer, CLASSNAMES, ["a photo of a {}."])
         zero_shot = reference_logits(family, model, reference_image_features(family, model, images), weights)
         if method != "prograd":  # ProGrad's context starts as zeros + the phrase, not the phrase alone
-            torch.testing.assert_close(prompt(pixel_values=images).logits, zero_shot, atol=1e-5, rtol=1e-5)
+            assert_close_fp32(prompt(pixel_values=images).logits, zero_shot, depth=stages(2))
         else:
             teacher = prompt.zero_shot_logits(reference_image_features(family, model, images))
-            torch.testing.assert_close(teacher, zero_shot, atol=1e-5, rtol=1e-5)
+            assert_close_fp32(teacher, zero_shot, depth=stages(2))
     frozen = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     loss = prompt(pixel_values=images, labels=labels).loss
     assert torch.isfinite(loss)

@@ -26,7 +26,7 @@ class VisionShiftCoOp(CoOpModel):
         self.vision_shift = nn.Parameter(torch.full((clip.config.vision_config.hidden_size,), 0.5))
         self.embeds_given = []
 
-    def image_features(self, pixel_values, image_embeds):
+    def image_features(self, pixel_values, image_embeds, pixel_attention_mask=None, spatial_shapes=None):
         self.embeds_given.append(image_embeds is not None)
         if image_embeds is not None:
             return super().image_features(pixel_values, image_embeds)  # refuses them

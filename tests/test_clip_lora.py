@@ -20,6 +20,7 @@ from coop_hf.training import CoOpTrainingArguments
 from tests.conftest import DATA, random_clip, tiny_clip_config
 from tests.test_maple import CLASSNAMES, IMAGE_SIZE, assert_step_matches
 from tests.test_train_e2e import flags, run_in_process
+from tests.tolerances import assert_close_fp32, stages
 
 
 def lora_model(family, clip, tokenizer, **settings):
@@ -105,7 +106,7 @@ def test_saved_as_lora_tensors_that_peft_and_coop_hf_load(clip_like_backbone, tm
         texts = [model.config.template.format(name) for name in CLASSNAMES]
         inputs = tokenizer(texts, padding=True, return_tensors="pt")
         peft_logits = peft_model(**inputs, pixel_values=pixel_values).logits_per_image
-    torch.testing.assert_close(peft_logits, expected, atol=1e-5, rtol=1e-5)
+    assert_close_fp32(peft_logits, expected, depth=stages(2))
 
 
 def test_recipe_and_the_reference_iterations(tiny_clip_dir):

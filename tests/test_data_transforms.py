@@ -21,6 +21,7 @@ from coop_hf.data import (
 )
 from coop_hf.data.transforms import center_crop_offset
 from tests.conftest import DATA, VIT_B32
+from tests.tolerances import assert_close_fp32
 
 REFERENCE_CROPS = json.loads((Path(__file__).parent / "fixtures" / "reference_test_crops.json").read_text())["crops"]
 SPLIT_FILES = [
@@ -95,7 +96,7 @@ def test_test_transform_normalises_the_reference_crop(processor):
         crop = transform.test_geometry(load_rgb(file["path"]))
         assert _sha256(crop) == REFERENCE_CROPS[Path(file["path"]).relative_to(DATA).as_posix()]
         expected = (torch.from_numpy(np.array(crop)).permute(2, 0, 1) / 255.0 - CLIP_MEAN) / CLIP_STD
-        torch.testing.assert_close(pixel_values, expected, atol=1e-5, rtol=0)
+        assert_close_fp32(pixel_values, expected, depth=1)  # elementwise: rescale, subtract, divide
     assert out["labels"].tolist() == list(test["label"])
 
 
@@ -129,12 +130,12 @@ def test_test_transform_is_the_processor_but_for_its_floored_crop(processor, tmp
     for ours, theirs, (width, height) in zip(out["pixel_values"], reference, sizes, strict=True):
         long_side = int(224 * max(width, height) / min(width, height))
         if (long_side - 224) % 4 != 3:
-            torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=0)
+            assert_close_fp32(ours, theirs, depth=1)
         elif width > height:
-            torch.testing.assert_close(ours[:, :, :-1], theirs[:, :, 1:], atol=1e-6, rtol=0)
+            assert_close_fp32(ours[:, :, :-1], theirs[:, :, 1:], depth=1)
             shifted += 1
         else:
-            torch.testing.assert_close(ours[:, :-1], theirs[:, 1:], atol=1e-6, rtol=0)
+            assert_close_fp32(ours[:, :-1], theirs[:, 1:], depth=1)
             shifted += 1
     assert shifted == 2
 

@@ -19,6 +19,7 @@ from coop_hf.runners import ExperimentArguments, PromptArguments
 from coop_hf.runners.run import run_method
 from coop_hf.training import CoOpTrainer, CoOpTrainingArguments
 from tests.test_training import CLASSNAMES
+from tests.tolerances import assert_close_fp32, fp32_tolerance, stages
 
 NUM_IMAGES = 8
 CLEAN = torch.tensor([True, True, False, True, False, True, True, False])
@@ -36,7 +37,7 @@ def test_per_sample_norms_match_the_closed_form_of_softmax_regression():
     # d CE / d logits = p - onehot(y); the weight's gradient is its outer product with x, the bias's is itself.
     residual = torch.softmax(logits, -1) - F.one_hot(labels, 5)
     expected = residual.norm(dim=1) * (x.square().sum(1) + 1).sqrt()
-    torch.testing.assert_close(norms, expected.detach())
+    assert_close_fp32(norms, expected.detach(), depth=stages(0, backward=True))
     assert weight.grad is None and bias.grad is None  # the step's own gradients are left alone
 
 
@@ -116,8 +117,9 @@ def test_trainer_records_clean_and_noisy_gradient_norms_of_every_step(tiny_clip_
     records = step_records(trainer.state.log_history)
     assert [record["step"] for record in records] == [1, 2, 3]
     assert (records[0]["clean_samples"], records[0]["noisy_samples"]) == (5, 3)
-    assert records[0]["clean"] == pytest.approx(norms[clean].mean().item(), rel=1e-5)
-    assert records[0]["noisy"] == pytest.approx(norms[~clean].mean().item(), rel=1e-5)
+    rel = fp32_tolerance(stages(2, backward=True))  # norms of gradients through the two-layer text tower
+    assert records[0]["clean"] == pytest.approx(norms[clean].mean().item(), rel=rel)
+    assert records[0]["noisy"] == pytest.approx(norms[~clean].mean().item(), rel=rel)
     assert records[1]["clean"] != pytest.approx(records[0]["clean"])  # the prompt moved between the steps
 
     saved = json.loads((tmp_path / "flow" / GRADIENT_FLOW_FILE).read_text())

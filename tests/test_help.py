@@ -90,7 +90,8 @@ def test_method_settings_and_every_flag_on_request(capsys):
     assert done.value.code == 0
     page = capsys.readouterr().out
     assert page.startswith("--method promptsrc: PromptSRC") and "--gpa_mean" in page and "(default: 15.0)" in page
-    assert "Recipe: --learning_rate 0.0025, --per_device_train_batch_size 4, --num_train_epochs 20" in page
+    assert "Recipe per protocol" in page and "--num_train_epochs 50" in page and "--gpa_mean 30.0" in page
+    assert "vit_b16_c2_ep50_batch4_4+4ctx_few_shot.yaml" in page  # the official file each row comes from
     with pytest.raises(SystemExit):
         train.main(["--help", "all"])
     assert "--lr_scheduler_kwargs" in capsys.readouterr().out  # TrainingArguments' every flag

@@ -83,7 +83,7 @@ def test_defaults_recipe_and_checks(clip_tokenizer):
     args = PROMPT_METHODS["ivlp"].training_arguments(CoOpTrainingArguments("unused"))
     assert (args.learning_rate, args.per_device_train_batch_size) == (0.0025, 4)
     assert PROMPT_METHODS["ivlp"].epochs(None, 16, args) == 20
-    assert PROMPT_METHODS["ivlp"].transfer_settings == {"prompt_depth_text": 3, "prompt_depth_vision": 3}
+    assert PROMPT_METHODS["ivlp"].recipe("cross_dataset") is PROMPT_METHODS["ivlp"].recipe("base_to_new")
     with pytest.raises(ValueError, match=r"prompt_depth_vision=9 \(--prompt_depth_vision\) exceeds the 2 layers"):
         IVLPModel.from_clip(random_clip(tiny_clip_config()), CLASSNAMES, tokenizer=clip_tokenizer, prompt_depth_text=2)
     with pytest.raises(ValueError, match=r"prompt_depth_text \(--prompt_depth_text\) must be a whole number >= 1"):

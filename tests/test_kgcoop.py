@@ -15,6 +15,7 @@ from coop_hf import KgCoOpConfig, KgCoOpModel
 from coop_hf.methods.kgcoop import KGCOOP_TEMPLATES
 from coop_hf.text_encoding import encode_plain
 from tests.conftest import DATA, load_example, random_clip, tiny_clip_config
+from tests.tolerances import assert_close_fp32, fp32_tolerance, stages
 
 CLASSNAMES = ["cat", "golden retriever", "st. john's wort", "sunflower"]
 FLOWER = "a photo of a {}, a type of flower."
@@ -102,13 +103,11 @@ def test_loss_equals_the_reference_formula(tiny_clip, clip_tokenizer, template, 
             tiny_clip, clip_tokenizer, model.prompt_learner.ctx, template, weight, image_embeds, labels
         )
     assert score > 1e-3  # the regulariser is really part of the comparison
-    torch.testing.assert_close(output.loss, expected, rtol=0, atol=1e-6)
+    assert_close_fp32(output.loss, expected, depth=stages(2))
     # On the same text features the loss is the formula itself.
     text = output.text_embeds
     score_here = 1 - F.cosine_similarity(text, model.handcrafted_text_embeds, dim=1, eps=1e-7).mean()
-    torch.testing.assert_close(
-        output.loss, F.cross_entropy(output.logits, labels) + weight * score_here, rtol=0, atol=1e-7
-    )
+    assert_close_fp32(output.loss, F.cross_entropy(output.logits, labels) + weight * score_here, depth=stages(0))
 
 
 def test_score_is_zero_at_init_when_the_template_is_the_initial_prompt(tiny_clip, clip_tokenizer):
@@ -117,7 +116,9 @@ def test_score_is_zero_at_init_when_the_template_is_the_initial_prompt(tiny_clip
         tiny_clip, CLASSNAMES, tokenizer=clip_tokenizer, template=KGCOOP_TEMPLATES["oxford_pets"]
     )
     with torch.no_grad():
-        assert abs(photo.knowledge_guided_score(F.normalize(photo.get_text_features(), dim=-1))) <= 1e-6
+        # The cosine of equal features is 1 up to the rounding of one dot product (the features' own rounding enters
+        # only to second order: the cosine is at its maximum).
+        assert abs(photo.knowledge_guided_score(F.normalize(photo.get_text_features(), dim=-1))) <= fp32_tolerance(1)
         assert pets.knowledge_guided_score(F.normalize(pets.get_text_features(), dim=-1)) > 1e-3
 
 
@@ -126,7 +127,7 @@ def test_vit_b32_score_is_zero_at_init_and_positive_for_another_template(vit_b32
     photo = KgCoOpModel.from_clip(vit_b32_clip, names, tokenizer=clip_tokenizer)
     flower = KgCoOpModel.from_clip(vit_b32_clip, names, tokenizer=clip_tokenizer, template=FLOWER)
     with torch.no_grad():
-        assert abs(photo.knowledge_guided_score(F.normalize(photo.get_text_features(), dim=-1))) <= 1e-6
+        assert abs(photo.knowledge_guided_score(F.normalize(photo.get_text_features(), dim=-1))) <= fp32_tolerance(1)
         assert flower.knowledge_guided_score(F.normalize(flower.get_text_features(), dim=-1)) > 1e-4
 
 

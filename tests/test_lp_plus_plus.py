@@ -27,6 +27,7 @@ from tests.test_tip_adapter import (  # noqa: F401
     official_clip_weights,
 )
 from tests.test_train_e2e import flags, run_in_process
+from tests.tolerances import assert_close_fp32, stages
 
 
 def official_lp_plus_plus(features, labels, val, val_labels, test, text_weights, shots, epochs):
@@ -122,9 +123,9 @@ def test_new_classes_rank_as_zero_shot_and_saved_tensors_reload(clip_and_tokeniz
 
     loaded.set_classnames(["lily", "orchid", "rose"])  # new classes: w = 0, b = 0, the mean alpha
     logits = loaded(image_embeds=views[0]).logits
-    torch.testing.assert_close(logits[:, 2], fitted[:, 2])
+    assert_close_fp32(logits[:, 2], fitted[:, 2], depth=stages(2))
     text = loaded.text_embeds[:2]
-    torch.testing.assert_close(logits[:, :2], loaded.alpha.mean() * F.normalize(views[0], dim=-1) @ text.T)
+    assert_close_fp32(logits[:, :2], loaded.alpha.mean() * F.normalize(views[0], dim=-1) @ text.T, depth=1)
     assert "fitted_classnames" not in LPPlusPlusConfig.prompt_settings()
 
 

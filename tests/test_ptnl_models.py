@@ -14,6 +14,7 @@ from coop_hf import ClassifierConfig, LinearClassifierModel, TextEncoderFineTuni
 from coop_hf.baselines import zero_shot_logits, zero_shot_weights
 from coop_hf.losses import loss_from_name
 from tests.conftest import DATA, load_example, random_clip, tiny_clip_config
+from tests.tolerances import assert_close_fp32, stages
 
 CLASSNAMES = ["cat", "golden retriever", "st. john's wort", "sunflower"]
 FLOWER = "a photo of a {}, a type of flower."
@@ -51,8 +52,8 @@ def test_untrained_classifier_c_and_tenc_ft_are_zero_shot_clip(tiny_clip, clip_t
     )
     tenc = TextEncoderFineTuningModel.from_clip(tiny_clip, CLASSNAMES, tokenizer=clip_tokenizer, template=template)
     with torch.no_grad():
-        torch.testing.assert_close(head(image_embeds=embeds).logits, expected, rtol=0, atol=1e-5)
-        torch.testing.assert_close(tenc(image_embeds=embeds).logits, expected, rtol=0, atol=1e-5)
+        assert_close_fp32(head(image_embeds=embeds).logits, expected, depth=stages(2))
+        assert_close_fp32(tenc(image_embeds=embeds).logits, expected, depth=stages(2))
     assert torch.equal(head.classifier.bias, torch.zeros(4))
     # The other template gives other logits: the comparison sees the template.
     other = zero_shot(tiny_clip, clip_tokenizer, "a {}.", embeds)

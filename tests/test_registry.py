@@ -8,7 +8,7 @@ from torch import nn
 from transformers import AutoModel
 
 from coop_hf import PROMPT_MODELS, CoOpModel, ProGradModel
-from coop_hf.methods import registry
+from coop_hf.methods import Recipe, registry
 from coop_hf.methods.coop.configuration_coop import CoOpConfig
 from coop_hf.methods.prograd.trainer import ProGradTrainer
 from coop_hf.modeling_utils import PromptModelOutput
@@ -73,10 +73,12 @@ def test_every_method_folder_registered_its_names_and_models():
 
 
 def test_a_registered_method_saves_loads_and_runs(clean_registry, tiny_clip, clip_tokenizer, tmp_path):
-    spec = clean_registry.register_method("test-biased-coop", BiasedCoOpModel, recipe={"num_train_epochs": 50})
+    recipes = {"few_shot": Recipe(training={"num_train_epochs": 50})}
+    spec = clean_registry.register_method("test-biased-coop", BiasedCoOpModel, recipes=recipes)
     assert clean_registry.METHODS["test-biased-coop"] is spec
     method = PromptLearning.from_spec(spec)
-    assert method.recipe == {"num_train_epochs": 50} and method.trainer_class is CoOpTrainer
+    assert method.recipe().training == {"num_train_epochs": 50} and method.trainer_class is CoOpTrainer
+    assert method.recipe("cross_dataset") is recipes["few_shot"]  # a protocol left out: few-shot's
     model = BiasedCoOpModel.from_clip(tiny_clip, ["daisy", "rose"], tokenizer=clip_tokenizer, n_ctx=2, bias_init=0.5)
     assert sorted(model.prompt_state_dict()) == ["class_bias", "prompt_learner.ctx"]
     model.save_pretrained(tmp_path)

@@ -15,6 +15,7 @@ from coop_hf.run_directory import RunConfigMismatchError
 from coop_hf.runners import ExperimentArguments, LoadedBackbone, PromptArguments, run_method
 from coop_hf.training import CoOpTrainingArguments
 from tests.conftest import DATA, REPO
+from tests.tolerances import assert_close_fp32
 
 
 def flags(tiny_clip_dir, output_dir, *extra: str) -> list[str]:
@@ -67,7 +68,9 @@ def test_accelerate_launch_one_and_two_processes(tiny_clip_dir, tmp_path):
     state_two = json.loads((two / "seed1" / "trainer_state.json").read_text())
     assert state_one["global_step"] == state_two["global_step"]
     ctx_one, ctx_two = (CoOpModel.from_pretrained(run / "seed1").prompt_learner.ctx for run in (one, two))
-    torch.testing.assert_close(ctx_two, ctx_one, rtol=1e-5, atol=1e-6)  # measured: 1.9e-6 at values ~5
+    # The runs differ only in the order each step's gradient halves are added: one float32 stage per step
+    # (measured: 1.9e-6 at values ~5).
+    assert_close_fp32(ctx_two, ctx_one, depth=state_one["global_step"])
     assert results_two["per_seed"][0]["accuracy"] == results_one["per_seed"][0]["accuracy"]
 
 

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
-from transformers.masking_utils import create_causal_mask
+from transformers.masking_utils import create_bidirectional_mask, create_causal_mask
 
 LayerHook = Callable[[int, torch.Tensor], torch.Tensor]
 """`hook(layer_index, hidden_states) -> hidden_states`, called before each encoder layer: where deep prompts insert
@@ -132,11 +132,16 @@ class Backbone:
         what a method that fine-tunes the text encoder copies."""
         return self._path_modules("text_model", self.text_projection_name)
 
-    def text_attention_mask(self, hidden: torch.Tensor) -> torch.Tensor | None:
-        """The attention mask of unpadded prompts [prompts, length, width]: causal, or None (all tokens)."""
-        if not self.causal_text:
+    def text_attention_mask(
+        self, hidden: torch.Tensor, padding_mask: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
+        """The attention mask of prompts [prompts, length, width]: causal (prompts cut after their pooled token), or
+        bidirectional over the tokens that `padding_mask` [prompts, length] marks 1 (None: every token)."""
+        if self.causal_text:
+            return create_causal_mask(config=self.text_config, inputs_embeds=hidden, attention_mask=None, cache=None)
+        if padding_mask is None:
             return None
-        return create_causal_mask(config=self.text_config, inputs_embeds=hidden, attention_mask=None, cache=None)
+        return create_bidirectional_mask(config=self.text_config, inputs_embeds=hidden, attention_mask=padding_mask)
 
     def project_text(self, pooled: torch.Tensor, modules: dict[str, nn.Module] | None = None) -> torch.Tensor:
         """[..., embed_dim] text features of pooled hidden states [..., text_width]: the final layer norm and the
@@ -185,17 +190,29 @@ class Backbone:
         *,
         embeddings_hook: Callable[[torch.Tensor], torch.Tensor] | None = None,
         layer_hook: LayerHook | None = None,
+        pixel_attention_mask: torch.Tensor | None = None,
+        spatial_shapes: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """[images, embed_dim] unnormalised image features of `pixel_values` [images, 3, H, W], through the model's
         own image path: `embeddings_hook(tokens)` on the patch (+ class) + position embeddings, before any norm
-        (where deep prompts append their first tokens), `layer_hook(index, hidden)` before each encoder layer."""
+        (where deep prompts append their first tokens), `layer_hook(index, hidden)` before each encoder layer.
+        SigLIP 2 NaFlex also takes its processor's patches with `pixel_attention_mask` and `spatial_shapes`."""
+        naflex = {"pixel_attention_mask": pixel_attention_mask, "spatial_shapes": spatial_shapes}
+        naflex = {name: value for name, value in naflex.items() if value is not None}
+        if naflex and not self.takes_patches:
+            raise ValueError(
+                f"{self.display_name} takes images [batch, 3, H, W], not {', '.join(naflex)} (SigLIP 2 NaFlex inputs)."
+            )
         with self._vision_hooks(embeddings_hook, layer_hook):
-            return self._image_features(pixel_values.to(self.vision_dtype))
+            return self._image_features(pixel_values.to(self.vision_dtype), **naflex)
 
     def image_processor(self, processor: Any) -> Any:
         """The processor that gives this family's `pixel_values` [images, 3, H, W] (CoOp's transforms resize, crop
         and normalise with it): the checkpoint's own, for every family but SigLIP 2 NaFlex."""
         return processor
+
+    takes_patches: ClassVar[bool] = False
+    """Whether the image tower also takes its processor's patches with a mask and grid shapes (SigLIP 2 NaFlex)."""
 
     def _image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.model.get_image_features(pixel_values=pixel_values).pooler_output

@@ -1,8 +1,9 @@
 """SigLIP and SigLIP 2 (`SiglipModel`, `Siglip2Model`): sigmoid-trained towers with a bias on the logits.
 
-The text tower is bidirectional and reads every one of its 64 positions, padding included: prompts are padded to
-the full length, as the models were trained, and the text feature is the last position's, through the text head.
-There is no start token. Being bidirectional, the text tower never takes the shared-prefix fast path.
+The text tower is bidirectional: prompts are padded to the full 64 tokens on the tokenizer's side (SigLIP 2's pads on
+the left), and the text feature is the last position's, through the text head. The padding is attended where the
+tokenizer returns no attention mask, masked where it does, exactly as transformers' own zero-shot pipeline feeds the
+model. There is no start token. Being bidirectional, the text tower never takes the shared-prefix fast path.
 
 SigLIP 2 comes in two forms: the fixed-resolution checkpoints are `SiglipModel`s (with a Gemma tokenizer), the
 NaFlex ones `Siglip2Model`s, whose image tower takes flattened patches; `Siglip2Backbone` cuts CoOp's square crops
@@ -39,8 +40,10 @@ class SiglipBackbone(Backbone):
         return self.text_config.projection_size
 
     def tokenize(self, tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> dict[str, torch.Tensor]:
-        ids = tokenizer(texts, padding="max_length", max_length=self.max_text_length, return_tensors="pt")
-        return {"input_ids": ids["input_ids"]}  # every position is attended, as in training
+        """Padded to the full length on the tokenizer's side, with its attention mask where it returns one (then the
+        padding is not attended, as in transformers' zero-shot pipeline; else every position is)."""
+        inputs = tokenizer(texts, padding="max_length", max_length=self.max_text_length, return_tensors="pt")
+        return {name: inputs[name] for name in ("input_ids", "attention_mask") if name in inputs}
 
     def pool_positions(self, input_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
         return torch.full((len(input_ids),), input_ids.shape[1] - 1, dtype=torch.long, device=input_ids.device)
@@ -60,6 +63,7 @@ class Siglip2Backbone(SiglipBackbone):
     family = "siglip2"
     display_name = "SigLIP 2 (NaFlex)"
     model_types = ("siglip2",)
+    takes_patches = True
 
     def image_processor(self, processor: Any) -> Any:
         """NaFlex resizes each image to its own patch grid; CoOp's transforms crop a square, so a NaFlex processor
@@ -76,7 +80,23 @@ class Siglip2Backbone(SiglipBackbone):
             rescale_factor=processor.rescale_factor,
         )
 
-    def _image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def _image_features(
+        self,
+        pixel_values: torch.Tensor,
+        pixel_attention_mask: torch.Tensor | None = None,
+        spatial_shapes: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Square images [B, 3, H, W] (CoOp's transforms) cut into their full grid of patches, or the NaFlex
+        processor's own patches [B, patches, patch_dim] with their mask and grid shapes (each image's aspect ratio)."""
+        if pixel_values.dim() == 3:
+            if pixel_attention_mask is None or spatial_shapes is None:
+                raise ValueError(
+                    "NaFlex patches [batch, patches, patch_dim] come with pixel_attention_mask and spatial_shapes: "
+                    "pass the image processor's whole output."
+                )
+            return self.model.get_image_features(
+                pixel_values=pixel_values, pixel_attention_mask=pixel_attention_mask, spatial_shapes=spatial_shapes
+            ).pooler_output
         patch = self.model.config.vision_config.patch_size
         batch, channels, height, width = pixel_values.shape
         rows, columns = height // patch, width // patch

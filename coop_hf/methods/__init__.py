@@ -9,6 +9,7 @@ from . import coop, cocoop, kgcoop, prograd, ivlp, maple, promptsrc  # noqa: F40
 from . import clip_lora, clip_adapter, tip_adapter, lp_plus_plus, class_tokens, classifier, tenc_ft, upl  # noqa: F401
 
 # isort: on
+from .recipes import PROTOCOLS, Recipe
 from .registry import METHODS, PROMPT_MODELS, MethodSpec, register_method, register_model
 
-__all__ = ["METHODS", "PROMPT_MODELS", "MethodSpec", "register_method", "register_model"]
+__all__ = ["METHODS", "PROMPT_MODELS", "PROTOCOLS", "MethodSpec", "Recipe", "register_method", "register_model"]

@@ -6,8 +6,10 @@ saved-prompt loader) and its command-line names (for `--method` in every study).
 from ..registry import register_method
 from .modeling_<name> import MyModel
 
-register_method("my-method", MyModel, recipe={"num_train_epochs": 10})
+register_method("my-method", MyModel, recipes={"few_shot": Recipe(training={"num_train_epochs": 10})})
 ```
+
+Each protocol's recipe (`coop_hf.methods.recipes`) lives in the method's folder (`<name>/recipes.py`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
 
 from ..modeling_utils import PromptPreTrainedModel
+from .recipes import Recipe, resolve_recipes
 
 
 @dataclass(frozen=True)
@@ -30,29 +33,25 @@ class MethodSpec:
         model_class: The [`PromptPreTrainedModel`] it trains.
         trainer: "module:Class" of its trainer when its update differs from `CoOpTrainer`'s (imported only when a
             run needs it, so that `import coop_hf` does not load `transformers.Trainer`).
-        recipe: The method's own training defaults as `CoOpTrainingArguments` values (CoCoOp's batch 1, 10 epochs).
+        recipes: Its training recipe per protocol ("few_shot", "base_to_new", "cross_dataset",
+            "domain_generalization"), from its official configs: training defaults, prompt settings and their
+            source; a protocol left out falls back to few-shot's, and few-shot's to CoOp's.
         settings: Prompt settings that make this name the method it is where model classes are shared
             (CLS-Tuning's `{"learn_context": False}`); a flag contradicting them is an error.
         defaults: The name's own defaults of other prompt settings, which flags may replace.
-        transfer_settings: Prompt settings of its reference cross-dataset and domain-generalisation configs (MaPLe's
-            depth 3), which flags may replace.
         label: How tables and plots name it (default: the model's `method_name`).
-        steps_per_shot: The reference's training length in optimizer steps per shot (CLIP-LoRA's 500 x shots),
-            used unless --num_train_epochs or --max_steps is given.
-        epochs_by_dataset: The reference's epochs on particular datasets (Tip-Adapter-F's 100 on EuroSAT), in place
-            of the recipe's, unless --num_train_epochs is given.
     """
 
     name: str
     model_class: type[PromptPreTrainedModel]
     trainer: str | None = None
-    recipe: dict[str, Any] = field(default_factory=dict)
+    recipes: dict[str, Recipe] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     defaults: dict[str, Any] = field(default_factory=dict)
-    transfer_settings: dict[str, Any] = field(default_factory=dict)
     label: str | None = None
-    steps_per_shot: int | None = None
-    epochs_by_dataset: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self):
+        resolve_recipes(self.name, self.recipes)  # refuses unknown protocols and fallbacks to nothing
 
     def trainer_class(self) -> type | None:
         """The trainer class `trainer` names, or None for `CoOpTrainer`."""

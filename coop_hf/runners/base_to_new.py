@@ -202,7 +202,7 @@ def base_to_new_study(
             "output_dir/<dataset>/seed<N> with CoOpModel.from_pretrained(...).push_to_hub(...)."
         )
     check_dataset_folders(arguments.dataset)
-    run = RunSettings.from_arguments(arguments, callbacks)
+    run = RunSettings.from_arguments(arguments, callbacks, protocol="base_to_new")
     if run.noise.active:
         raise ValueError("Label noise is not part of the base-to-new protocol: drop --noise_type / --noise_rate.")
     settings = _base_to_new_settings(method, prompt_settings(prompt, arguments.method))

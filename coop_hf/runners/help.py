@@ -10,6 +10,7 @@ from typing import Any
 
 from transformers import HfArgumentParser
 
+from ..methods.recipes import PROTOCOLS, recipe_row
 from ..training import CoOpTrainingArguments
 from .arguments import PromptArguments, setting_help
 from .methods import METHOD_NAMES, PROMPT_METHODS
@@ -30,6 +31,13 @@ OWN_WORDS = {
 }
 """What these flags do in coop-hf's scripts, where `TrainingArguments`' own help says something more generic."""
 WIDTH = 100
+PROTOCOL_STUDIES = {
+    "few_shot": "train.py, sweep.py, train_noisy.py",
+    "base_to_new": "base_to_new.py",
+    "cross_dataset": "transfer.py",
+    "domain_generalization": "transfer.py from imagenet to its variants",
+}
+"""The example scripts that run each protocol."""
 
 
 def _default(field: dataclasses.Field) -> Any:
@@ -48,6 +56,14 @@ def _entry(name: str, help_text: str, default: Any) -> str:
         text += f" (default: {shown})"
     body = textwrap.fill(text, WIDTH, initial_indent=" " * 6, subsequent_indent=" " * 6)
     return f"  --{name}\n{body}"
+
+
+def _fill(text: str, indent: int) -> str:
+    """`text` wrapped at `WIDTH`, indented by 6 (the following lines by `indent`); paths and flags kept whole."""
+    return textwrap.fill(
+        text, WIDTH, initial_indent=" " * 6, subsequent_indent=" " * indent, break_long_words=False,
+        break_on_hyphens=False,
+    )  # fmt: skip
 
 
 def _field_entry(field: dataclasses.Field, help_text: str | None = None) -> str:
@@ -104,14 +120,25 @@ def method_help_page(name: str) -> str:
         _entry(setting, setting_help(config_class, setting), defaults[setting])
         for setting in config_class.prompt_settings()
     ]
-    recipe = ", ".join(f"--{key} {value}" for key, value in method.recipe.items()) or "CoOp's (see --help)"
-    lines += ["", f"Recipe: {recipe}"]
-    if method.epochs_by_dataset:
-        epochs = ", ".join(f"{dataset} {count}" for dataset, count in method.epochs_by_dataset.items())
-        lines += [f"Epochs on particular datasets, as the reference: {epochs}"]
-    if method.transfer_settings:
-        transfer = ", ".join(f"--{key} {value}" for key, value in method.transfer_settings.items())
-        lines += [f"Cross-dataset / domain generalisation (transfer.py): {transfer}"]
+    lines += ["", "Recipe per protocol (each study applies its own; flags given win):"]
+    for protocol, title in PROTOCOLS.items():
+        values, source = recipe_row(method.recipes, protocol)
+        lines += [
+            f"  {title} ({PROTOCOL_STUDIES[protocol]}):",
+            _fill(values or "CoOp's defaults (see --help)", 6),
+            _fill(f"from {source}", 8),
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def recipe_table() -> str:
+    """The README's method x protocol table: each recipe's values and the official config it comes from."""
+    lines = ["| Method | Protocol | Recipe | Official source |", "|---|---|---|---|"]
+    for name, method in PROMPT_METHODS.items():
+        for protocol, title in PROTOCOLS.items():
+            values, source = recipe_row(method.recipes, protocol)
+            cells = [f"`{name}`", title, values or "CoOp's defaults", source]
+            lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -25,7 +25,8 @@ from ..data import CLEAN_LABEL, CLEAN_LABELS, CoOpTransform, with_coop_transform
 from ..feature_cache import encode_images
 from ..feature_fit import FeatureFitTrainer, FitData
 from ..hub_access import is_local
-from ..methods import MethodSpec
+from ..methods import MethodSpec, Recipe
+from ..methods.recipes import resolve_recipes
 from ..modeling_utils import PromptPreTrainedModel
 from ..noise import NO_NOISE, NoiseReport, NoiseSpec
 from ..training import CoOpTrainer, CoOpTrainingArguments, compute_accuracy_metrics, reference_epochs
@@ -43,33 +44,31 @@ class PromptLearning:
     """Runs one prompt-learning method (`model_class`, a [`PromptPreTrainedModel`] with `from_clip` and
     `build_config`) on an [`Experiment`].
 
-    `recipe` holds the method's own training defaults as `CoOpTrainingArguments` values (e.g. CoCoOp's
+    `recipes` holds the method's [`Recipe`] per protocol (`coop_hf.methods.recipes.PROTOCOLS`); a run applies its
+    protocol's (`RunSettings.protocol`). A recipe's `training` holds `CoOpTrainingArguments` values (e.g. CoCoOp's
     `{"per_device_train_batch_size": 1, "num_train_epochs": 10}`). Each replaces an argument the user left at its
     default: a flag set to the default value (`--per_device_train_batch_size 32`) counts as left out, so the recipe
-    applies; `num_train_epochs` applies when no epoch count is given (see `epochs`). `settings` holds the prompt
-    settings that make this name the method it is when model classes are shared (CLS-Tuning's
-    `{"learn_context": False}`): a flag contradicting them is an error. `defaults` holds the name's own defaults of
-    other prompt settings (CLS-Tuning's fixed phrase "a photo of a"), which flags may replace.
+    applies; `num_train_epochs` applies when no epoch count is given (see `epochs`). A recipe's `settings` replace
+    the model config's defaults, and prompt flags replace them. `settings` holds the prompt settings that make this
+    name the method it is when model classes are shared (CLS-Tuning's `{"learn_context": False}`): a flag
+    contradicting them is an error. `defaults` holds the name's own defaults of other prompt settings (CLS-Tuning's
+    fixed phrase "a photo of a"), which flags may replace.
     """
 
     name: str
     model_class: type[PromptPreTrainedModel]
     trainer_class: type[CoOpTrainer] = CoOpTrainer
-    recipe: dict[str, Any] = field(default_factory=dict)
+    recipes: dict[str, Recipe] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     defaults: dict[str, Any] = field(default_factory=dict)
-    transfer_settings: dict[str, Any] = field(default_factory=dict)
     label: str | None = None
-    steps_per_shot: int | None = None
-    epochs_by_dataset: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_spec(cls, spec: MethodSpec) -> PromptLearning:
         """The runner of a registered `--method` (`coop_hf.methods.registry`)."""
         return cls(
-            spec.name, spec.model_class, spec.trainer_class() or CoOpTrainer, recipe=spec.recipe,
-            settings=spec.settings, defaults=spec.defaults, transfer_settings=spec.transfer_settings, label=spec.label,
-            steps_per_shot=spec.steps_per_shot, epochs_by_dataset=spec.epochs_by_dataset,
+            spec.name, spec.model_class, spec.trainer_class() or CoOpTrainer, recipes=spec.recipes,
+            settings=spec.settings, defaults=spec.defaults, label=spec.label,
         )  # fmt: skip
 
     @property
@@ -87,20 +86,30 @@ class PromptLearning:
         )
 
     def __post_init__(self):
-        unknown = sorted(set(self.recipe) - set(CoOpTrainingArguments.__dataclass_fields__))
+        recipes = resolve_recipes(self.name, self.recipes).values()
+        unknown = sorted({*(key for recipe in recipes for key in recipe.training)} - {
+            *CoOpTrainingArguments.__dataclass_fields__
+        })  # fmt: skip
         if unknown:
             raise ValueError(f"The recipe of method {self.name!r} names unknown training arguments: {unknown}.")
-        own = {*self.settings, *self.defaults, *self.transfer_settings}
+        own = {*self.settings, *self.defaults}
+        own |= {key for recipe in recipes for key in recipe.dataset_settings(None)}
+        own |= {key for recipe in recipes for settings in recipe.settings_by_dataset.values() for key in settings}
         unknown = sorted(own - set(self.model_class.config_class.prompt_settings()))
         if unknown:
             raise ValueError(f"The settings of method {self.name!r} name unknown prompt settings: {unknown}.")
 
-    def training_arguments(self, args: CoOpTrainingArguments) -> CoOpTrainingArguments:
-        """`args` with the recipe's values in place of the arguments left at their defaults (but the epochs)."""
+    def recipe(self, protocol: str = "few_shot") -> Recipe:
+        """The method's recipe for `protocol` (one of `coop_hf.methods.recipes.PROTOCOLS`), fallbacks followed."""
+        return resolve_recipes(self.name, self.recipes)[protocol]
+
+    def training_arguments(self, args: CoOpTrainingArguments, protocol: str = "few_shot") -> CoOpTrainingArguments:
+        """`args` with the protocol's recipe values in place of the arguments left at their defaults (but the
+        epochs)."""
         defaults = {name: spec.default for name, spec in type(args).__dataclass_fields__.items()}
         changes = {
             name: value
-            for name, value in self.recipe.items()
+            for name, value in self.recipe(protocol).training.items()
             if name != "num_train_epochs" and getattr(args, name) == defaults[name] != value
         }
         return dataclasses.replace(args, **changes) if changes else args
@@ -140,32 +149,47 @@ class PromptLearning:
                 f"regulariser): use --loss ce with --method {self.name}."
             )
 
-    def method_settings(self, experiment: Experiment, settings: dict[str, Any]) -> dict[str, Any]:
-        """The prompt settings given, over the method's defaults for the experiment's dataset (KgCoOp's and ProGrad's
-        hand-crafted template per benchmark: `config_class.dataset_settings`)."""
+    def method_settings(
+        self, experiment: Experiment, settings: dict[str, Any], protocol: str = "few_shot"
+    ) -> dict[str, Any]:
+        """The prompt settings given, over the protocol's recipe settings (MaPLe's cross-dataset depth 3), over the
+        method's defaults for the experiment's dataset (KgCoOp's and ProGrad's hand-crafted template per benchmark:
+        `config_class.dataset_settings`)."""
         defaults = self.model_class.config_class.dataset_settings(experiment.dataset)
         given = {key: value for key, value in settings.items() if value is not None}
         contradicted = [key for key, value in given.items() if key in self.settings and value != self.settings[key]]
         if contradicted:
             fixed = ", ".join(f"--{key} {self.settings[key]!r}" for key in contradicted)
             raise ValueError(f"--method {self.name} fixes {fixed}; drop the flag or choose another method.")
-        return {**defaults, **self.defaults, **self.settings, **given}
+        recipe = self.recipe(protocol).dataset_settings(experiment.dataset)
+        return {**defaults, **self.defaults, **recipe, **self.settings, **given}
 
-    def prompt_config(self, experiment: Experiment, settings: dict[str, Any]) -> PretrainedConfig:
-        """The model config these prompt settings give (resolved, as the model will have it)."""
+    def prompt_config(
+        self, experiment: Experiment, settings: dict[str, Any], protocol: str = "few_shot"
+    ) -> PretrainedConfig:
+        """The model config these prompt settings give under `protocol`'s recipe (resolved, as the model will have
+        it)."""
         backbone = experiment.backbone
-        settings = self.method_settings(experiment, settings)
+        settings = self.method_settings(experiment, settings, protocol)
         return self.model_class.build_config(backbone.clip, experiment.classnames, backbone.tokenizer, **settings)
 
-    def prompt_fields(self, experiment: Experiment, settings: dict[str, Any]) -> dict[str, Any]:
+    def prompt_fields(
+        self, experiment: Experiment, settings: dict[str, Any], protocol: str = "few_shot"
+    ) -> dict[str, Any]:
         """The prompt settings as the model will have them: its config's own fields, without the class list."""
-        return prompt_fields(self.prompt_config(experiment, settings))
+        return prompt_fields(self.prompt_config(experiment, settings, protocol))
 
     def epochs(
-        self, experiment: Experiment, shots: int, args: CoOpTrainingArguments, noise: NoiseSpec = NO_NOISE
+        self,
+        experiment: Experiment,
+        shots: int,
+        args: CoOpTrainingArguments,
+        noise: NoiseSpec = NO_NOISE,
+        protocol: str = "few_shot",
     ) -> float:
-        """`args.num_train_epochs`, else the method's recipe epochs, else the reference's: CoOp's by shot count,
-        PTNL's 50 under label noise (all divided by `args.cached_views` when training from cached views)."""
+        """`args.num_train_epochs`, else the protocol's recipe epochs (on the experiment's dataset), else the
+        reference's: CoOp's by shot count, PTNL's 50 under label noise (all divided by `args.cached_views` when
+        training from cached views)."""
         if args.num_train_epochs:
             return args.num_train_epochs
         if args.max_steps > 0:  # the epochs the steps span (what Trainer will count)
@@ -174,26 +198,29 @@ class PromptLearning:
             if args.drops_last_batch(images):
                 batches = max(images // args.global_train_batch_size, 1)
             return math.ceil(args.max_steps / batches)
-        if self.epochs_by_dataset and experiment.dataset in self.epochs_by_dataset:
-            epochs = self.epochs_by_dataset[experiment.dataset]
-        elif "num_train_epochs" in self.recipe:
-            epochs = self.recipe["num_train_epochs"]
+        recipe = self.recipe(protocol)
+        dataset = getattr(experiment, "dataset", None)
+        if dataset in recipe.epochs_by_dataset:
+            epochs = recipe.epochs_by_dataset[dataset]
+        elif "num_train_epochs" in recipe.training:
+            epochs = recipe.training["num_train_epochs"]
         else:
-            epochs = NOISY_LABEL_EPOCHS if noise.active else reference_epochs(shots, experiment.dataset)
+            epochs = NOISY_LABEL_EPOCHS if noise.active else reference_epochs(shots, dataset)
         return math.ceil(epochs / max(args.cached_views, 1))
 
     def plan(
         self, experiment: Experiment, run: RunSettings, args: CoOpTrainingArguments, prompt: dict[str, Any]
     ) -> PromptRun:
-        """Every setting of a run of this method resolved once, before any work: the checks, the recipe, the
-        epochs and the prompt config (`prompt` holds the prompt flags given)."""
+        """Every setting of a run of this method resolved once, before any work: the checks, the recipe of the run's
+        protocol, the epochs and the prompt config (`prompt` holds the prompt flags given)."""
         run.check_shots()
         self.check_arguments(args, run.loss)
-        args = self.training_arguments(args)
-        if self.steps_per_shot and args.max_steps <= 0 and not args.num_train_epochs:
-            args = dataclasses.replace(args, max_steps=self.steps_per_shot * run.shots)
-        epochs = self.epochs(experiment, run.shots, args, run.noise)
-        return PromptRun(self, experiment, run, args, epochs, self.prompt_config(experiment, prompt))
+        protocol, steps_per_shot = run.protocol, self.recipe(run.protocol).steps_per_shot
+        args = self.training_arguments(args, protocol)
+        if steps_per_shot and args.max_steps <= 0 and not args.num_train_epochs:
+            args = dataclasses.replace(args, max_steps=steps_per_shot * run.shots)
+        epochs = self.epochs(experiment, run.shots, args, run.noise, protocol)
+        return PromptRun(self, experiment, run, args, epochs, self.prompt_config(experiment, prompt, protocol))
 
     def run(
         self, experiment: Experiment, run: RunSettings, args: CoOpTrainingArguments, prompt: dict[str, Any]

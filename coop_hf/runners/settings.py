@@ -9,6 +9,7 @@ from typing import Any
 
 from ..hub_access import NOT_A_MODEL
 from ..losses import DEFAULT_GCE_Q, loss_from_name
+from ..methods.recipes import PROTOCOLS
 from ..noise import NO_NOISE, NoiseSpec
 
 SHOTS_MESSAGE = (
@@ -45,6 +46,7 @@ class RunSettings:
         noise: The label noise injected into the few-shot splits.
         allow_fewer_shots: Take all images of a class with fewer than `shots` (as the reference), else an error.
         callbacks: Extra `TrainerCallback`s of every training run.
+        protocol: The study's protocol (`coop_hf.methods.recipes.PROTOCOLS`): whose recipe each method applies.
     """
 
     shots: int
@@ -54,10 +56,11 @@ class RunSettings:
     noise: NoiseSpec = NO_NOISE
     allow_fewer_shots: bool = False
     callbacks: list | None = None
+    protocol: str = "few_shot"
 
     @classmethod
-    def from_arguments(cls, arguments: Any, callbacks: list | None = None) -> RunSettings:
-        """The settings of an `ExperimentArguments` (or a study's arguments built on it)."""
+    def from_arguments(cls, arguments: Any, callbacks: list | None = None, protocol: str = "few_shot") -> RunSettings:
+        """The settings of an `ExperimentArguments` (or a study's arguments built on it) under `protocol`."""
         return cls(
             shots=arguments.shots,
             seeds=list(arguments.seeds),
@@ -66,7 +69,12 @@ class RunSettings:
             noise=arguments.noise(),
             allow_fewer_shots=arguments.allow_fewer_shots,
             callbacks=callbacks,
+            protocol=protocol,
         )
+
+    def __post_init__(self):
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"Unknown protocol {self.protocol!r}: use one of {', '.join(PROTOCOLS)}.")
 
     def check_shots(self) -> None:
         """Refuse a shot count below 1 before anything is written (a run that learns from labelled shots)."""

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..atomic import atomic_directory, atomic_write_text
+from ..methods.recipes import PROTOCOLS
 from ..training import CoOpTrainingArguments
 from .arguments import ExperimentArguments, prompt_settings
 from .evaluation import evaluate_prompt, load_seed_prompt
@@ -55,6 +56,12 @@ def transfer_protocol(source: str, targets: list[str]) -> str:
     return "domain generalisation" if source == "imagenet" and set(targets) <= set(DG_TARGETS) else "cross-dataset"
 
 
+def recipe_protocol(source: str, targets: list[str]) -> str:
+    """The protocol whose recipe a transfer study applies: "domain_generalization" or "cross_dataset"
+    (`coop_hf.methods.recipes.PROTOCOLS`)."""
+    return {title: name for name, title in PROTOCOLS.items()}[transfer_protocol(source, targets)]
+
+
 def run_transfer(
     source: Experiment,
     targets: list[Experiment],
@@ -66,7 +73,8 @@ def run_transfer(
 ) -> dict[str, Any] | None:
     """Train one prompt per seed on the source's few-shot splits (`args.output_dir/seed<N>`, resumable as
     `train.py`), test it on the source's test split, then on every target's test split over the target's own class
-    names. The record holds per dataset the mean (and per seed) accuracy and zero-shot CLIP's. With a `shard`, only
+    names, under `run.protocol`'s recipe. The record holds per dataset the mean (and per seed) accuracy and
+    zero-shot CLIP's. With a `shard`, only
     its share of the seeds is trained (and nothing evaluated): None."""
     planned = method.plan(source, run, args, prompt)
     if getattr(planned.prompt_config, "class_specific_context", False):
@@ -206,9 +214,10 @@ def transfer_study(
     """`run_transfer` from `arguments.dataset` (the source) to `arguments.targets`; writes
     `output_dir/results.json`, the table `output_dir/results.md` and the plot `output_dir/transfer.png`."""
     method = prompt_method(arguments.method)
-    settings = {**method.transfer_settings, **prompt_settings(prompt, arguments.method)}
+    settings = prompt_settings(prompt, arguments.method)
     source, *targets = load_experiments(arguments, [arguments.dataset, *arguments.targets], training_args)
-    run = RunSettings.from_arguments(arguments, callbacks)
+    protocol = recipe_protocol(arguments.dataset, arguments.targets)
+    run = RunSettings.from_arguments(arguments, callbacks, protocol=protocol)
     shard = Shard.parse(arguments.shard, overwrite=training_args.overwrite_output_dir)
     record = run_transfer(source, targets, method, run, training_args, settings, shard)
     if record is None:

@@ -78,11 +78,17 @@ class ClassTokenTuningModel(CoOpModel):
             count = len(self.tokenizer(name, add_special_tokens=False)["input_ids"])
             context = set(learner.context_positions[row].tolist())
             eot = int(learner.eot_positions[row])
-            free = [position for position in range(learner.text_start, eot) if position not in context][:count]
+            start = learner.text_start + self._padding_before(row)
+            free = [position for position in range(start, eot) if position not in context][:count]
             rows.extend([row] * len(free))
             positions.extend(free)
         device = learner.input_ids.device
         return torch.tensor(rows, device=device), torch.tensor(positions, device=device)
+
+    def _padding_before(self, row: int) -> int:
+        """Padding tokens before the prompt of class `row` (a tokenizer that pads on the left: SigLIP 2's)."""
+        mask = self.prompt_learner.attention_mask
+        return 0 if mask is None else int(mask[row].argmax())
 
     def prompt_embeddings(self) -> torch.Tensor:
         """[classes, length, width] prompt embeddings: context and learned class-name tokens written in."""
@@ -104,6 +110,7 @@ class ClassTokenTuningModel(CoOpModel):
             prefix_length,
             chunk_size=chunk_size,
             checkpoint=checkpoint,
+            attention_mask=learner.attention_mask,
         )
 
     def text_prompt_tensors(self) -> list[torch.Tensor]:

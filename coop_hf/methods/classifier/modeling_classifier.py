@@ -81,10 +81,14 @@ class LinearClassifierModel(PromptPreTrainedModel):
         labels: torch.Tensor | None = None,
         image_embeds: torch.Tensor | None = None,
         return_dict: bool | None = None,
+        pixel_attention_mask: torch.Tensor | None = None,
+        spatial_shapes: torch.Tensor | None = None,
     ) -> PromptModelOutput | tuple:
         """Class logits of images: `pixel_values` [batch, 3, H, W], or precomputed CLIP `image_embeds`
         [batch, projection_dim]. With `labels` [batch], also the cross-entropy loss."""
-        image_embeds = F.normalize(self.image_features(pixel_values, image_embeds), dim=-1)
+        image_embeds = F.normalize(
+            self.image_features(pixel_values, image_embeds, pixel_attention_mask, spatial_shapes), dim=-1
+        )
         logits = self.classifier(image_embeds.to(self.classifier.weight.dtype))
         if self.config.init == "text":
             logits = self.backbone.scale_similarities(logits)

@@ -3,8 +3,8 @@
 from ..registry import register_method
 from .configuration_clip_adapter import CLIPAdapterConfig
 from .modeling_clip_adapter import CLIPAdapterModel
+from .recipes import RECIPES
 
-# The reference trainer plugs into CoOp's command and configs: CoOp's recipe.
-register_method("clip-adapter", CLIPAdapterModel)
+register_method("clip-adapter", CLIPAdapterModel, recipes=RECIPES)
 
 __all__ = ["CLIPAdapterConfig", "CLIPAdapterModel"]

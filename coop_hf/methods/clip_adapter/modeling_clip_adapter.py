@@ -88,10 +88,17 @@ class CLIPAdapterModel(PromptPreTrainedModel):
         labels: torch.Tensor | None = None,
         image_embeds: torch.Tensor | None = None,
         return_dict: bool | None = None,
+        pixel_attention_mask: torch.Tensor | None = None,
+        spatial_shapes: torch.Tensor | None = None,
     ) -> PromptModelOutput | tuple:
         """Class logits of images (`pixel_values`, or the backbone's `image_embeds`); with `labels`, the
         cross-entropy."""
-        image = F.normalize(self.adapted_image_features(self.image_features(pixel_values, image_embeds)), dim=-1)
+        image = F.normalize(
+            self.adapted_image_features(
+                self.image_features(pixel_values, image_embeds, pixel_attention_mask, spatial_shapes)
+            ),
+            dim=-1,
+        )
         logits = self.backbone.logits(image, self.text_embeds)
         return self.classification_output(
             logits, labels, return_dict, image_embeds=image, text_embeds=self.text_embeds

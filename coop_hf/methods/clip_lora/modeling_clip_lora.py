@@ -5,8 +5,8 @@ The class prompts are the hand-written template ("a photo of a {class}."); the t
 recomputed each step through the updated text tower, cut after the end-of-text token on a causal text tower. In
 training the LoRA dropout draws a mask for every class and position, as the reference does, so the template's words
 before the class name are encoded per class; in eval mode (or with lora_dropout 0) they are encoded once for all
-classes (`coop_hf.text_encoding.encode_prompts`). The images go through the updated image tower. The model owns a copy of the backbone, so the shared one
-stays untouched.
+classes (`coop_hf.text_encoding.encode_prompts`). The images go through the updated image tower. The model owns a
+copy of the backbone, so the shared one stays untouched.
 """
 
 from __future__ import annotations
@@ -106,6 +106,8 @@ class CLIPLoRAModel(PromptPreTrainedModel):
         eos = self.tokenizer.eos_token_id
         self.register_buffer("input_ids", input_ids, persistent=False)
         self.register_buffer("eot_positions", self.backbone.pool_positions(input_ids, eos), persistent=False)
+        mask = inputs.get("attention_mask") if self.backbone.pad_prompts else None  # SigLIP's padding
+        self.register_buffer("attention_mask", None if mask is None else mask.to(input_ids.device), persistent=False)
         no_context = input_ids.new_zeros((len(input_ids), 0))  # every position a token of the template
         self.prefix_length = shared_prefix_length(input_ids, no_context, self.eot_positions, class_specific=False)
 
@@ -125,7 +127,9 @@ class CLIPLoRAModel(PromptPreTrainedModel):
     def get_text_features(self) -> torch.Tensor:
         """[classes, projection_dim] text features of the class prompts through the updated text tower."""
         embeds = self.backbone.token_embedding(self.input_ids)
-        return encode_prompts(self.backbone, embeds, self.eot_positions, self.prefix_length)
+        return encode_prompts(
+            self.backbone, embeds, self.eot_positions, self.prefix_length, attention_mask=self.attention_mask
+        )
 
     def forward(
         self,
@@ -133,9 +137,13 @@ class CLIPLoRAModel(PromptPreTrainedModel):
         labels: torch.Tensor | None = None,
         image_embeds: torch.Tensor | None = None,
         return_dict: bool | None = None,
+        pixel_attention_mask: torch.Tensor | None = None,
+        spatial_shapes: torch.Tensor | None = None,
     ) -> PromptModelOutput | tuple:
         """Class logits of images `pixel_values` [batch, 3, H, W]; with `labels`, the cross-entropy."""
-        image_embeds = F.normalize(self.image_features(pixel_values, image_embeds), dim=-1)
+        image_embeds = F.normalize(
+            self.image_features(pixel_values, image_embeds, pixel_attention_mask, spatial_shapes), dim=-1
+        )
         text_embeds = F.normalize(self.get_text_features(), dim=-1)
         logits = self.backbone.logits(image_embeds, text_embeds)
         return self.classification_output(

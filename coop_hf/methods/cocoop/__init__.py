@@ -3,7 +3,8 @@
 from ..registry import register_method
 from .configuration_cocoop import CoCoOpConfig
 from .modeling_cocoop import CoCoOpModel
+from .recipes import RECIPES
 
-register_method("cocoop", CoCoOpModel, recipe={"per_device_train_batch_size": 1, "num_train_epochs": 10})
+register_method("cocoop", CoCoOpModel, recipes=RECIPES)
 
 __all__ = ["CoCoOpConfig", "CoCoOpModel"]

@@ -109,15 +109,18 @@ class CoCoOpModel(CoOpModel):
         prompt_embeds = learner(self.backbone.token_embedding)
         shift = self.context_shift(image_embeds).to(prompt_embeds.dtype)
         if not self.backbone.causal_text:
-            is_context = torch.zeros(prompt_embeds.shape[1], 1, dtype=shift.dtype, device=shift.device)
-            is_context[learner.context_positions[0]] = 1
-            prompts = prompt_embeds[None] + (shift[:, None, :] * is_context)[:, None]
+            # [classes, length, 1]: where each class's context sits (rows differ where the tokenizer pads on the left)
+            is_context = torch.zeros(*prompt_embeds.shape[:2], 1, dtype=shift.dtype, device=shift.device)
+            is_context.scatter_(1, learner.context_positions.unsqueeze(-1), 1)
+            prompts = prompt_embeds[None] + shift[:, None, None, :] * is_context
+            mask = learner.attention_mask
             features = encode_plain(
                 self.backbone,
                 prompts.flatten(0, 1),
                 learner.eot_positions.repeat(len(shift)),
                 chunk_size=chunk_size,
                 checkpoint=checkpoint,
+                attention_mask=None if mask is None else mask.repeat(len(shift), 1),
             )
             return features.view(len(shift), len(prompt_embeds), -1)
         prefix_length = shared_prefix_length(
@@ -142,11 +145,15 @@ class CoCoOpModel(CoOpModel):
         labels: torch.Tensor | None = None,
         image_embeds: torch.Tensor | None = None,
         return_dict: bool | None = None,
+        pixel_attention_mask: torch.Tensor | None = None,
+        spatial_shapes: torch.Tensor | None = None,
     ) -> PromptModelOutput | tuple:
         """Class logits of images: `pixel_values` [batch, 3, H, W], or precomputed CLIP `image_embeds`
         [batch, projection_dim]. With `labels` [batch], also the cross-entropy (mean over the batch).
         `text_embeds` is [batch, classes, projection_dim]: every image has its own class prompts."""
-        image_embeds = F.normalize(self.image_features(pixel_values, image_embeds), dim=-1)
+        image_embeds = F.normalize(
+            self.image_features(pixel_values, image_embeds, pixel_attention_mask, spatial_shapes), dim=-1
+        )
         text_embeds = F.normalize(self.get_text_features(image_embeds), dim=-1)
         scores = torch.einsum("bd,bkd->bk", image_embeds, text_embeds.to(image_embeds.dtype))
         logits = self.backbone.scale_similarities(scores)

@@ -3,7 +3,8 @@
 from ..registry import register_method
 from .configuration_coop import CoOpConfig
 from .modeling_coop import CoOpModel, PromptLearner
+from .recipes import RECIPES
 
-register_method("coop", CoOpModel)
+register_method("coop", CoOpModel, recipes=RECIPES)
 
 __all__ = ["CoOpConfig", "CoOpModel", "PromptLearner"]

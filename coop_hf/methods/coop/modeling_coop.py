@@ -57,6 +57,8 @@ class PromptLearner(nn.Module):
         self.register_buffer("input_ids", tokens.input_ids.to(device), persistent=False)
         self.register_buffer("context_positions", tokens.context_positions.to(device), persistent=False)
         self.register_buffer("eot_positions", tokens.eot_positions.to(device), persistent=False)
+        mask = tokens.attention_mask
+        self.register_buffer("attention_mask", None if mask is None else mask.to(device), persistent=False)
         self.text_start = tokens.text_start
 
     @property
@@ -181,6 +183,7 @@ class CoOpModel(PromptPreTrainedModel):
             prefix_length,
             chunk_size=chunk_size,
             checkpoint=checkpoint,
+            attention_mask=learner.attention_mask,
         )
 
     def text_prompt_tensors(self) -> list[torch.Tensor]:
@@ -203,10 +206,14 @@ class CoOpModel(PromptPreTrainedModel):
         labels: torch.Tensor | None = None,
         image_embeds: torch.Tensor | None = None,
         return_dict: bool | None = None,
+        pixel_attention_mask: torch.Tensor | None = None,
+        spatial_shapes: torch.Tensor | None = None,
     ) -> PromptModelOutput | tuple:
         """Class logits of images: `pixel_values` [batch, 3, H, W], or precomputed backbone `image_embeds`
         [batch, projection_dim]. With `labels` [batch], also the training loss (`compute_loss`)."""
-        image_embeds = F.normalize(self.image_features(pixel_values, image_embeds), dim=-1)
+        image_embeds = F.normalize(
+            self.image_features(pixel_values, image_embeds, pixel_attention_mask, spatial_shapes), dim=-1
+        )
         text_embeds = F.normalize(self._text_features_for_logits(), dim=-1)
         logits = self.backbone.logits(image_embeds, text_embeds)
         loss_function = functools.partial(self.compute_loss, text_embeds=text_embeds)

@@ -4,12 +4,8 @@
 from ..registry import register_method
 from .configuration_ivlp import IVLPConfig
 from .modeling_ivlp import DeepPromptModel, IVLPModel
+from .recipes import RECIPES
 
-register_method(
-    "ivlp",
-    IVLPModel,
-    recipe={"learning_rate": 0.0025, "per_device_train_batch_size": 4, "num_train_epochs": 20},
-    transfer_settings={"prompt_depth_text": 3, "prompt_depth_vision": 3},
-)
+register_method("ivlp", IVLPModel, recipes=RECIPES)
 
 __all__ = ["DeepPromptModel", "IVLPConfig", "IVLPModel"]

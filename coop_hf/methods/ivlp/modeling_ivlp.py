@@ -159,12 +159,20 @@ class DeepPromptModel(CoOpModel):
             layer_hook=replace_prompts,
         )
 
-    def image_features(self, pixel_values: torch.Tensor | None, image_embeds: torch.Tensor | None) -> torch.Tensor:
+    def image_features(
+        self,
+        pixel_values: torch.Tensor | None,
+        image_embeds: torch.Tensor | None,
+        pixel_attention_mask: torch.Tensor | None = None,
+        spatial_shapes: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """The backbone's image features with the vision prompts: appended after the embeddings, replaced before
-        each deeper prompted layer (`image_embeds` are refused: they would miss the prompts)."""
+        each deeper prompted layer (`image_embeds` are refused: they would miss the prompts). Deep prompts need
+        CLIP's layout, so NaFlex patches never reach here (the backbone refuses them)."""
         prompts = self.layer_vision_prompts()
+        naflex = {"pixel_attention_mask": pixel_attention_mask, "spatial_shapes": spatial_shapes}
         if image_embeds is not None or pixel_values is None or prompts is None:
-            return super().image_features(pixel_values, image_embeds)  # refuses image_embeds with a clear error
+            return super().image_features(pixel_values, image_embeds, **naflex)  # refuses image_embeds clearly
         first, deeper = prompts
         count = len(first)
 
@@ -177,7 +185,9 @@ class DeepPromptModel(CoOpModel):
             layer_prompts = deeper[index - 1].to(hidden.dtype).expand(len(hidden), -1, -1)
             return torch.cat([hidden[:, :-count], layer_prompts], dim=1)
 
-        return self.backbone.image_features(pixel_values, embeddings_hook=append_prompts, layer_hook=replace_prompts)
+        return self.backbone.image_features(
+            pixel_values, embeddings_hook=append_prompts, layer_hook=replace_prompts, **naflex
+        )
 
     def phrase_setting(self) -> str:
         """The model card's text-prompt row: the phrase and how much of it is learned, or "random"."""

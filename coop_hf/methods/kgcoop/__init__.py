@@ -4,7 +4,8 @@ prompt's."""
 from ..registry import register_method
 from .configuration_kgcoop import KGCOOP_TEMPLATES, KgCoOpConfig
 from .modeling_kgcoop import KgCoOpModel
+from .recipes import RECIPES
 
-register_method("kgcoop", KgCoOpModel, recipe={"per_device_train_batch_size": 128, "num_train_epochs": 100})
+register_method("kgcoop", KgCoOpModel, recipes=RECIPES)
 
 __all__ = ["KGCOOP_TEMPLATES", "KgCoOpConfig", "KgCoOpModel"]

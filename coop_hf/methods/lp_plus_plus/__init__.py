@@ -3,12 +3,13 @@
 from ..registry import register_method
 from .configuration_lp_plus_plus import LPPlusPlusConfig
 from .modeling_lp_plus_plus import LPPlusPlusModel
+from .recipes import RECIPES
 
 register_method(
     "lp++",
     LPPlusPlusModel,
     trainer="coop_hf.methods.lp_plus_plus.trainer:LPPlusPlusTrainer",
-    recipe={"num_train_epochs": 300},  # the reference's base.yaml train_epoch
+    recipes=RECIPES,
 )
 
 __all__ = ["LPPlusPlusConfig", "LPPlusPlusModel"]

@@ -127,10 +127,14 @@ class LPPlusPlusModel(PromptPreTrainedModel):
         labels: torch.Tensor | None = None,
         image_embeds: torch.Tensor | None = None,
         return_dict: bool | None = None,
+        pixel_attention_mask: torch.Tensor | None = None,
+        spatial_shapes: torch.Tensor | None = None,
     ) -> PromptModelOutput | tuple:
         """Class logits of images (`pixel_values`, or the backbone's `image_embeds`); with `labels`, the
         cross-entropy."""
-        image = F.normalize(self.image_features(pixel_values, image_embeds).float(), dim=-1)
+        image = F.normalize(
+            self.image_features(pixel_values, image_embeds, pixel_attention_mask, spatial_shapes).float(), dim=-1
+        )
         weight, bias, alpha = self.class_tensors()
         logits = F.linear(image, weight, bias) + alpha * (image @ self.text_embeds.T)
         return self.classification_output(

@@ -5,7 +5,8 @@ that `import coop_hf` does not load `transformers.Trainer`)."""
 from ..registry import register_method
 from .configuration_prograd import PROGRAD_TEMPLATES, ProGradConfig
 from .modeling_prograd import ProGradModel
+from .recipes import RECIPES
 
-register_method("prograd", ProGradModel, trainer="coop_hf.methods.prograd.trainer:ProGradTrainer")
+register_method("prograd", ProGradModel, trainer="coop_hf.methods.prograd.trainer:ProGradTrainer", recipes=RECIPES)
 
 __all__ = ["PROGRAD_TEMPLATES", "ProGradConfig", "ProGradModel"]

@@ -78,11 +78,13 @@ class CoOpEnsemble(PromptPreTrainedModel):
         labels: torch.Tensor | None = None,
         image_embeds: torch.Tensor | None = None,
         return_dict: bool | None = None,
+        pixel_attention_mask: torch.Tensor | None = None,
+        spatial_shapes: torch.Tensor | None = None,
     ) -> PromptModelOutput | tuple:
         """Mean class logits of the members for `pixel_values` [batch, 3, H, W] or precomputed CLIP `image_embeds`
         [batch, projection_dim] (the image features are computed once for all members). With `labels`, also the
         cross-entropy of the mean logits. `text_embeds` is [members, classes, projection_dim]."""
-        image_embeds = self.image_features(pixel_values, image_embeds)
+        image_embeds = self.image_features(pixel_values, image_embeds, pixel_attention_mask, spatial_shapes)
         outputs = [member(image_embeds=image_embeds) for member in self.members]
         logits = torch.stack([output.logits for output in outputs]).mean(dim=0)
         text_embeds = torch.stack([output.text_embeds for output in outputs])
