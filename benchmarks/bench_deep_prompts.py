@@ -36,7 +36,7 @@ from transformers import AutoTokenizer  # noqa: E402
 
 from coop_hf import IVLPModel, MaPLeModel, PromptModelOutput, PromptSRCModel  # noqa: E402
 from coop_hf.backbones import Backbone  # noqa: E402
-from coop_hf.methods.ivlp import DeepPromptModel  # noqa: E402
+from coop_hf.methods.deep_prompts import DeepPromptModel  # noqa: E402
 
 MODES = ("straightforward", "ours")
 MODELS = {"maple": MaPLeModel, "ivlp": IVLPModel, "promptsrc": PromptSRCModel}

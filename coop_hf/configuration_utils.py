@@ -8,6 +8,8 @@ from typing import Any, ClassVar
 from huggingface_hub.dataclasses import strict
 from transformers import PretrainedConfig
 
+from .data.templates import DEFAULT_TEMPLATE
+
 # Config fields that are not prompt settings: they come from the backbone and the dataset.
 NOT_PROMPT_SETTINGS = ("base_model_name_or_path", "backbone_family", "classnames")
 
@@ -70,11 +72,39 @@ class PromptConfig(PretrainedConfig):
         """Raise a `ValueError` that names the setting to change when the prompt settings are inconsistent."""
 
 
+def holds_class_name_once(template: Any) -> bool:
+    return isinstance(template, str) and template.count("{}") == 1
+
+
+def check_template(template: str) -> None:
+    """Raise a `ValueError` naming `--template` when a template has no single `{}` for the class name."""
+    if not holds_class_name_once(template):
+        raise ValueError(
+            f"template={template!r} (--template) must hold the class name's place once, as '{{}}': e.g. "
+            f"{DEFAULT_TEMPLATE!r}."
+        )
+
+
 def check_templates(templates: list[str]) -> None:
     """Raise a `ValueError` naming `--templates` when a class prompt does not hold the class name exactly once."""
-    bad = [template for template in templates if template.count("{}") != 1]
+    bad = [template for template in templates if not holds_class_name_once(template)]
     if bad:
         raise ValueError(f"templates (--templates) must each hold the class name once, as '{{}}': {bad}.")
+
+
+UNIFIED_CONTEXT_AT_END = {"class_token_position": "end", "class_specific_context": False}
+"""CoOp's layout settings that CoCoOp and the deep prompts do not have: one context shared by all classes, the class
+name after it."""
+
+
+def check_unified_context_at_end(config: PretrainedConfig, method: str) -> None:
+    """Refuse another CoOp layout than `UNIFIED_CONTEXT_AT_END` for `method`, naming the setting."""
+    for name, value in UNIFIED_CONTEXT_AT_END.items():
+        if getattr(config, name) != value:
+            raise ValueError(
+                f"{method} has no {name} setting ({name}={getattr(config, name)!r}): its class tokens follow one "
+                f"context shared by all classes ({name}={value!r}). Use --method coop for other layouts."
+            )
 
 
 def check_classnames(classnames: list[str]) -> None:

@@ -9,6 +9,7 @@ the model card come from here.
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from collections.abc import Callable
@@ -175,6 +176,13 @@ class PromptPreTrainedModel(PreTrainedModel):
                 f"Labels must lie in [0, {num_classes}) for this model's {num_classes} classes, got values from "
                 f"{int(labels.min())} to {int(labels.max())}: the dataset's class list does not match the model's."
             )
+
+    def compute_loss(
+        self, logits: torch.Tensor, labels: torch.Tensor, text_embeds: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The training loss: the cross-entropy of the logits, in fp32 (methods add their regularisers here; the
+        runner's `--loss` replaces it where a method adds none)."""
+        return F.cross_entropy(logits.float(), labels)
 
     def classification_output(
         self,
@@ -386,6 +394,76 @@ class PromptPreTrainedModel(PreTrainedModel):
         model.load_prompt(load_file(weights_file), source=str(pretrained_model_name_or_path))
         model.eval()
         return model
+
+
+class TextFeatureClassifier(PromptPreTrainedModel):
+    """A prompt model whose logits are the backbone's scaled cosine similarities (+ bias) between the image features
+    and its class text features (`get_text_features`): CoOp and the methods built on it, TEnc-FT.
+
+    The text features are computed once and reused while no gradient is needed and neither the tensors they depend
+    on (`text_prompt_tensors`) nor the class tokens (`class_token_ids`) changed.
+    """
+
+    def __init__(
+        self,
+        config: PretrainedConfig,
+        clip: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        image_processor: Any | None = None,
+    ):
+        super().__init__(config, clip, tokenizer, image_processor)
+        self._text_features_cache: tuple[tuple, torch.Tensor] | None = None
+
+    def get_text_features(self) -> torch.Tensor:
+        """[classes, projection_dim] unnormalised text features of the class prompts."""
+        raise NotImplementedError
+
+    def text_prompt_tensors(self) -> list[torch.Tensor]:
+        """The learned tensors the text features depend on (what the cached text features are keyed by)."""
+        raise NotImplementedError
+
+    def class_token_ids(self) -> torch.Tensor:
+        """The token ids of the class prompts (they change with the class list)."""
+        raise NotImplementedError
+
+    def train(self, mode: bool = True) -> TextFeatureClassifier:
+        super().train(mode)
+        self.prompt_changed()
+        return self
+
+    def prompt_changed(self) -> None:
+        self._text_features_cache = None
+
+    def _text_features_for_logits(self) -> torch.Tensor:
+        """Text features, computed once and reused while the prompt is unchanged and no gradient is needed."""
+        if torch.is_grad_enabled():
+            return self.get_text_features()
+        key = tuple((t._version, t.data_ptr(), t.device, t.dtype) for t in self.text_prompt_tensors())
+        key += (self.class_token_ids().data_ptr(),)
+        if self._text_features_cache is None or self._text_features_cache[0] != key:
+            self._text_features_cache = (key, self.get_text_features())
+        return self._text_features_cache[1]
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        image_embeds: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        pixel_attention_mask: torch.Tensor | None = None,
+        spatial_shapes: torch.Tensor | None = None,
+    ) -> PromptModelOutput | tuple:
+        """Class logits of images: `pixel_values` [batch, 3, H, W], or precomputed backbone `image_embeds`
+        [batch, projection_dim]. With `labels` [batch], also the training loss (`compute_loss`)."""
+        image_embeds = F.normalize(
+            self.image_features(pixel_values, image_embeds, pixel_attention_mask, spatial_shapes), dim=-1
+        )
+        text_embeds = F.normalize(self._text_features_for_logits(), dim=-1)
+        logits = self.backbone.logits(image_embeds, text_embeds)
+        loss_function = functools.partial(self.compute_loss, text_embeds=text_embeds)
+        return self.classification_output(
+            logits, labels, return_dict, loss_function, image_embeds=image_embeds, text_embeds=text_embeds
+        )
 
 
 @contextmanager

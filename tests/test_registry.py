@@ -98,3 +98,13 @@ def test_a_name_or_model_type_registers_once(clean_registry):
 
     with pytest.raises(ValueError, match="model_type 'coop' is registered twice: CoOpModel and Impostor"):
         clean_registry.register_model(Impostor)
+
+
+def test_fitted_is_declared_as_the_trainer_fits():
+    """`MethodSpec.fitted` is a declaration (no class probing at run time); it must agree with the trainer."""
+    from coop_hf.feature_fit import FeatureFitTrainer
+    from coop_hf.methods import METHODS
+
+    for spec in METHODS.values():
+        assert spec.fitted == issubclass(spec.trainer_class, FeatureFitTrainer), spec.name
+    assert {name for name, spec in METHODS.items() if spec.fitted} == {"tip-adapter", "tip-adapter-f", "lp++"}

@@ -31,8 +31,10 @@ class MethodSpec:
     Attributes:
         name: The command-line name (`--method <name>`).
         model_class: The [`PromptPreTrainedModel`] it trains.
-        trainer: "module:Class" of its trainer when its update differs from `CoOpTrainer`'s (imported only when a
-            run needs it, so that `import coop_hf` does not load `transformers.Trainer`).
+        trainer: Its trainer when its update differs from `CoOpTrainer`'s: the class, or "module:Class" (imported
+            only when a run needs it, so that `import coop_hf` does not load `transformers.Trainer`).
+        fitted: Whether it is fitted on cached image features by its trainer's own `train` (a `FeatureFitTrainer`:
+            Tip-Adapter, LP++) instead of trained step by step on pixels by Trainer's loop.
         recipes: Its training recipe per protocol ("few_shot", "base_to_new", "cross_dataset",
             "domain_generalization"), from its official configs: training defaults, prompt settings and their
             source; a protocol left out falls back to few-shot's, and few-shot's to CoOp's.
@@ -44,20 +46,23 @@ class MethodSpec:
 
     name: str
     model_class: type[PromptPreTrainedModel]
-    trainer: str | None = None
+    trainer: str | type | None = None
     recipes: dict[str, Recipe] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     defaults: dict[str, Any] = field(default_factory=dict)
     label: str | None = None
+    fitted: bool = False
 
     def __post_init__(self):
         resolve_recipes(self.name, self.recipes)  # refuses unknown protocols and fallbacks to nothing
 
-    def trainer_class(self) -> type | None:
-        """The trainer class `trainer` names, or None for `CoOpTrainer`."""
-        if self.trainer is None:
-            return None
-        module, _, name = self.trainer.partition(":")
+    @property
+    def trainer_class(self) -> type:
+        """The trainer class: `trainer`, imported where it is named as "module:Class", or `CoOpTrainer`."""
+        trainer = self.trainer or "coop_hf.training:CoOpTrainer"
+        if not isinstance(trainer, str):
+            return trainer
+        module, _, name = trainer.partition(":")
         return getattr(importlib.import_module(module), name)
 
 

@@ -10,7 +10,7 @@ import math
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +23,14 @@ from .. import gradient_flow
 from ..atomic import atomic_write_text
 from ..data import CLEAN_LABEL, CLEAN_LABELS, CoOpTransform, with_coop_transform
 from ..feature_cache import encode_images
-from ..feature_fit import FeatureFitTrainer, FitData
+from ..feature_fit import FitData
+from ..hub import CardResults
 from ..hub_access import is_local
 from ..methods import MethodSpec, Recipe
 from ..methods.recipes import resolve_recipes
 from ..modeling_utils import PromptPreTrainedModel
 from ..noise import NO_NOISE, NoiseReport, NoiseSpec
-from ..training import CoOpTrainer, CoOpTrainingArguments, compute_accuracy_metrics, reference_epochs
+from ..training import CoOpTrainingArguments, compute_accuracy_metrics, reference_epochs
 from .experiment import Experiment
 from .records import announce, describe_loss, noise_fields, noise_summary, seeds_heading, training_fields
 from .settings import RunSettings
@@ -40,9 +41,9 @@ SplitsForSeed = Callable[[int], tuple[datasets.DatasetDict, NoiseReport | None]]
 
 
 @dataclass(frozen=True)
-class PromptLearning:
+class PromptLearning(MethodSpec):
     """Runs one prompt-learning method (`model_class`, a [`PromptPreTrainedModel`] with `from_clip` and
-    `build_config`) on an [`Experiment`].
+    `build_config`) on an [`Experiment`]: a [`MethodSpec`] (its fields, declared there once) with the runs.
 
     `recipes` holds the method's [`Recipe`] per protocol (`coop_hf.methods.recipes.PROTOCOLS`); a run applies its
     protocol's (`RunSettings.protocol`). A recipe's `training` holds `CoOpTrainingArguments` values (e.g. CoCoOp's
@@ -55,21 +56,10 @@ class PromptLearning:
     fixed phrase "a photo of a"), which flags may replace.
     """
 
-    name: str
-    model_class: type[PromptPreTrainedModel]
-    trainer_class: type[CoOpTrainer] = CoOpTrainer
-    recipes: dict[str, Recipe] = field(default_factory=dict)
-    settings: dict[str, Any] = field(default_factory=dict)
-    defaults: dict[str, Any] = field(default_factory=dict)
-    label: str | None = None
-
     @classmethod
     def from_spec(cls, spec: MethodSpec) -> PromptLearning:
         """The runner of a registered `--method` (`coop_hf.methods.registry`)."""
-        return cls(
-            spec.name, spec.model_class, spec.trainer_class() or CoOpTrainer, recipes=spec.recipes,
-            settings=spec.settings, defaults=spec.defaults, label=spec.label,
-        )  # fmt: skip
+        return cls(**{field.name: getattr(spec, field.name) for field in dataclasses.fields(spec)})
 
     @property
     def display_name(self) -> str:
@@ -113,11 +103,6 @@ class PromptLearning:
             if name != "num_train_epochs" and getattr(args, name) == defaults[name] != value
         }
         return dataclasses.replace(args, **changes) if changes else args
-
-    @property
-    def fitted(self) -> bool:
-        """The method is fitted on cached features (`FeatureFitTrainer`), not trained on pixels by Trainer's loop."""
-        return issubclass(self.trainer_class, FeatureFitTrainer)
 
     def check_arguments(self, args: CoOpTrainingArguments, loss: str) -> None:
         """Refuse what the method cannot do: `--cached_views` for a method that changes the image tower or is
@@ -362,53 +347,28 @@ class PromptRun:
         noise_report: NoiseReport | None = None,
     ) -> dict[str, Any]:
         """Train one seed's prompt, evaluate it on the test split, save it with its card (and push it)."""
-        experiment, run = self.experiment, self.run
-        backbone = experiment.backbone
         set_seed(seed)
-        config = copy.deepcopy(self.prompt_config)
-        config.base_model_name_or_path = portable_name(backbone.name_or_path)
-        model = self.method.model_class(
-            config, clip=backbone.clip, tokenizer=backbone.tokenizer, image_processor=backbone.image_processor
-        )
         args.seed = seed
-        train, trainer_extras = None, {}
+        model = self.new_model()
         if self.method.fitted:
-            trainer_extras["fit_data"] = FitData(
-                backbone.clip, backbone.image_processor, splits["train"], splits["val"],
-                full_val=self.full_validation_split(splits), seed=seed, batch_size=experiment.batch_size,
-                cache_dir=backbone.cache_dir,
-            )  # fmt: skip
+            train, val, extras = None, None, {"fit_data": self.fit_data(splits, seed)}
         elif args.cached_views:
-            views = encode_images(
-                backbone.clip, splits["train"], CoOpTransform(backbone.image_processor, train=True),
-                num_views=args.cached_views, seed=seed, batch_size=experiment.batch_size, cache_dir=backbone.cache_dir,
-            )  # fmt: skip
-            train = views.select_columns(["image_embeds", "labels"])
-            if args.gradient_flow:  # each view keeps its image's true class
-                rows = np.asarray(views.with_format(None)["index"])
-                train = train.add_column(CLEAN_LABELS, np.asarray(splits["train"][CLEAN_LABEL])[rows].tolist())
+            train, val, extras = self.cached_views(splits, args, seed), self.validation(splits, args), {}
         else:
-            train = with_coop_transform(  # each view seeded by (seed, epoch, image): the same on any process count
-                splits["train"], backbone.image_processor, train=True, clean_labels=args.gradient_flow, seed=seed
-            )
-        # --eval_strategy epoch|steps: the few-shot validation split's accuracy in the logs; the reported model
-        # stays the last one, as the reference's
-        val = None
-        if args.eval_strategy != "no" and "val" in splits and not self.method.fitted:
-            val = with_coop_transform(splits["val"], backbone.image_processor, train=False)
+            train, val, extras = self.pixels(splits, args, seed), self.validation(splits, args), {}
         trainer = self.method.trainer_class(
             model=model,
             args=args,
             train_dataset=train,
             eval_dataset=val,
-            processing_class=backbone.image_processor,
+            processing_class=self.experiment.backbone.image_processor,
             compute_metrics=compute_accuracy_metrics,
-            compute_loss_func=run.loss_function(),
-            callbacks=run.callbacks,
-            **trainer_extras,
+            compute_loss_func=self.run.loss_function(),
+            callbacks=self.run.callbacks,
+            **extras,
         )
         trainer.train(resume_from_checkpoint=True if resume else None)
-        metrics = trainer.evaluate(eval_dataset=experiment.test_inputs(model), metric_key_prefix="test")
+        metrics = trainer.evaluate(eval_dataset=self.experiment.test_inputs(model), metric_key_prefix="test")
         result = {
             "seed": seed,
             "accuracy": metrics["test_accuracy"],
@@ -417,6 +377,70 @@ class PromptRun:
         }
         if args.gradient_flow:
             result["gradient_flow"] = gradient_flow.report(trainer.state.log_history)["summary"]
+        trainer.save_state()
+        if args.should_save:
+            card_results = self.card_results(model, args, seed, result["accuracy"], noise_report)
+            model.save_pretrained(args.output_dir, card_results=card_results)
+            if push_to is not None:
+                result["hub_url"] = model.push_to_hub(
+                    push_to, token=args.hub_token, private=args.hub_private_repo, card_results=card_results
+                )
+        return result
+
+    def new_model(self) -> PromptPreTrainedModel:
+        """A fresh model of the method on the experiment's backbone, with the run's prompt settings."""
+        backbone = self.experiment.backbone
+        config = copy.deepcopy(self.prompt_config)
+        config.base_model_name_or_path = portable_name(backbone.name_or_path)
+        return self.method.model_class(
+            config, clip=backbone.clip, tokenizer=backbone.tokenizer, image_processor=backbone.image_processor
+        )
+
+    def fit_data(self, splits: datasets.DatasetDict, seed: int) -> FitData:
+        """A fitted method's data: the seed's splits as cached backbone features."""
+        backbone, experiment = self.experiment.backbone, self.experiment
+        return FitData(
+            backbone.clip, backbone.image_processor, splits["train"], splits["val"],
+            full_val=self.full_validation_split(splits), seed=seed, batch_size=experiment.batch_size,
+            cache_dir=backbone.cache_dir,
+        )  # fmt: skip
+
+    def cached_views(self, splits: datasets.DatasetDict, args: CoOpTrainingArguments, seed: int) -> datasets.Dataset:
+        """`--cached_views`: the training split's augmented views encoded once, trained on as image features."""
+        backbone, experiment = self.experiment.backbone, self.experiment
+        views = encode_images(
+            backbone.clip, splits["train"], CoOpTransform(backbone.image_processor, train=True),
+            num_views=args.cached_views, seed=seed, batch_size=experiment.batch_size, cache_dir=backbone.cache_dir,
+        )  # fmt: skip
+        train = views.select_columns(["image_embeds", "labels"])
+        if args.gradient_flow:  # each view keeps its image's true class
+            rows = np.asarray(views.with_format(None)["index"])
+            train = train.add_column(CLEAN_LABELS, np.asarray(splits["train"][CLEAN_LABEL])[rows].tolist())
+        return train
+
+    def pixels(self, splits: datasets.DatasetDict, args: CoOpTrainingArguments, seed: int) -> datasets.Dataset:
+        """The training split through CoOp's train transform, each view seeded by (seed, epoch, image): the same on
+        any process count."""
+        processor = self.experiment.backbone.image_processor
+        return with_coop_transform(splits["train"], processor, train=True, clean_labels=args.gradient_flow, seed=seed)
+
+    def validation(self, splits: datasets.DatasetDict, args: CoOpTrainingArguments) -> datasets.Dataset | None:
+        """With --eval_strategy epoch|steps, the few-shot validation split for the logs; the reported model stays the
+        last one, as the reference's."""
+        if args.eval_strategy == "no" or "val" not in splits:
+            return None
+        return with_coop_transform(splits["val"], self.experiment.backbone.image_processor, train=False)
+
+    def card_results(
+        self,
+        model: PromptPreTrainedModel,
+        args: CoOpTrainingArguments,
+        seed: int,
+        accuracy: float,
+        noise_report: NoiseReport | None,
+    ) -> CardResults:
+        """The model card's results and hyperparameters of one seed's prompt."""
+        run, experiment = self.run, self.experiment
         hyperparameters = {
             "shots": run.shots,
             "seed": seed,
@@ -428,19 +452,11 @@ class PromptRun:
             actual = f", {100 * noise_report.actual_rate:.1f} % actual" if noise_report is not None else ""
             where = "train and val splits" if noise.val else "train split (val clean)"
             hyperparameters["label noise"] = f"{noise.noise_type}, {100 * noise.rate:g} % requested{actual}, {where}"
-        card_results = experiment.card_results(
-            result["accuracy"],
+        return experiment.card_results(
+            accuracy,
             f"{model.method_name} (this prompt, seed {seed})",
             task=f"{run.shots}-shot image classification",
             description=f"{run.shots}-shot training, seed {seed}, evaluated on the full test split "
             f"({len(experiment.test['labels'])} images).",
             hyperparameters=hyperparameters,
         )
-        trainer.save_state()
-        if args.should_save:
-            model.save_pretrained(args.output_dir, card_results=card_results)
-            if push_to is not None:
-                result["hub_url"] = model.push_to_hub(
-                    push_to, token=args.hub_token, private=args.hub_private_repo, card_results=card_results
-                )
-        return result

@@ -18,8 +18,8 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ...text_encoding import encode_prompts, shared_prefix_length
-from ..classifier.modeling_classifier import PTNL_PAPER
 from ..coop.modeling_coop import CoOpModel
+from ..papers import PTNL_PAPER
 from .configuration_class_tokens import ClassTokenConfig
 
 

@@ -6,9 +6,8 @@ from typing import Any
 
 from huggingface_hub.dataclasses import strict
 
-from ...configuration_utils import PromptConfig
+from ...configuration_utils import PromptConfig, check_template
 from ...data.templates import DEFAULT_TEMPLATE, templates_for
-from ..kgcoop.configuration_kgcoop import check_template
 
 CLASSIFIER_INITS = ("random", "text")
 

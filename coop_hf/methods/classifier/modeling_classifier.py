@@ -19,20 +19,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ...baselines import zero_shot_weights
 from ...modeling_utils import PromptModelOutput, PromptPreTrainedModel
-from ..coop.modeling_coop import CoOpModel
+from ..papers import PTNL_PAPER
 from .configuration_classifier import ClassifierConfig
-
-PTNL_PAPER = (
-    "Wu et al., Why Is Prompt Tuning for Vision-Language Models Robust to Noisy Labels?, ICCV 2023",
-    "https://arxiv.org/abs/2307.11978",
-    """@inproceedings{wu2023ptnl,
-  title     = {Why Is Prompt Tuning for Vision-Language Models Robust to Noisy Labels?},
-  author    = {Wu, Cheng-En and Tian, Yu and Yu, Haichao and Wang, Heng and Morgado, Pedro and Hu, Yu Hen and
-               Yang, Linjie},
-  booktitle = {Proceedings of the IEEE/CVF International Conference on Computer Vision (ICCV)},
-  year      = {2023}
-}""",
-)
 
 
 class LinearClassifierModel(PromptPreTrainedModel):
@@ -94,9 +82,6 @@ class LinearClassifierModel(PromptPreTrainedModel):
             logits = self.backbone.scale_similarities(logits)
         loss_function = functools.partial(self.compute_loss, text_embeds=None)
         return self.classification_output(logits, labels, return_dict, loss_function, image_embeds=image_embeds)
-
-    # Plain cross-entropy, the very function of CoOp's: the runner lets `--loss` (e.g. GCE) replace it.
-    compute_loss = CoOpModel.compute_loss
 
     def describe_prompt(self) -> str:
         return f"{len(self.config.classnames)} classes, feature width {self.backbone.embed_dim}"

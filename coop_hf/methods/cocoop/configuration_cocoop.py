@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from huggingface_hub.dataclasses import strict
 
+from ...configuration_utils import UNIFIED_CONTEXT_AT_END, check_unified_context_at_end
 from ..coop.configuration_coop import CoOpConfig
 
 COCOOP_CTX_INIT = "a photo of a"
-# CoOp settings that CoCoOp does not have: its class name always follows one context shared by all classes.
-FIXED_SETTINGS = {"class_token_position": "end", "class_specific_context": False}
 
 
 @strict
@@ -40,13 +39,8 @@ class CoCoOpConfig(CoOpConfig):
 
     @classmethod
     def prompt_settings(cls) -> tuple[str, ...]:
-        return tuple(name for name in super().prompt_settings() if name not in FIXED_SETTINGS)
+        return tuple(name for name in super().prompt_settings() if name not in UNIFIED_CONTEXT_AT_END)
 
     def check_prompt_settings(self) -> None:
-        for name, value in FIXED_SETTINGS.items():
-            if getattr(self, name) != value:
-                raise ValueError(
-                    f"CoCoOp has no {name} setting ({name}={getattr(self, name)!r}): its class tokens always follow "
-                    f"one context shared by all classes ({name}={value!r}). Use --method coop for other layouts."
-                )
+        check_unified_context_at_end(self, "CoCoOp")
         super().check_prompt_settings()

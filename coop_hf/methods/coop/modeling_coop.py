@@ -7,21 +7,19 @@ The whole computation, top to bottom:
    embeddings, encoder, final layer norm, pooling at the end-of-text token or SigLIP's last position, projection
    or head), encoding the prompt prefix that all classes share only once where the text tower is causal
    (`coop_hf.text_encoding`).
-3. `CoOpModel.forward` compares them with the backbone's image features: scaled cosine similarities (plus
-   SigLIP's bias) are the logits.
+3. `forward` (`coop_hf.modeling_utils.TextFeatureClassifier`'s) compares them with the backbone's image features:
+   scaled cosine similarities (plus SigLIP's bias) are the logits.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ...modeling_utils import PromptModelOutput, PromptPreTrainedModel
+from ...modeling_utils import TextFeatureClassifier
 from ...prompts import PromptTokens, context_init_ids, resolve_n_ctx, tokenize_prompts
 from ...text_encoding import encode_prompts, shared_prefix_length
 from .configuration_coop import CoOpConfig
@@ -74,7 +72,7 @@ class PromptLearner(nn.Module):
         return embeds.index_put((rows, self.context_positions), ctx)
 
 
-class CoOpModel(PromptPreTrainedModel):
+class CoOpModel(TextFeatureClassifier):
     """A frozen contrastive backbone (`CLIPModel`, `MetaClip2Model`, `SiglipModel`, `Siglip2Model`) whose class
     prompts carry learned context vectors.
 
@@ -106,7 +104,6 @@ class CoOpModel(PromptPreTrainedModel):
     ):
         super().__init__(config, clip, tokenizer, image_processor)
         self.prompt_learner = PromptLearner(self.initial_context(), self._tokenize(config.classnames))
-        self._text_features_cache: tuple[tuple, torch.Tensor] | None = None
         self.post_init()
 
     def initial_context(self) -> torch.Tensor:
@@ -141,14 +138,6 @@ class CoOpModel(PromptPreTrainedModel):
             class_token_position=self.config.class_token_position,
             backbone=self.backbone,
         )
-
-    def train(self, mode: bool = True) -> CoOpModel:
-        super().train(mode)
-        self.prompt_changed()
-        return self
-
-    def prompt_changed(self) -> None:
-        self._text_features_cache = None
 
     def set_classnames(self, classnames: list[str]) -> None:
         """Move a unified context to a new class list: only the class-name tokens change."""
@@ -187,43 +176,10 @@ class CoOpModel(PromptPreTrainedModel):
         )
 
     def text_prompt_tensors(self) -> list[torch.Tensor]:
-        """The learned tensors the text features depend on (what the cached text features are keyed by)."""
         return [self.prompt_learner.ctx]
 
-    def _text_features_for_logits(self) -> torch.Tensor:
-        """Text features, computed once and reused while the prompt is unchanged and no gradient is needed."""
-        if torch.is_grad_enabled():
-            return self.get_text_features()
-        key = tuple((t._version, t.data_ptr(), t.device, t.dtype) for t in self.text_prompt_tensors())
-        key += (self.prompt_learner.input_ids.data_ptr(),)
-        if self._text_features_cache is None or self._text_features_cache[0] != key:
-            self._text_features_cache = (key, self.get_text_features())
-        return self._text_features_cache[1]
-
-    def forward(
-        self,
-        pixel_values: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        image_embeds: torch.Tensor | None = None,
-        return_dict: bool | None = None,
-        pixel_attention_mask: torch.Tensor | None = None,
-        spatial_shapes: torch.Tensor | None = None,
-    ) -> PromptModelOutput | tuple:
-        """Class logits of images: `pixel_values` [batch, 3, H, W], or precomputed backbone `image_embeds`
-        [batch, projection_dim]. With `labels` [batch], also the training loss (`compute_loss`)."""
-        image_embeds = F.normalize(
-            self.image_features(pixel_values, image_embeds, pixel_attention_mask, spatial_shapes), dim=-1
-        )
-        text_embeds = F.normalize(self._text_features_for_logits(), dim=-1)
-        logits = self.backbone.logits(image_embeds, text_embeds)
-        loss_function = functools.partial(self.compute_loss, text_embeds=text_embeds)
-        return self.classification_output(
-            logits, labels, return_dict, loss_function, image_embeds=image_embeds, text_embeds=text_embeds
-        )
-
-    def compute_loss(self, logits: torch.Tensor, labels: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
-        """CoOp's loss: cross-entropy of the logits (methods built on CoOp add their regularisers here)."""
-        return F.cross_entropy(logits.float(), labels)
+    def class_token_ids(self) -> torch.Tensor:
+        return self.prompt_learner.input_ids
 
     @torch.no_grad()
     def nearest_tokens(self, top_k: int = 5) -> list[list[tuple[str, float]]] | list[list[list[tuple[str, float]]]]:

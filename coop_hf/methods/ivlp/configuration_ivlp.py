@@ -5,24 +5,11 @@ from __future__ import annotations
 
 from huggingface_hub.dataclasses import strict
 
+from ...configuration_utils import UNIFIED_CONTEXT_AT_END
 from ..coop.configuration_coop import CoOpConfig
+from ..deep_prompts import check_deep_prompt_settings
 
 IVLP_CTX_INIT = "a photo of a"
-# CoOp settings that deep prompts do not have: the class name follows one context shared by all classes.
-FIXED_SETTINGS = {"class_token_position": "end", "class_specific_context": False}
-
-
-def check_deep_prompt_settings(config: CoOpConfig, method: str, depths: dict[str, int]) -> None:
-    """Refuse CoOp layouts and prompt depths that a deep-prompt method does not have, naming the flag."""
-    for name, value in FIXED_SETTINGS.items():
-        if getattr(config, name) != value:
-            raise ValueError(
-                f"{method} has no {name} setting ({name}={getattr(config, name)!r}): its class tokens follow one "
-                f"context shared by all classes ({name}={value!r}). Use --method coop for other layouts."
-            )
-    for name, (value, least) in depths.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ValueError(f"{name} (--{name}) must be a whole number >= {least}, got {value!r}.")
 
 
 @strict
@@ -65,7 +52,7 @@ class IVLPConfig(CoOpConfig):
 
     @classmethod
     def prompt_settings(cls) -> tuple[str, ...]:
-        return tuple(name for name in super().prompt_settings() if name not in FIXED_SETTINGS)
+        return tuple(name for name in super().prompt_settings() if name not in UNIFIED_CONTEXT_AT_END)
 
     def check_prompt_settings(self) -> None:
         depths = {

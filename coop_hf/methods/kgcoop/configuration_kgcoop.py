@@ -6,6 +6,7 @@ from typing import Any
 
 from huggingface_hub.dataclasses import strict
 
+from ...configuration_utils import check_template
 from ...data.templates import BENCHMARK_TEMPLATES, DEFAULT_TEMPLATE
 from ..coop.configuration_coop import CoOpConfig
 
@@ -14,15 +15,6 @@ KGCOOP_CTX_INIT = "a photo of a"
 
 KGCOOP_TEMPLATES: dict[str, str] = {**BENCHMARK_TEMPLATES, "dtd": "a photo of a {}, a type of texture."}
 """The hand-crafted template per CoOp benchmark (the reference's `CUSTOM_TEMPLATES`): CoOp's, except for DTD."""
-
-
-def check_template(template: str) -> None:
-    """Raise a `ValueError` naming `--template` when a template has no single `{}` for the class name."""
-    if not isinstance(template, str) or template.count("{}") != 1:
-        raise ValueError(
-            f"template={template!r} (--template) must hold the class name's place once, as '{{}}': e.g. "
-            f"{DEFAULT_TEMPLATE!r}."
-        )
 
 
 @strict

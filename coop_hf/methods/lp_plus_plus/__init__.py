@@ -9,6 +9,7 @@ register_method(
     "lp++",
     LPPlusPlusModel,
     trainer="coop_hf.methods.lp_plus_plus.trainer:LPPlusPlusTrainer",
+    fitted=True,
     recipes=RECIPES,
 )
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from huggingface_hub.dataclasses import strict
 
+from ...configuration_utils import UNIFIED_CONTEXT_AT_END
 from ..coop.configuration_coop import CoOpConfig
-from ..ivlp.configuration_ivlp import FIXED_SETTINGS, check_deep_prompt_settings
+from ..deep_prompts import check_deep_prompt_settings
 
 MAPLE_CTX_INIT = "a photo of a"
 
@@ -43,7 +44,7 @@ class MaPLeConfig(CoOpConfig):
 
     @classmethod
     def prompt_settings(cls) -> tuple[str, ...]:
-        return tuple(name for name in super().prompt_settings() if name not in FIXED_SETTINGS)
+        return tuple(name for name in super().prompt_settings() if name not in UNIFIED_CONTEXT_AT_END)
 
     def check_prompt_settings(self) -> None:
         check_deep_prompt_settings(self, "MaPLe", {"prompt_depth": (self.prompt_depth, 1)})

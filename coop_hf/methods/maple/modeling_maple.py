@@ -1,6 +1,6 @@
 """MaPLe: multi-modal prompt learning (Khattak et al., "MaPLe: Multi-modal Prompt Learning", CVPR 2023).
 
-A deep-prompt model (`coop_hf.methods.ivlp.DeepPromptModel`: how the prompts go into both towers) whose vision
+A deep-prompt model (`coop_hf.methods.deep_prompts.DeepPromptModel`: how the prompts go into both towers) whose vision
 prompts are made from the language prompts by linear coupling functions: `proj(ctx)` for the first image layer,
 one coupling per deeper layer of that layer's language prompts. Both towers get prompts in the same first J layers.
 """
@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..ivlp.modeling_ivlp import DeepPromptModel
+from ..deep_prompts import DeepPromptModel
 from .configuration_maple import MaPLeConfig
 
 MAPLE_PAPER = (

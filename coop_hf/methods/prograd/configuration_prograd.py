@@ -7,9 +7,9 @@ from typing import Any
 
 from huggingface_hub.dataclasses import strict
 
+from ...configuration_utils import check_template
 from ...data.templates import DEFAULT_TEMPLATE
 from ..coop.configuration_coop import CoOpConfig
-from ..kgcoop.configuration_kgcoop import check_template
 
 PROGRAD_TEMPLATES: dict[str, str] = {
     "oxford_pets": "a type of pet, a photo of a {}.",

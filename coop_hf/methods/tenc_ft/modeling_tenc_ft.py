@@ -11,13 +11,12 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ...modeling_utils import PromptPreTrainedModel
-from ..classifier.modeling_classifier import PTNL_PAPER
-from ..coop.modeling_coop import CoOpModel
+from ...modeling_utils import TextFeatureClassifier
+from ..papers import PTNL_PAPER
 from .configuration_tenc_ft import TextEncoderFineTuningConfig
 
 
-class TextEncoderFineTuningModel(PromptPreTrainedModel):
+class TextEncoderFineTuningModel(TextFeatureClassifier):
     """A trainable copy of the backbone's text encoder (CLIP: `text_model` and `text_projection`; SigLIP: `text_model`
     with its head) over the frozen backbone, whose image encoder and logit scale it uses; the shared backbone itself
     is never changed. The whole text encoder trains and is
@@ -50,7 +49,6 @@ class TextEncoderFineTuningModel(PromptPreTrainedModel):
         for name, module in self.backbone.text_modules().items():
             setattr(self, name, copy.deepcopy(module).requires_grad_(True))
         self._set_prompts(self.classnames)
-        self._text_features_cache: tuple[tuple, torch.Tensor] | None = None
         self.post_init()
 
     def _set_prompts(self, classnames: list[str]) -> None:
@@ -60,14 +58,6 @@ class TextEncoderFineTuningModel(PromptPreTrainedModel):
         for key, value in tokens.items():
             self.register_buffer(key, value.to(self.backbone.device), persistent=False)
 
-    def train(self, mode: bool = True) -> TextEncoderFineTuningModel:
-        super().train(mode)
-        self.prompt_changed()
-        return self
-
-    def prompt_changed(self) -> None:
-        self._text_features_cache = None
-
     def get_text_features(self) -> torch.Tensor:
         """[classes, projection_dim] unnormalised text features of the class prompts from the fine-tuned encoder."""
         tokens = {key: getattr(self, key) for key in self._token_keys}
@@ -76,22 +66,11 @@ class TextEncoderFineTuningModel(PromptPreTrainedModel):
     def fine_tuned_text_modules(self) -> dict[str, torch.nn.Module]:
         return {name: getattr(self, name) for name in self.backbone.text_modules()}
 
-    def _text_features_for_logits(self) -> torch.Tensor:
-        """Text features, computed once and reused while no weight changed and no gradient is needed."""
-        if torch.is_grad_enabled():
-            return self.get_text_features()
-        modules = self.fine_tuned_text_modules().values()
-        key = tuple(parameter._version for module in modules for parameter in module.parameters())
-        key += (self.input_ids.data_ptr(),)
-        if self._text_features_cache is None or self._text_features_cache[0] != key:
-            self._text_features_cache = (key, self.get_text_features())
-        return self._text_features_cache[1]
+    def text_prompt_tensors(self) -> list[torch.Tensor]:
+        return [parameter for module in self.fine_tuned_text_modules().values() for parameter in module.parameters()]
 
-    # CoOp's forward, on this model's text features: the scaled cosine logits and, with labels, `compute_loss`.
-    forward = CoOpModel.forward
-
-    # Plain cross-entropy, the very function of CoOp's: the runner lets `--loss` (e.g. GCE) replace it.
-    compute_loss = CoOpModel.compute_loss
+    def class_token_ids(self) -> torch.Tensor:
+        return self.input_ids
 
     def describe_prompt(self) -> str:
         text = self.backbone.text_config

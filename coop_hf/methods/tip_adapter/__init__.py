@@ -9,6 +9,7 @@ register_method(
     "tip-adapter",
     TipAdapterModel,
     trainer="coop_hf.methods.tip_adapter.trainer:TipAdapterTrainer",
+    fitted=True,
     recipes=TRAINING_FREE_RECIPES,
     settings={"fine_tune": False},
 )
@@ -16,6 +17,7 @@ register_method(
     "tip-adapter-f",
     TipAdapterModel,
     trainer="coop_hf.methods.tip_adapter.trainer:TipAdapterFTrainer",
+    fitted=True,
     recipes=FINE_TUNED_RECIPES,
     settings={"fine_tune": True},
     label="Tip-Adapter-F",
