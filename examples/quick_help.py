@@ -24,6 +24,8 @@ def answer_at_once(script: str, argv: list[str] | None = None) -> None:
     or a value the flag's rule refuses."""
     argv = sys.argv[1:] if argv is None else argv
     name = Path(script).stem
+    if _pages_are_stale():
+        return  # a method folder was added or removed since the pages were generated: the full parser answers
     if argv in (["-h"], ["--help"]):
         sys.stdout.write((PAGES / f"{name}.txt").read_text(encoding="utf-8"))
         raise SystemExit(0)
@@ -52,6 +54,17 @@ def answer_at_once(script: str, argv: list[str] | None = None) -> None:
                 _check_value(flag, value, known["values"][flag])
         if flag in known["paths"] and values:
             _check_path(values[0], known["paths"][flag])
+
+
+def _pages_are_stale() -> bool:
+    """Whether `coop_hf/methods` holds other method folders than the generated pages were made from (found without
+    importing coop_hf, whose import loads torch)."""
+    spec = importlib.util.find_spec("coop_hf")
+    if spec is None or not spec.submodule_search_locations:
+        return True
+    methods = Path(list(spec.submodule_search_locations)[0]) / "methods"
+    folders = sorted(path.parent.name for path in methods.glob("*/__init__.py"))
+    return folders != json.loads((PAGES / "methods.json").read_text(encoding="utf-8")).get("folders")
 
 
 def _check_path(value: str, rule: dict) -> None:

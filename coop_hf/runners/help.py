@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import textwrap
+from pathlib import Path
 from typing import Any
 
 from transformers import HfArgumentParser
@@ -101,7 +103,15 @@ def method_help_pages() -> dict[str, Any]:
     """What `--help <name>` prints for every `--method` name ("pages"), and the refusal of another name
     ("unknown", with `{name}`): written to `examples/help/methods.json`, so the scripts answer before torch loads."""
     pages = {name: method_help_page(name) for name in METHOD_NAMES}
-    return {"pages": pages, "unknown": UNKNOWN_HELP.replace("{methods}", ", ".join(PROMPT_METHODS))}
+    unknown = UNKNOWN_HELP.replace("{methods}", ", ".join(PROMPT_METHODS))
+    return {"folders": method_folders(), "pages": pages, "unknown": unknown}
+
+
+def method_folders(methods_dir: str | os.PathLike | None = None) -> list[str]:
+    """The method folders of `coop_hf/methods` (those with an `__init__.py`), by name: what the generated help pages
+    were made from, so that the scripts answer from them only while no folder was added or removed."""
+    methods_dir = Path(methods_dir or Path(__file__).resolve().parents[1] / "methods")
+    return sorted(path.parent.name for path in methods_dir.glob("*/__init__.py"))
 
 
 def method_help_page(name: str) -> str:

@@ -5,6 +5,8 @@ from ..registry import register_method
 from .configuration_class_tokens import ClassTokenConfig
 from .modeling_class_tokens import ClassTokenTuningModel
 
+ORDER = 130  # where `--method` and the tables list this folder's methods
+
 register_method("full-prompt", ClassTokenTuningModel, label="Full-Prompt-Tuning")
 register_method(
     "cls-tuning",

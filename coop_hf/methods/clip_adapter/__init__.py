@@ -5,6 +5,8 @@ from .configuration_clip_adapter import CLIPAdapterConfig
 from .modeling_clip_adapter import CLIPAdapterModel
 from .recipes import RECIPES
 
+ORDER = 90  # where `--method` and the tables list this folder's methods
+
 register_method("clip-adapter", CLIPAdapterModel, recipes=RECIPES)
 
 __all__ = ["CLIPAdapterConfig", "CLIPAdapterModel"]

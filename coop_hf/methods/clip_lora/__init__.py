@@ -6,6 +6,8 @@ from .configuration_clip_lora import CLIPLoRAConfig
 from .modeling_clip_lora import CLIPLoRAModel
 from .recipes import RECIPES
 
+ORDER = 80  # where `--method` and the tables list this folder's methods
+
 register_method(
     "clip-lora",
     CLIPLoRAModel,

@@ -5,6 +5,8 @@ from .configuration_cocoop import CoCoOpConfig
 from .modeling_cocoop import CoCoOpModel
 from .recipes import RECIPES
 
+ORDER = 20  # where `--method` and the tables list this folder's methods
+
 register_method("cocoop", CoCoOpModel, recipes=RECIPES)
 
 __all__ = ["CoCoOpConfig", "CoCoOpModel"]

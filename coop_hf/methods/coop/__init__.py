@@ -5,6 +5,8 @@ from .configuration_coop import CoOpConfig
 from .modeling_coop import CoOpModel, PromptLearner
 from .recipes import RECIPES
 
+ORDER = 10  # where `--method` and the tables list this folder's methods
+
 register_method("coop", CoOpModel, recipes=RECIPES)
 
 __all__ = ["CoOpConfig", "CoOpModel", "PromptLearner"]

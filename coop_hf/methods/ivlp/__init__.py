@@ -7,6 +7,8 @@ from .configuration_ivlp import IVLPConfig
 from .modeling_ivlp import IVLPModel
 from .recipes import RECIPES
 
+ORDER = 50  # where `--method` and the tables list this folder's methods
+
 register_method("ivlp", IVLPModel, recipes=RECIPES)
 
 __all__ = ["IVLPConfig", "IVLPModel"]

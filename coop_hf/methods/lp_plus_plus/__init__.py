@@ -5,6 +5,8 @@ from .configuration_lp_plus_plus import LPPlusPlusConfig
 from .modeling_lp_plus_plus import LPPlusPlusModel
 from .recipes import RECIPES
 
+ORDER = 110  # where `--method` and the tables list this folder's methods
+
 register_method(
     "lp++",
     LPPlusPlusModel,

@@ -6,6 +6,8 @@ from .configuration_maple import MaPLeConfig
 from .modeling_maple import MaPLeModel
 from .recipes import RECIPES
 
+ORDER = 60  # where `--method` and the tables list this folder's methods
+
 register_method(
     "maple",
     MaPLeModel,

@@ -7,6 +7,8 @@ from .configuration_prograd import PROGRAD_TEMPLATES, ProGradConfig
 from .modeling_prograd import ProGradModel
 from .recipes import RECIPES
 
+ORDER = 40  # where `--method` and the tables list this folder's methods
+
 register_method("prograd", ProGradModel, trainer="coop_hf.methods.prograd.trainer:ProGradTrainer", recipes=RECIPES)
 
 __all__ = ["PROGRAD_TEMPLATES", "ProGradConfig", "ProGradModel"]

@@ -6,6 +6,8 @@ from .configuration_promptsrc import PromptSRCConfig
 from .modeling_promptsrc import PromptSRCModel
 from .recipes import RECIPES
 
+ORDER = 70  # where `--method` and the tables list this folder's methods
+
 register_method(
     "promptsrc",
     PromptSRCModel,

@@ -5,6 +5,8 @@ from ..registry import register_method
 from .configuration_tenc_ft import TextEncoderFineTuningConfig
 from .modeling_tenc_ft import TextEncoderFineTuningModel
 
+ORDER = 140  # where `--method` and the tables list this folder's methods
+
 register_method("tenc-ft", TextEncoderFineTuningModel, label="TEnc-FT")
 
 __all__ = ["TextEncoderFineTuningConfig", "TextEncoderFineTuningModel"]

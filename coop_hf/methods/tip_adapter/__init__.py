@@ -5,6 +5,8 @@ from .configuration_tip_adapter import TipAdapterConfig
 from .modeling_tip_adapter import TipAdapterModel
 from .recipes import FINE_TUNED_RECIPES, TRAINING_FREE_RECIPES
 
+ORDER = 100  # where `--method` and the tables list this folder's methods
+
 register_method(
     "tip-adapter",
     TipAdapterModel,
