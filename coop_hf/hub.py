@@ -72,8 +72,15 @@ def format_size(num_bytes: int) -> str:
 
 
 def hub_id(name_or_path: str | None) -> str | None:
-    """`name_or_path` when it looks like a Hub id ("org/name" or "name", not a local path), else None."""
-    if not name_or_path or name_or_path.startswith((".", "/", "~")) or "\\" in name_or_path:
+    """`name_or_path` when it looks like a Hub id ("org/name" or "name", not a local path), else None. open_clip's
+    "hf-hub:org/name" is the Hub id org/name; its "open_clip:<architecture>/<tag>" and "local-dir:" names are none."""
+    if name_or_path and name_or_path.startswith("hf-hub:"):
+        name_or_path = name_or_path.removeprefix("hf-hub:")
+    if (
+        not name_or_path
+        or name_or_path.startswith((".", "/", "~", "open_clip:", "local-dir:"))
+        or "\\" in name_or_path
+    ):
         return None
     return name_or_path if name_or_path.count("/") <= 1 else None
 

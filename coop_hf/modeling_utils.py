@@ -27,7 +27,7 @@ from transformers.utils import ModelOutput, cached_file
 from transformers.utils import logging as hf_logging
 
 from .atomic import atomic_directory
-from .backbones import Backbone, backbone_for, load_backbone
+from .backbones import Backbone, backbone_for, default_image_processor, load_backbone
 from .hub import CardResults, ModelCardInfo, render_model_card
 
 PROMPT_WEIGHTS_NAME = "model.safetensors"
@@ -504,6 +504,8 @@ def split_pretrained_kwargs(kwargs: dict) -> tuple[dict, dict]:
 def find_image_processor(source: PreTrainedModel | str | os.PathLike, **hub_kwargs) -> Any | None:
     """The image processor saved beside a checkpoint (a folder, Hub id, or the folder a model was loaded from), or
     None when there is none (e.g. a model built from a config)."""
+    if isinstance(source, PreTrainedModel) and (own := default_image_processor(source)) is not None:
+        return own  # open_clip: the checkpoint's preprocessing, from its config
     path = source.name_or_path if isinstance(source, PreTrainedModel) else source
     if not path:
         return None

@@ -181,3 +181,14 @@ def test_a_base_path_that_does_not_resolve_names_the_flag(trained, tmp_path, mon
         OSError, match=r"(?s)Could not load the base CLIP '\.\./tiny-clip'.*clip_model= \(--model_name_or_path\)"
     ):
         CoOpModel.from_pretrained(tmp_path / "prompt")
+
+
+def test_the_cards_base_model_is_a_hub_id_or_nothing():
+    """A card's `base_model` names a Hub repository: open_clip's hf-hub: names map to theirs, its own names and
+    local paths to none."""
+    from coop_hf.hub import hub_id
+
+    assert hub_id("openai/clip-vit-base-patch32") == "openai/clip-vit-base-patch32"
+    assert hub_id("hf-hub:timm/resnet50_clip.openai") == "timm/resnet50_clip.openai"
+    for name in ("open_clip:RN50/openai", "local-dir:/models/rn50", "/models/rn50", "./tiny", "runs/a/b"):
+        assert hub_id(name) is None, name

@@ -5,12 +5,14 @@
 
 >>> model, tokenizer = load_backbone("google/siglip-base-patch16-224")
 >>> backbone = backbone_for(model)  # SiglipBackbone: padded prompts, last-token pooling, logit bias
+>>> model, tokenizer = load_backbone("open_clip:RN50/openai")  # open_clip checkpoints: `coop_hf.backbones.openclip`
 ```
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from huggingface_hub.errors import HFValidationError
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -18,11 +20,21 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, 
 from .base import Backbone, LayerHook
 from .clip import ClipBackbone
 from .metaclip2 import MetaClip2Backbone
+from .openclip import (
+    OpenCLIPBackbone,
+    OpenCLIPConfig,
+    OpenCLIPModel,
+    is_open_clip_hub_repo,
+    is_open_clip_source,
+    load_open_clip,
+    open_clip_image_processor,
+    open_clip_tokenizer,
+)
 from .siglip import Siglip2Backbone, SiglipBackbone
 
 BACKBONES: dict[str, type[Backbone]] = {
     model_type: family
-    for family in (ClipBackbone, MetaClip2Backbone, SiglipBackbone, Siglip2Backbone)
+    for family in (ClipBackbone, MetaClip2Backbone, SiglipBackbone, Siglip2Backbone, OpenCLIPBackbone)
     for model_type in family.model_types
 }
 """Backbone family by the `model_type` of the transformers config it loads."""
@@ -33,7 +45,8 @@ DOWNLOAD_KWARGS = ("cache_dir", "force_download", "local_files_only", "proxies",
 def _unsupported(model_type: str) -> ValueError:
     return ValueError(
         f"model_type {model_type!r} is not a supported backbone: coop-hf runs on {', '.join(BACKBONES)} "
-        "(CLIP, MetaCLIP 2, SigLIP, SigLIP 2). Choose such a checkpoint with --model_name_or_path / clip_model=."
+        "(CLIP, MetaCLIP 2, SigLIP, SigLIP 2, open_clip). Choose such a checkpoint with --model_name_or_path / "
+        "clip_model=."
     )
 
 
@@ -72,8 +85,11 @@ def load_backbone(
                 f"got {type(model).__name__}."
             )
         try:
-            backbone_class(AutoConfig.from_pretrained(model, **download).model_type)
-            model = AutoModel.from_pretrained(model, **from_pretrained_kwargs)
+            if is_open_clip_source(model) or is_open_clip_hub_repo(model, **download):
+                model = load_open_clip(model, **download)
+            else:
+                backbone_class(AutoConfig.from_pretrained(model, **download).model_type)
+                model = AutoModel.from_pretrained(model, **from_pretrained_kwargs)
         except (OSError, HFValidationError) as error:  # a missing folder, or a relative path read as a Hub id
             raise OSError(
                 f"Could not load the base CLIP {str(model)!r}: {error}\nPass clip_model= (--model_name_or_path) a "
@@ -81,6 +97,8 @@ def load_backbone(
             ) from error
     else:
         backbone_for(model)  # refuses an unsupported family
+    if tokenizer is None and isinstance(model, OpenCLIPModel):
+        tokenizer = open_clip_tokenizer(model)  # open_clip's bundled CLIP BPE
     if tokenizer is None:
         if not model.name_or_path:
             raise ValueError(
@@ -91,4 +109,24 @@ def load_backbone(
     return model, tokenizer
 
 
-__all__ = ["BACKBONES", "Backbone", "LayerHook", "backbone_class", "backbone_for", "family_name", "load_backbone"]
+def default_image_processor(model: PreTrainedModel) -> Any | None:
+    """The image processor a backbone carries in its own config (open_clip's preprocessing), or None (transformers
+    checkpoints save theirs beside the weights)."""
+    return open_clip_image_processor(model) if isinstance(model, OpenCLIPModel) else None
+
+
+AutoConfig.register(OpenCLIPConfig.model_type, OpenCLIPConfig, exist_ok=True)
+AutoModel.register(OpenCLIPConfig, OpenCLIPModel, exist_ok=True)
+
+__all__ = [
+    "BACKBONES",
+    "Backbone",
+    "LayerHook",
+    "OpenCLIPConfig",
+    "OpenCLIPModel",
+    "backbone_class",
+    "backbone_for",
+    "default_image_processor",
+    "family_name",
+    "load_backbone",
+]

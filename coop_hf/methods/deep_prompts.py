@@ -65,8 +65,9 @@ class DeepPromptModel(CoOpModel):
         if not backbone.causal_text or not backbone.vision_pools_class_token:
             raise ValueError(
                 f"{cls.method_name} puts its prompts after the text's start token and appends vision prompts that "
-                f"only the class token reads, as in CLIP; {backbone.display_name} has no such layout. Use a CLIP or "
-                "MetaCLIP 2 checkpoint (--model_name_or_path), or a method without vision prompts (--method coop)."
+                f"only the class token reads, as in CLIP; {backbone.display_name} has no such layout. Use a CLIP, "
+                "MetaCLIP 2 or open_clip ViT checkpoint (--model_name_or_path), or a method without vision prompts "
+                "(--method coop)."
             )
         text_depth, vision_depth = cls.prompt_depths(config)
         for tower, depth, layers in (

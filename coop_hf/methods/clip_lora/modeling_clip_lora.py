@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
 from peft.tuners.lora import LoraLayer
 from safetensors.torch import save_file
+from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ...modeling_utils import PromptModelOutput, PromptPreTrainedModel
@@ -84,12 +85,20 @@ class CLIPLoRAModel(PromptPreTrainedModel):
         (alpha / sqrt(r), the reference's), A Kaiming-uniform and B zero (the update starts at zero)."""
         towers = {"text": self.backbone.text_layers, "vision": self.backbone.vision_layers}
         chosen = towers if config.lora_encoder == "both" else {config.lora_encoder: towers[config.lora_encoder]}
-        layer_names = {id(module): name for name, module in self.clip.named_modules()}
+        modules = dict(self.clip.named_modules())
+        layer_names = {id(module): name for name, module in modules.items()}
         targets = []
         for layers in chosen.values():
             for index in layers_at(config.lora_position, len(layers)):
                 layer = layer_names[id(layers[index])]
                 targets += [f"{layer}.self_attn.{LORA_PARAMS[param]}" for param in config.lora_params]
+        missing = [target for target in targets if not isinstance(modules.get(target), nn.Linear)]
+        if missing:
+            raise ValueError(
+                f"CLIP-LoRA updates linear attention projections ({missing[0]}, ...), which "
+                f"{self.backbone.describe()} does not have (open_clip packs q, k and v in one matrix): choose another "
+                "--method (CoOp and its successors, zero-shot, the linear probe, Tip-Adapter, CLIP-Adapter, LP++)."
+            )
         if not targets:
             raise ValueError(
                 f"lora_position={config.lora_position!r} (--lora_position) selects no layer of this backbone: use a "
