@@ -107,4 +107,10 @@ def test_fitted_is_declared_as_the_trainer_fits():
 
     for spec in METHODS.values():
         assert spec.fitted == issubclass(spec.trainer_class, FeatureFitTrainer), spec.name
-    assert {name for name, spec in METHODS.items() if spec.fitted} == {"tip-adapter", "tip-adapter-f", "lp++"}
+    assert {name for name, spec in METHODS.items() if spec.fitted} == {
+        "tip-adapter",
+        "tip-adapter-f",
+        "lp++",
+        "clap",
+        "zs-lp",
+    }
