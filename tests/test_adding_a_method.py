@@ -1,6 +1,6 @@
-"""Adding a method is adding its folder: the README's "Adding a method" example, written into a copy of the
-repository and nothing else changed, is found by the CLI, `--help`, the Auto classes, `coop_hf`'s exports and the
-built wheel."""
+"""Adding a method is adding its folder: the "Adding a method" example of docs/contributing.md, written into a copy
+of the repository and nothing else changed, is found by the CLI, `--help`, the Auto classes, `coop_hf`'s exports and
+the built wheel."""
 
 import re
 import subprocess
@@ -16,10 +16,11 @@ from tests.test_packaging import build_wheel, copy_checkout
 pytestmark = pytest.mark.slow
 
 
-def readme_method_files() -> dict[str, str]:
-    """The files of the README's example method, by path: its code block cut at each "# coop_hf/methods/..." line."""
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("### Adding a method") :]
+def documented_method_files() -> dict[str, str]:
+    """The files of the documented example method (docs/contributing.md, "Adding a method"), by path: its code
+    block cut at each "# coop_hf/methods/..." line."""
+    guide = (REPO / "docs" / "contributing.md").read_text(encoding="utf-8")
+    section = guide[guide.index("### Adding a method") :]
     block = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     parts = re.split(r"^# (coop_hf/methods/\S+\.py)\n", block, flags=re.M)
     return dict(zip(parts[1::2], parts[2::2], strict=True))
@@ -28,7 +29,7 @@ def readme_method_files() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def repository_with_a_new_method(tmp_path_factory) -> Path:
     repository = copy_checkout(tmp_path_factory.mktemp("repository"))
-    files = readme_method_files()
+    files = documented_method_files()
     assert set(files) == {
         f"coop_hf/methods/biased/{name}.py" for name in ("configuration_biased", "modeling_biased", "__init__")
     }

@@ -359,10 +359,10 @@ def test_studies_name_their_protocol(monkeypatch, tmp_path):
     assert planned.value.args[0].protocol == "base_to_new"
 
 
-def test_help_and_readme_show_the_table_with_sources():
+def test_help_and_docs_show_the_table_with_sources():
     page = method_help_page("maple")
     assert "cross-dataset (transfer.py):" in page and "--learning_rate 0.0026" in page
     assert "vit_b16_c2_ep5_batch4_2ctx_cross_datasets.yaml" in page
     assert "no official config; uses base-to-new's" in page
-    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
-    assert recipe_table() in readme, "README's recipe table is stale: paste coop_hf.runners.help.recipe_table()"
+    page = (Path(__file__).parents[1] / "docs" / "methods" / "index.md").read_text(encoding="utf-8")
+    assert recipe_table() in page, "docs/methods/index.md's recipe table is stale: paste recipe_table()'s output"

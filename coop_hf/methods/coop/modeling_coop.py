@@ -185,7 +185,7 @@ class CoOpModel(TextFeatureClassifier):
     def nearest_tokens(self, top_k: int = 5) -> list[list[tuple[str, float]]] | list[list[list[tuple[str, float]]]]:
         """What the prompt learned, in words: for each context vector, the `top_k` vocabulary tokens nearest to it in
         the backbone's token-embedding space (Euclidean distance, as the reference's `interpret_prompt.py`), nearest
-        first, as (word, distance) pairs. [n_ctx][top_k] for a unified context, [classes][n_ctx][top_k] for
+        first, as (word, distance) pairs: `[n_ctx][top_k]` for a unified context, `[classes][n_ctx][top_k]` for
         class-specific context."""
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise ValueError(f"top_k must be a positive number of tokens, got {top_k!r}.")
