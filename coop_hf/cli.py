@@ -9,9 +9,10 @@ if __name__ == "__main__":
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 TRACEBACK_VARIABLE = "COOP_HF_TRACEBACK"
@@ -22,6 +23,12 @@ RESUME_HINT = (
     "rerun the same command with --resume_from_checkpoint true to continue: finished seeds and cells are kept and "
     "an interrupted seed resumes from its last checkpoint"
 )
+
+
+def did_you_mean(name: str, names: Iterable[str]) -> str:
+    """' Did you mean "<the closest of names>"?', to end an error message with; "" when none is close."""
+    close = difflib.get_close_matches(name, list(names), n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:

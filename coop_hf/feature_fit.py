@@ -52,10 +52,15 @@ class FitData:
 
     def val_features(self, *, full: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """([images, dim] unnormalised test-transform features, [images] labels) of the few-shot validation split,
-        or of the whole one with `full`."""
-        features, labels = self._encode(
-            self.full_val if full else self.val, CoOpTransform(self.image_processor, False)
-        )
+        or of the whole one with `full`. An empty split (the realistic protocol's, which reads no validation image)
+        is an error."""
+        split = self.full_val if full else self.val
+        if len(split) == 0:
+            raise ValueError(
+                "This method selects on the validation split, which --protocol realistic does not have: use "
+                "--protocol papers."
+            )
+        features, labels = self._encode(split, CoOpTransform(self.image_processor, False))
         return features[0], labels
 
     def _encode(

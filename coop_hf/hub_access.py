@@ -13,6 +13,7 @@ from huggingface_hub import constants
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 PROBE_TIMEOUT_S = 3.0
+OPEN_CLIP_NAMES = ("open_clip:", "hf-hub:", "local-dir:")
 
 
 class HubUnavailableError(OSError):
@@ -49,18 +50,25 @@ NOT_A_MODEL = (
     "{flag} {value!r} is neither a folder nor a Hub id (owner/name): give a checkpoint folder (written by "
     "save_pretrained) or a Hub id such as openai/clip-vit-base-patch32."
 )
+NOT_A_PROMPT = (
+    "{flag} {value!r} is neither a folder nor a Hub id (owner/name): give a saved prompt's folder (written by "
+    "save_pretrained, e.g. runs/coop/seed1) or its Hub id."
+)
 
 
-def model_load_kwargs(name_or_path: str, *, flag: str = "--model_name_or_path") -> dict[str, bool]:
+def model_load_kwargs(
+    name_or_path: str, *, flag: str = "--model_name_or_path", not_found: str = NOT_A_MODEL
+) -> dict[str, bool]:
     """`from_pretrained` keyword arguments for a model id or path: `{}` when it can load normally,
     `{"local_files_only": True}` when the Hub is unreachable but the cache holds it; otherwise raise a
-    `HubUnavailableError` that names `flag` and what to pass (a `ValueError` for a missing folder)."""
-    if is_local(name_or_path):
-        return {}
+    `HubUnavailableError` that names `flag` and what to pass (a `ValueError` with `not_found` for a value that is
+    neither a folder nor a Hub id)."""
+    if is_local(name_or_path) or str(name_or_path).startswith(OPEN_CLIP_NAMES):
+        return {}  # open_clip's names load through open_clip (`coop_hf.backbones.openclip`), which reports its errors
     try:
         validate_repo_id(str(name_or_path))
     except HFValidationError:
-        raise ValueError(NOT_A_MODEL.format(flag=flag, value=str(name_or_path))) from None
+        raise ValueError(not_found.format(flag=flag, value=str(name_or_path))) from None
     if hub_is_reachable():
         return {}
     cached = huggingface_hub.try_to_load_from_cache(str(name_or_path), constants.CONFIG_NAME)

@@ -20,6 +20,11 @@ from .data.few_shot import row_keys
 from .data.records import CLEAN_LABEL
 
 NOISE_TYPES = ("none", "symmetric", "replace", "confusion")
+RATE_WITHOUT_TYPE = (
+    f"--noise_rate {{value}} without --noise_type adds no noise: pass --noise_type {' | '.join(NOISE_TYPES[1:])} (or "
+    "drop --noise_rate)."
+)
+"""The refusal of a noise rate with no noise scheme (also checked before torch loads: `QUICK_NEEDS`)."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,10 @@ class NoiseSpec:
     noise_type: str = "none"
     rate: float = 0.0
     val: bool = False
+
+    def __post_init__(self):
+        if not self.active and self.rate != 0:
+            raise ValueError(RATE_WITHOUT_TYPE.format(value=f"{self.rate:g}"))
 
     @property
     def active(self) -> bool:

@@ -9,10 +9,12 @@ goes on only with the same configuration; otherwise it stops before any work wit
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +27,27 @@ RUN_CONFIG_NAME = "run_config.json"
 RUN_OUTPUTS = ("results.json", "results.md", "results.csv", "*.png", "seed[0-9]*", "checkpoint-*", "ensemble")
 
 
+UNWRITABLE = "{flag} {value!r} cannot be written ({reason}: {where}): pass a folder you can write to."
+"""The refusal of an output folder this process cannot write in (also checked before torch loads:
+`coop_hf.runners.settings.QUICK_PATHS`)."""
+
+
 class RunConfigMismatchError(ValueError):
     """The output directory holds a run of another configuration."""
+
+
+def check_writable(directory: str | os.PathLike, flag: str = "--output_dir") -> None:
+    """Raise a `ValueError` naming `flag` unless this process can write in `directory`, or create it: a folder is
+    made and removed in it (or in the deepest folder above it that exists), so nothing is left behind."""
+    path = Path(directory).expanduser().absolute()
+    where = next(folder for folder in (path, *path.parents) if folder.exists())
+    try:
+        if not where.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+        os.rmdir(tempfile.mkdtemp(prefix=".coop-hf-write-check-", dir=where))
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise ValueError(UNWRITABLE.format(flag=flag, value=str(directory), reason=reason, where=where)) from None
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -54,20 +75,18 @@ def _run_outputs(directory: Path) -> list[Path]:
     return sorted({path for pattern in RUN_OUTPUTS for path in directory.glob(pattern)})
 
 
-def claim_run_directory(directory: str | os.PathLike, config: dict[str, Any], *, overwrite: bool = False) -> bool:
-    """Make `directory` hold a run of `config`, before any work is done.
-
-    Returns True when the directory already held a run of this configuration (its finished seeds and checkpoints
-    may be reused), False for a new or overwritten directory. Raises `RunConfigMismatchError` when it holds another
-    configuration's run (or results with no recorded configuration), unless `overwrite`, which removes that run's
-    outputs (results, prompts, checkpoints, plots) and records `config`.
-    """
+def check_run_directory(directory: str | os.PathLike, config: dict[str, Any], *, overwrite: bool = False) -> bool:
+    """What `claim_run_directory` would do, with nothing written: True when `directory` holds a run of `config`,
+    False when it is new or would be overwritten; a `ValueError` when it cannot be written, a
+    `RunConfigMismatchError` when it holds another configuration's run (or results with no recorded configuration)
+    and not `overwrite`."""
     directory = Path(directory)
+    check_writable(directory)
     record = directory / RUN_CONFIG_NAME
     recorded = json.loads(record.read_text()) if record.is_file() else None
-    outputs = _run_outputs(directory) if directory.is_dir() else []
     if recorded is not None and not config_differences(recorded, config):
         return True
+    outputs = _run_outputs(directory) if directory.is_dir() else []
     if (recorded is not None or outputs) and not overwrite:
         if recorded is None:
             problem = f"{directory} holds results of a run whose configuration was not recorded ({outputs[0].name})\n"
@@ -78,9 +97,23 @@ def claim_run_directory(directory: str | os.PathLike, config: dict[str, Any], *,
             f"{problem}Its results would be reported under this run's settings. Pass a new --output_dir, or "
             "--overwrite_output_dir to start afresh (it removes that run's results, prompts and checkpoints)."
         )
-    for path in outputs:
+    return False
+
+
+def claim_run_directory(directory: str | os.PathLike, config: dict[str, Any], *, overwrite: bool = False) -> bool:
+    """Make `directory` hold a run of `config`, before any work is done.
+
+    Returns True when the directory already held a run of this configuration (its finished seeds and checkpoints
+    may be reused), False for a new or overwritten directory. Raises as `check_run_directory` does; with
+    `overwrite`, another configuration's run has its outputs (results, prompts, checkpoints, plots) removed, and
+    `config` is recorded.
+    """
+    if check_run_directory(directory, config, overwrite=overwrite):
+        return True
+    directory = Path(directory)
+    for path in _run_outputs(directory) if directory.is_dir() else []:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
-    atomic_write_text(record, json.dumps(config, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(directory / RUN_CONFIG_NAME, json.dumps(config, indent=2, sort_keys=True) + "\n")
     return False
 
 

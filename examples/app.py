@@ -2,15 +2,22 @@
 
     python examples/app.py --prompts runs/coop/seed1 runs/promptsrc/seed1 --port 7860
     python examples/app.py --prompts org/coop-flowers102 --examples ../shared/data/oxford_flowers/jpg --port 7860
+    python examples/app.py --prompts runs/siglip2-coop/seed1 --native_resolution    # SigLIP 2 NaFlex
 
 Drop or pick an image: every prompt's top-k classes (and zero-shot CLIP's, with the hand-written template on the
 same backbone) appear as bars side by side. The class list is editable: prompts that move to new classes (CoOp,
 CoCoOp, KgCoOp, MaPLe, PromptSRC, ...) and zero-shot CLIP classify over the edited list; the others keep the classes
 they were trained on. Works offline on local prompt folders, on any backbone and method. Each prompt's prediction
-is exactly that of `pipeline("image-classification", model=<prompt>)`.
+is exactly that of `pipeline("image-classification", model=<prompt>)` (with --native_resolution, that of
+`pipeline(..., image_processor=AutoImageProcessor.from_pretrained(<its SigLIP 2 backbone>))`).
 """
 
 from __future__ import annotations
+
+from quick_help import answer_at_once
+
+if __name__ == "__main__":
+    answer_at_once(__file__)  # --help, misspelt flags, bad values: answered before torch loads
 
 import random
 from dataclasses import dataclass, field
@@ -19,11 +26,14 @@ from typing import Any
 
 import gradio as gr
 from PIL import Image
-from transformers import AutoConfig, AutoModel, HfArgumentParser, pipeline
+from transformers import AutoImageProcessor, pipeline
 
-from coop_hf import PromptPreTrainedModel
+from coop_hf import PROMPT_MODELS, PromptPreTrainedModel
 from coop_hf.cli import run_command
 from coop_hf.data import DEFAULT_TEMPLATE
+from coop_hf.hub_access import model_load_kwargs
+from coop_hf.runners.evaluation import load_prompt_config
+from coop_hf.runners.help import parse_flags
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
@@ -39,38 +49,57 @@ class AppArguments:
     num_examples: int = field(default=8, metadata={"help": "How many example images to offer from --examples."})
     template: str = field(default=DEFAULT_TEMPLATE, metadata={"help": "Zero-shot CLIP's prompt template."})
     share: bool = field(default=False, metadata={"help": "Also serve through a public Gradio link."})
+    native_resolution: bool = field(
+        default=False,
+        metadata={
+            "help": "Prompts on a SigLIP 2 NaFlex backbone see each image at its own aspect ratio, through the "
+            "backbone's NaFlex image processor (up to its max_num_patches patches), instead of the square crop "
+            "they were trained on."
+        },
+    )
+
+
+ARGUMENTS = (AppArguments,)
 
 
 class PromptDemo:
     """The models of the demo and their predictions: one image-classification pipeline per prompt and a
     zero-shot-classification pipeline on the first prompt's backbone."""
 
-    def __init__(self, prompts: list[str], *, top_k: int = 5, template: str = DEFAULT_TEMPLATE):
+    def __init__(
+        self,
+        prompts: list[str],
+        *,
+        top_k: int = 5,
+        template: str = DEFAULT_TEMPLATE,
+        native_resolution: bool = False,
+    ):
         if not prompts:
             raise ValueError("Name at least one saved prompt (--prompts DIR_OR_ID ...).")
         if top_k < 1:
             raise ValueError(f"--top_k must be at least 1, got {top_k}.")
-        self.top_k, self.template = top_k, template
+        self.top_k, self.template, self.native_resolution = top_k, template, native_resolution
         self.models: dict[str, PromptPreTrainedModel] = {}
         self.pipelines: dict[str, Any] = {}
         clips: dict[str, Any] = {}  # prompts on the same backbone share one copy of it
         for source in prompts:
-            base = getattr(AutoConfig.from_pretrained(source), "base_model_name_or_path", None)
-            if base is None:
-                raise ValueError(f"--prompts {source!r} is not a saved coop-hf prompt: its config names no backbone.")
-            model = AutoModel.from_pretrained(source, **({"clip_model": clips[base]} if base in clips else {}))
+            config, load_kwargs = load_prompt_config(source, flag="--prompts")
+            base = config.base_model_name_or_path
+            shared = {"clip_model": clips[base]} if base in clips else {}
+            model = PROMPT_MODELS[config.model_type].from_pretrained(source, config=config, **shared, **load_kwargs)
             clips.setdefault(base, model.clip)
             path = Path(source)
             name = f"{model.method_name}: {'/'.join(path.parts[-2:]) if path.exists() else source}"
             self.models[name] = model
-            self.pipelines[name] = pipeline("image-classification", model=model, image_processor=model.image_processor)
+            processor = native_image_processor(model, source) if native_resolution else model.image_processor
+            self.pipelines[name] = pipeline("image-classification", model=model, image_processor=processor)
         first = self.first
         self.trained_classnames = list(first.config.classnames)
         self.zero_shot = pipeline(
             "zero-shot-image-classification",
             model=first.clip,
             tokenizer=first.tokenizer,
-            image_processor=first.image_processor,
+            image_processor=next(iter(self.pipelines.values())).image_processor,
         )
         self.zero_shot_name = f'Zero-shot {first.backbone.display_name} ("{template}")'
 
@@ -103,6 +132,24 @@ class PromptDemo:
         return {name: {item["label"]: float(item["score"]) for item in entries} for name, entries in results.items()}
 
 
+def native_image_processor(model: PromptPreTrainedModel, source: str) -> Any:
+    """The NaFlex image processor of the prompt's SigLIP 2 backbone (`--native_resolution`): each image resized to
+    its own grid of patches, at its aspect ratio; every other backbone is refused."""
+    base = model.config.base_model_name_or_path
+    if not model.backbone.takes_patches:
+        raise ValueError(
+            f"--native_resolution applies to prompts on a SigLIP 2 NaFlex backbone; --prompts {source!r} is on "
+            f"{model.backbone.display_name} ({base}): drop --native_resolution."
+        )
+    processor = AutoImageProcessor.from_pretrained(base, **model_load_kwargs(base, flag="--prompts"))
+    if getattr(processor, "max_num_patches", None) is None:
+        raise ValueError(
+            f"--native_resolution: the image processor of {base!r}, the backbone of --prompts {source!r}, is a "
+            f"{type(processor).__name__}, not a NaFlex one (Siglip2ImageProcessor): drop --native_resolution."
+        )
+    return processor
+
+
 def parse_classnames(text: str) -> list[str]:
     """Class names from the textbox: one per line or comma-separated."""
     separators = text.replace(",", "\n").splitlines()
@@ -131,8 +178,9 @@ def build_app(demo: PromptDemo, examples: list[str]) -> gr.Blocks:
     with gr.Blocks(title="coop-hf: prompts at work") as app:
         gr.Markdown(
             "# coop-hf: learned prompts at work\n"
-            f"Backbone `{demo.first.config.base_model_name_or_path}`. Drop an image: each model's top "
-            f"{demo.top_k} classes."
+            f"Backbone `{demo.first.config.base_model_name_or_path}`"
+            f"{' (each image at its native aspect ratio)' if demo.native_resolution else ''}. Drop an image: each "
+            f"model's top {demo.top_k} classes."
         )
         with gr.Row():
             with gr.Column(scale=1, min_width=320):
@@ -164,11 +212,25 @@ def build_app(demo: PromptDemo, examples: list[str]) -> gr.Blocks:
     return app
 
 
+def launch(app: gr.Blocks, *, port: int, share: bool) -> None:
+    """Start serving the page (in the background) and say where, naming the flags: Gradio's own lines name its
+    Python arguments (`share=True`, `server_port`) instead."""
+    try:
+        app.launch(server_port=port, share=share, quiet=True, prevent_thread_lock=True)
+    except OSError as error:
+        raise ValueError(f"--port {port} is taken ({str(error).split('. ')[0]}): pass another --port.") from None
+    print(f"* Running on local URL:  {app.local_url}" + ("" if share else " (add --share for a public link)"))
+
+
 def main(argv: list[str] | None = None) -> gr.Blocks:
-    (arguments,) = HfArgumentParser(AppArguments).parse_args_into_dataclasses(args=argv)
-    demo = PromptDemo(arguments.prompts, top_k=arguments.top_k, template=arguments.template)
+    (arguments,) = parse_flags(ARGUMENTS, argv)
+    demo = PromptDemo(
+        arguments.prompts, top_k=arguments.top_k, template=arguments.template,
+        native_resolution=arguments.native_resolution,
+    )  # fmt: skip
     app = build_app(demo, example_images(arguments.examples, arguments.num_examples))
-    app.launch(server_port=arguments.port, share=arguments.share)
+    launch(app, port=arguments.port, share=arguments.share)
+    app.block_thread()  # until Ctrl-C
     return app
 
 

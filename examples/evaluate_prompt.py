@@ -12,14 +12,20 @@ split, and the identity of the prompt and of the dataset (test images, split fin
 
 from __future__ import annotations
 
-from transformers import HfArgumentParser
+from quick_help import answer_at_once
+
+if __name__ == "__main__":
+    answer_at_once(__file__)  # --help, misspelt flags, bad values: answered before torch loads
 
 from coop_hf.cli import run_command
 from coop_hf.runners.evaluation import EvaluationArguments, run_evaluation
+from coop_hf.runners.help import parse_flags
+
+ARGUMENTS = (EvaluationArguments,)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    (arguments,) = HfArgumentParser(EvaluationArguments).parse_args_into_dataclasses(args=argv)
+    (arguments,) = parse_flags(ARGUMENTS, argv)
     results = run_evaluation(arguments)
     moved = " (moved to its classes)" if results["classnames_moved"] else ""
     print(

@@ -1,8 +1,8 @@
 """Make a small CLIP with random weights, to try every command without downloading a checkpoint.
 
-    python examples/make_tiny_clip.py --tokenizer_from ../shared/clip-configs/clip-vit-base-patch32 \
+    python examples/make_tiny_clip.py --tokenizer_from ../shared/clip-configs/clip-vit-base-patch32 \\
         --output_dir tiny-random-clip
-    python examples/train.py --model_name_or_path tiny-random-clip --dataset caltech101 --data_dir ../shared/data \
+    python examples/train.py --model_name_or_path tiny-random-clip --dataset caltech101 --data_dir ../shared/data \\
         --shots 2 --num_train_epochs 5 --output_dir runs/try
 
 The tokenizer and image processor are copied from --tokenizer_from (a local CLIP folder or a Hub id: the real BPE
@@ -12,12 +12,19 @@ Accuracies of such a model are chance-level: it shows the layout of results, tab
 
 from __future__ import annotations
 
+from quick_help import answer_at_once
+
+if __name__ == "__main__":
+    answer_at_once(__file__)  # --help, misspelt flags, bad values: answered before torch loads
+
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import AutoImageProcessor, AutoTokenizer, CLIPConfig, CLIPModel, HfArgumentParser, set_seed
+from transformers import AutoImageProcessor, AutoTokenizer, CLIPConfig, CLIPModel, set_seed
 
 from coop_hf.cli import run_command
+from coop_hf.hub_access import model_load_kwargs
+from coop_hf.runners.help import parse_flags
 
 
 @dataclass
@@ -30,6 +37,9 @@ class TinyClipArguments:
     layers: int = field(default=2, metadata={"help": "Transformer layers of each tower (deep prompts need depth)."})
     projection_dim: int = field(default=32, metadata={"help": "Size of the joint image-text features."})
     seed: int = field(default=0, metadata={"help": "Seed of the random weights."})
+
+
+ARGUMENTS = (TinyClipArguments,)
 
 
 def tiny_clip_config(args: TinyClipArguments, vocab_size: int) -> CLIPConfig:
@@ -48,9 +58,10 @@ def tiny_clip_config(args: TinyClipArguments, vocab_size: int) -> CLIPConfig:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    (args,) = HfArgumentParser(TinyClipArguments).parse_args_into_dataclasses(args=argv)
-    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_from)
-    image_processor = AutoImageProcessor.from_pretrained(args.tokenizer_from)
+    (args,) = parse_flags(ARGUMENTS, argv)
+    load_kwargs = model_load_kwargs(args.tokenizer_from, flag="--tokenizer_from")
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_from, **load_kwargs)
+    image_processor = AutoImageProcessor.from_pretrained(args.tokenizer_from, **load_kwargs)
     set_seed(args.seed)
     model = CLIPModel(tiny_clip_config(args, len(tokenizer))).eval()
     output = Path(args.output_dir)

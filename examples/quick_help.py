@@ -1,21 +1,29 @@
-"""What the study scripts answer at once, before torch and transformers load (about 7 s on a small machine):
-`--help` (the page `examples/help/<script>.txt`), `--help <method>` (`examples/help/methods.json`); a flag no
-definition starts with, a `--method` that is none, a value of the wrong type, not among the flag's choices or out
-of its bounds, a folder that does not exist (from `examples/help/<script>.json`: every flag, method name, value and
-path rule). These files are generated from the definitions (`coop_hf.runners.help`) by `python
-examples/quick_help.py`, and the tests check them against them. `--help all` is answered by the scripts themselves
-(`coop_hf.runners.help.parse_flags`); everything else is checked by the full parser."""
+"""What every script answers at once, before torch and transformers load (about 7 s on a small machine): `--help`
+(the page `examples/help/<script>.txt`), `--help <method>` (`examples/help/methods.json`); a flag no definition
+starts with, a `--method` that is none, a value of the wrong type, not among the flag's choices or out of its
+bounds, a folder that does not exist or a value that cannot name a model, a folder the script could not write in
+(from `examples/help/<script>.json`: every flag, method name, value and path rule). These files are generated from
+the definitions (`coop_hf.runners.help`) by `python examples/quick_help.py`, and the tests check them against them.
+`--help all` is answered by the scripts themselves (`coop_hf.runners.help.parse_flags`); everything else is checked
+by the full parser."""
 
 from __future__ import annotations
 
+import difflib
+import errno
 import importlib.util
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 EXAMPLES = Path(__file__).resolve().parent
 PAGES = EXAMPLES / "help"
-SCRIPTS = ("train", "sweep", "base_to_new", "transfer", "train_noisy", "train_upl")
+SCRIPTS = (
+    "train", "sweep", "compare_protocols", "base_to_new", "transfer", "train_noisy", "train_upl", "evaluate_prompt",
+    "interpret_prompt", "app", "make_tiny_clip",
+)  # fmt: skip
 
 
 def answer_at_once(script: str, argv: list[str] | None = None) -> None:
@@ -29,15 +37,17 @@ def answer_at_once(script: str, argv: list[str] | None = None) -> None:
     if argv in (["-h"], ["--help"]):
         sys.stdout.write((PAGES / f"{name}.txt").read_text(encoding="utf-8"))
         raise SystemExit(0)
+    known = json.loads((PAGES / f"{name}.json").read_text(encoding="utf-8"))
     if len(argv) == 2 and argv[0] in ("-h", "--help") and argv[1] != "all":
+        if not known["methods"]:
+            _refuse(f"{name}.py takes no --method: --help {argv[1]} has no page (see {name}.py --help)")
         methods = json.loads((PAGES / "methods.json").read_text(encoding="utf-8"))
         if argv[1] not in methods["pages"]:
-            _refuse(methods["unknown"].format(name=argv[1]))
+            _refuse(methods["unknown"].format(name=argv[1]) + _did_you_mean(argv[1], methods["pages"]))
         sys.stdout.write(methods["pages"][argv[1]])
         raise SystemExit(0)
     if any(word in ("-h", "--help") for word in argv):
         return  # --help all: the script's own parser
-    known = json.loads((PAGES / f"{name}.json").read_text(encoding="utf-8"))
     for index, word in enumerate(argv):
         flag = word.split("=", 1)[0]
         if not flag.startswith("--"):
@@ -48,12 +58,32 @@ def answer_at_once(script: str, argv: list[str] | None = None) -> None:
         if flag == "--method" and known["methods"]:
             for value in values:
                 if value not in known["methods"]:
-                    _refuse(f"unknown --method {value!r}: use one of {', '.join(known['methods'])}.")
+                    close = _did_you_mean(value, known["methods"])
+                    _refuse(f"unknown --method {value!r}: use one of {', '.join(known['methods'])}.{close}")
         if flag in known["values"]:
             for value in values if known["values"][flag]["many"] else values[:1]:
                 _check_value(flag, value, known["values"][flag])
-        if flag in known["paths"] and values:
-            _check_path(values[0], known["paths"][flag])
+        if flag in known["paths"]:
+            for value in values if known["paths"][flag]["many"] else values[:1]:
+                _check_path(value, known["paths"][flag])
+    for flag, rule in known["needs"].items():
+        value = _given(argv, flag)
+        if value not in (None, *_ZEROS) and _given(argv, rule["needs"]) in (None, rule["default"]):
+            _refuse(rule["message"].format(value=value))
+
+
+_ZEROS = ("0", "0.0", "0.", ".0")
+
+
+def _given(argv: list[str], flag: str) -> str | None:
+    """The last value `flag` (written whole) is given on the command line, else None."""
+    given = None
+    for index, word in enumerate(argv):
+        if word.startswith(f"{flag}="):
+            given = word.split("=", 1)[1]
+        elif word == flag and index + 1 < len(argv):
+            given = argv[index + 1]
+    return given
 
 
 def _pages_are_stale() -> bool:
@@ -68,10 +98,35 @@ def _pages_are_stale() -> bool:
 
 
 def _check_path(value: str, rule: dict) -> None:
-    """Refuse a folder that does not exist (for a model, only a value written as a path: a Hub id is checked later)."""
+    """Refuse a path its rule refuses (`coop_hf.runners.settings.QUICK_PATHS`): a "folder" that is none, an
+    "exists" that does not, a "model" that is no folder and cannot name a model (written as a path, or with more
+    than one / and no "scheme:"; a name is checked later), a "writable" folder this process cannot write in or
+    create."""
+    if rule["check"] == "writable":
+        return _check_writable(value, rule)
+    found = Path(value).expanduser().exists() if rule["check"] == "exists" else Path(value).expanduser().is_dir()
     written_as_path = value.startswith(("/", ".", "~"))
-    if (rule["exists"] == "always" or written_as_path) and not Path(value).expanduser().is_dir():
+    named = value.count("/") <= 1 or ":" in value.split("/")[0]  # a Hub id, or a "scheme:..." name (open_clip's)
+    if not found and not (rule["check"] == "model" and not written_as_path and named):
         _refuse(rule["message"].format(value=value))
+
+
+def _check_writable(value: str, rule: dict) -> None:
+    """`coop_hf.run_directory.check_writable`: make and remove a folder in the deepest existing folder of `value`."""
+    path = Path(value).expanduser().absolute()
+    where = next(folder for folder in (path, *path.parents) if folder.exists())
+    try:
+        if not where.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+        os.rmdir(tempfile.mkdtemp(prefix=".coop-hf-write-check-", dir=where))
+    except OSError as error:
+        _refuse(rule["message"].format(value=value, reason=error.strerror or str(error), where=where))
+
+
+def _did_you_mean(name: str, names) -> str:
+    """`coop_hf.cli.did_you_mean`."""
+    close = difflib.get_close_matches(name, list(names), n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
 
 
 def _check_value(flag: str, value: str, rule: dict) -> None:

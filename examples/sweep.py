@@ -1,7 +1,7 @@
 """A few-shot study in one command: every dataset x method x shot count, each over --seeds, on one frozen CLIP.
 
     python examples/sweep.py --data_dir /data --output_dir sweep --seeds 1 2 3      # CoOp's study: 11 datasets
-    python examples/sweep.py --dataset caltech101 oxford_flowers --data_dir /data --method zeroshot linear-probe \
+    python examples/sweep.py --dataset caltech101 oxford_flowers --data_dir /data --method zeroshot linear-probe \\
         coop --shots 1 2 4 8 16 --seeds 1 2 3 --output_dir sweep
 
 Takes every flag of examples/train.py, with --dataset, --method and --shots as lists (methods: zeroshot,
@@ -35,11 +35,11 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from coop_hf.atomic import atomic_write_text
-from coop_hf.cli import run_command
-from coop_hf.run_directory import claim_run_directory
+from coop_hf.cli import did_you_mean, run_command
 from coop_hf.runners import METHOD_NAMES, PROMPT_METHODS, Experiment, LoadedBackbone, PromptArguments
 from coop_hf.runners.arguments import SweepArguments, settings_by_method
 from coop_hf.runners.baselines import linear_probe_run_config, run_linear_probe, run_zeroshot, zeroshot_run_config
+from coop_hf.runners.experiment import claim_run_directories
 from coop_hf.runners.help import parse_flags
 from coop_hf.runners.prompt_learning import PromptRun
 from coop_hf.runners.records import announce, check_dataset_folders, dataset_folder, write_results
@@ -92,7 +92,8 @@ def check_grid(sweep: SweepArguments) -> None:
     """Refuse an unknown or repeated method, a shot count below 1 and datasets that would share an output folder."""
     unknown = [method for method in sweep.method if method not in METHOD_NAMES]
     if unknown:
-        raise ValueError(f"Unknown --method {' '.join(unknown)}: use any of {', '.join(METHOD_NAMES)}.")
+        close = did_you_mean(unknown[0], METHOD_NAMES)
+        raise ValueError(f"Unknown --method {' '.join(unknown)}: use any of {', '.join(METHOD_NAMES)}.{close}")
     repeated = sorted({method for method in sweep.method if sweep.method.count(method) > 1})
     if repeated:
         raise ValueError(f"--method lists {', '.join(repeated)} more than once: list each method once.")
@@ -185,10 +186,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     grid = plan_grid(sweep, experiments, training_args, settings)
     cells = shard.select(grid) if shard else grid
     labels = baseline_labels(backbone.backbone.family)  # "Zero-shot SigLIP" on a SigLIP backbone
-    # Every cell's directory is checked before the first run starts, so a mismatch never stops a sweep half-way.
-    for cell in cells:
-        with cell.args.main_process_first(desc="output directory"):
-            claim_run_directory(cell.args.output_dir, cell.run_config, overwrite=cell.args.overwrite_output_dir)
+    # Every cell's directory is checked before the first run starts, so a mismatch never stops a sweep half-way,
+    # and claimed once the test images are read, so an unreadable one leaves nothing written.
+    claim_run_directories(
+        [cell.experiment for cell in cells], [(cell.args.output_dir, cell.run_config) for cell in cells],
+        overwrite=training_args.overwrite_output_dir, main_process_first=training_args.main_process_first,
+    )  # fmt: skip
     output_dir = Path(training_args.output_dir)
     log = training_args.should_log
     rows: list[dict[str, Any]] = []

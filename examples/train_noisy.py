@@ -43,11 +43,10 @@ from coop_hf.atomic import atomic_write_text
 from coop_hf.cli import run_command
 from coop_hf.gradient_flow import GRADIENT_FLOW_FILE
 from coop_hf.noise import CLEAN_LABEL, NoiseSpec
-from coop_hf.run_directory import claim_run_directory
 from coop_hf.runners import ExperimentArguments, NoiseStudyArguments, PromptArguments, load_experiment
 from coop_hf.runners.arguments import settings_by_method
 from coop_hf.runners.baselines import linear_probe_run_config, run_linear_probe
-from coop_hf.runners.experiment import Experiment
+from coop_hf.runners.experiment import Experiment, claim_run_directories
 from coop_hf.runners.help import parse_flags
 from coop_hf.runners.methods import PROMPT_METHODS
 from coop_hf.runners.prompt_learning import PromptRun
@@ -235,6 +234,11 @@ ARGUMENTS = (ExperimentArguments, PromptArguments, NoiseStudyArguments, CoOpTrai
 
 def main(argv: list[str] | None = None) -> dict:
     experiment, prompt, study, training_args = parse_flags(ARGUMENTS, argv)
+    if experiment.noise().active:
+        raise ValueError(
+            "--noise_type and --noise_rate set one run's noise; the study sweeps --study_noise_type over "
+            "--noise_rates: drop --noise_type / --noise_rate."
+        )
     models = study_models(study, prompt)
     runner = load_experiment(experiment, training_args)
     models = [dataclasses.replace(model, family=runner.backbone.backbone.family) for model in models]
@@ -242,11 +246,12 @@ def main(argv: list[str] | None = None) -> dict:
     shard = Shard.parse(study.shard, overwrite=training_args.overwrite_output_dir)
     whole = plan_study(runner, models, study, experiment, training_args)
     plan = shard.select(whole) if shard else whole
-    # Every run directory is checked before the first run starts, so a mismatch never stops a study half-way.
-    for cell in plan:
-        with cell.args.main_process_first(desc="output directory"):
-            overwrite = training_args.overwrite_output_dir
-            claim_run_directory(cell.args.output_dir, cell.run_config(runner), overwrite=overwrite)
+    # Every run directory is checked before the first run starts, so a mismatch never stops a study half-way, and
+    # claimed once the test images are read, so an unreadable one leaves nothing written.
+    claim_run_directories(
+        [runner], [(cell.args.output_dir, cell.run_config(runner)) for cell in plan],
+        overwrite=training_args.overwrite_output_dir, main_process_first=training_args.main_process_first,
+    )  # fmt: skip
     runs = []
     for index, cell in enumerate(plan, start=1):
         noise = cell.run.noise

@@ -1,9 +1,9 @@
 """Domain generalisation and cross-dataset transfer (the CoOp / CoCoOp protocols): train a prompt on a source
 dataset, test it on the source and on every target dataset over the target's own class names.
 
-    python examples/transfer.py --source imagenet --targets imagenet_v2 imagenet_sketch imagenet_a imagenet_r \
+    python examples/transfer.py --source imagenet --targets imagenet_v2 imagenet_sketch imagenet_a imagenet_r \\
         --data_dir /data --seeds 1 2 3
-    python examples/transfer.py --source imagenet --targets caltech101 oxford_pets stanford_cars oxford_flowers \
+    python examples/transfer.py --source imagenet --targets caltech101 oxford_pets stanford_cars oxford_flowers \\
         food101 fgvc_aircraft sun397 dtd eurosat ucf101 --data_dir /data --seeds 1 2 3
 
 Takes train.py's flags (default 16 shots; every TrainingArguments flag too; --resume_from_checkpoint continues an

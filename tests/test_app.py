@@ -5,12 +5,15 @@ import shutil
 import socket
 
 import pytest
+import torch
 from PIL import Image
-from transformers import AutoModel, pipeline
+from tiny_backbones import CLASSNAMES as SIGLIP_CLASSNAMES
+from tiny_backbones import tiny_backbone
+from transformers import AutoImageProcessor, AutoModel, Siglip2ImageProcessor, pipeline
 
 from coop_hf import CoOpModel, IVLPModel
 from tests.conftest import DATA, load_example
-from tests.tolerances import fp32_tolerance, stages
+from tests.tolerances import assert_close_fp32, fp32_tolerance, stages
 
 CLASSNAMES = ["pink primrose", "hard-leaved pocket orchid", "canterbury bells", "sweet pea", "english marigold"]
 
@@ -37,6 +40,7 @@ def pipeline_top(prompt_dir, image, top_k, classnames=None):
     return {entry["label"]: entry["score"] for entry in classifier(image, top_k=top_k)}
 
 
+@pytest.mark.slow
 def test_each_prompts_prediction_is_the_pipelines_also_on_an_edited_class_list(prompt_dirs, flower):
     app = load_example("app")
     demo = app.PromptDemo([str(path) for path in prompt_dirs], top_k=3)
@@ -59,6 +63,71 @@ def test_each_prompts_prediction_is_the_pipelines_also_on_an_edited_class_list(p
     with pytest.raises(ValueError, match=r"--top_k must be at least 1"):
         app.PromptDemo([str(prompt_dirs[0])], top_k=0)
     assert app.parse_classnames("rose, tulip\n daisy \n") == ["rose", "tulip", "daisy"]
+
+
+def test_a_prompt_that_cannot_be_read_is_one_line_naming_the_flag(tmp_path):
+    app = load_example("app")
+    with pytest.raises(ValueError, match=r"^--prompts 'runs/cop/seed1' is neither a folder nor a Hub id"):
+        app.PromptDemo(["runs/cop/seed1"])  # was a 67-line traceback from the Hub client
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"^--prompts '.*empty' holds no saved prompt"):
+        app.PromptDemo([str(tmp_path / "empty")])
+
+
+@pytest.fixture(scope="module")
+def siglip2_prompt(tmp_path_factory):
+    """(base checkpoint folder, saved CoOp prompt folder) of a tiny SigLIP 2 whose processor is a NaFlex one."""
+    folder = tmp_path_factory.mktemp("siglip2")
+    model, tokenizer = tiny_backbone("siglip2")
+    model.save_pretrained(folder / "base")
+    tokenizer.save_pretrained(folder / "base")
+    Siglip2ImageProcessor(patch_size=16, max_num_patches=16).save_pretrained(folder / "base")
+    CoOpModel.from_clip(str(folder / "base"), SIGLIP_CLASSNAMES).save_pretrained(folder / "coop")
+    return folder / "base", folder / "coop"
+
+
+def test_a_naflex_processor_serves_a_siglip2_prompt_at_the_images_aspect_ratio(siglip2_prompt, flower):
+    base, prompt = siglip2_prompt
+    naflex = AutoImageProcessor.from_pretrained(base)
+    image = Image.open(flower).convert("RGB")
+    inputs = naflex(images=[image], return_tensors="pt")
+    rows, columns = inputs["spatial_shapes"][0].tolist()
+    assert rows != columns and rows * columns <= 16  # the image's own grid, not the square crop's
+    classifier = pipeline("image-classification", model=str(prompt), image_processor=naflex)
+    scores = {entry["label"]: entry["score"] for entry in classifier(image, top_k=len(SIGLIP_CLASSNAMES))}
+    with torch.no_grad():
+        expected = classifier.model(**inputs).logits.softmax(-1)[0]
+    assert_close_fp32(torch.tensor([scores[name] for name in SIGLIP_CLASSNAMES]), expected, depth=stages(2))
+    demo = load_example("app").PromptDemo([str(prompt)], top_k=2, native_resolution=True)
+    name = next(iter(demo.models))
+    predictions = demo.predict(Image.open(flower))[name]
+    assert list(predictions) == sorted(scores, key=scores.get, reverse=True)[:2]
+    assert list(predictions.values()) == pytest.approx(sorted(scores.values(), reverse=True)[:2], abs=1e-6)
+
+
+def test_native_resolution_is_refused_on_other_backbones(prompt_dirs, siglip2_prompt):
+    app = load_example("app")
+    with pytest.raises(ValueError, match=r"^--native_resolution applies to prompts on a SigLIP 2 NaFlex backbone; "
+                                         r"--prompts '.*coop' is on CLIP"):  # fmt: skip
+        app.PromptDemo([str(siglip2_prompt[1]), str(prompt_dirs[0])], native_resolution=True)
+
+
+def test_the_start_up_lines_name_the_flags_and_a_taken_port_is_one_line(capsys):
+    import gradio as gr
+
+    app = load_example("app")
+    port = free_port()
+    with gr.Blocks() as page:
+        gr.Markdown("page")
+    app.launch(page, port=port, share=False)
+    try:
+        out = capsys.readouterr().out
+        assert "add --share for a public link" in out and "share=True" not in out
+        taken = rf"^--port {port} is taken .*: pass another --port\.$"
+        with gr.Blocks() as other, pytest.raises(ValueError, match=taken):
+            app.launch(other, port=port, share=False)
+    finally:
+        page.close()
 
 
 def free_port() -> int:

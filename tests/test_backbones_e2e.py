@@ -35,6 +35,7 @@ def checkpoint(request, tmp_path_factory):
     return family, folder
 
 
+@pytest.mark.slow
 def test_coop_trains_evaluates_saves_and_reloads_on_every_family(checkpoint, tmp_path):
     family, folder = checkpoint
     results = run_in_process(flags(folder, tmp_path))
@@ -62,6 +63,7 @@ def test_coop_trains_evaluates_saves_and_reloads_on_every_family(checkpoint, tmp
     assert top["label"] == model.config.id2label[int(expected.argmax())]
 
 
+@pytest.mark.slow
 def test_baselines_run_on_every_family(checkpoint, tmp_path):
     _, folder = checkpoint
     zeroshot = run_in_process(flags(folder, tmp_path / "zs", "--method", "zeroshot"))

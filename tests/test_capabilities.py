@@ -47,6 +47,7 @@ def test_image_embeds_are_refused_by_a_method_that_changes_the_image_tower(exper
         model(image_embeds=torch.randn(2, backbone.clip.config.projection_dim))
 
 
+@pytest.mark.slow
 def test_runs_of_a_method_that_changes_the_image_tower_never_use_the_feature_cache(experiment, tmp_path):
     """Training, the test evaluation and transfer evaluation all go through the method's own image path: its
     accuracy is that of its pixel logits, and no call ever carried cached features."""
@@ -81,6 +82,7 @@ def test_declared_capabilities():
         PromptLearning("kgcoop", KgCoOpModel).check_arguments(CoOpTrainingArguments("unused"), "gce")
 
 
+@pytest.mark.slow
 def test_a_runs_prompt_config_is_resolved_once(tiny_clip_dir, tmp_path, monkeypatch):
     """The prompt settings of a run are resolved once, before any work, whatever the number of seeds."""
     from tests.test_train_e2e import flags, run_in_process

@@ -64,6 +64,7 @@ def test_templates_and_checks():
         CLIPAdapterConfig(classnames=CLASSNAMES, residual_ratio=1.5)
 
 
+@pytest.mark.slow
 def test_trained_on_cached_views_saved_and_moved_to_new_classes(tiny_clip_dir, tmp_path):
     arguments = flags(tiny_clip_dir, tmp_path, "--method", "clip-adapter", "--cached_views", "2")
     del arguments[arguments.index("--n_ctx") : arguments.index("--n_ctx") + 2]  # a CoOp setting

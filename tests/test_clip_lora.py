@@ -122,6 +122,7 @@ def test_recipe_and_the_reference_iterations(tiny_clip_dir):
     assert args.max_steps == 500 * 4 and args.keep_last_batch  # 500 x shots iterations, no batch dropped
 
 
+@pytest.mark.slow
 def test_trained_by_the_script_with_adamw_and_cosine_steps(tiny_clip_dir, tmp_path):
     arguments = flags(tiny_clip_dir, tmp_path, "--method", "clip-lora", "--max_steps", "4")
     arguments.remove("--n_ctx"), arguments.remove("4")  # a CoOp setting

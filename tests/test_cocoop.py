@@ -341,6 +341,7 @@ def test_recipe_fills_only_the_arguments_left_at_their_defaults(tmp_path):
         PromptLearning("x", CoCoOpModel, recipes={"few_shot": Recipe(training={"batch": 1})})
 
 
+@pytest.mark.slow
 def test_train_script_runs_cocoop_end_to_end(tiny_clip_dir, tmp_path):
     arguments = [
         "--method", "cocoop", "--model_name_or_path", str(tiny_clip_dir), "--dataset", "oxford_flowers",

@@ -5,11 +5,13 @@ import json
 import warnings
 
 import numpy as np
+import pytest
 
 from coop_hf.baselines import fit_linear_probe
 from tests.test_train_e2e import flags, run_in_process
 
 
+@pytest.mark.slow
 def test_a_run_ends_with_a_mean_std_line_and_logs_every_epochs_loss(tiny_clip_dir, tmp_path, capsys):
     results = run_in_process(flags(tiny_clip_dir, tmp_path, "--method", "kgcoop", "--seeds", "1", "2"))
     out, err = capsys.readouterr()
@@ -25,6 +27,7 @@ def test_a_run_ends_with_a_mean_std_line_and_logs_every_epochs_loss(tiny_clip_di
     assert [entry["epoch"] for entry in state["log_history"] if "loss" in entry] == [1, 2]
 
 
+@pytest.mark.slow
 def test_eval_strategy_epoch_logs_the_validation_accuracy_of_every_epoch(tiny_clip_dir, tmp_path, capsys):
     results = run_in_process(flags(tiny_clip_dir, tmp_path, "--eval_strategy", "epoch"))
     state = json.loads((tmp_path / "seed1" / "trainer_state.json").read_text())
@@ -45,6 +48,7 @@ def test_a_seed_resumed_from_its_final_checkpoint_logs_no_zero_train_loss(tiny_c
     assert "resuming from" in out and "train_runtime" in out and "train_loss" not in out
 
 
+@pytest.mark.slow
 def test_baselines_announce_each_seed(tiny_clip_dir, tmp_path, capsys):
     run_in_process(flags(tiny_clip_dir, tmp_path / "zs", "--method", "zeroshot", "--seeds", "1", "2"))
     out = capsys.readouterr().out

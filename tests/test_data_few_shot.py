@@ -76,7 +76,7 @@ def test_fewer_than_k_with_allow_fewer_matches_the_reference():
     reference = OFFICIAL["synthetic_fewer_than_k"]
     labels = reference["labels"]
     dataset = _from_labels(labels, [f"class{label}" for label in range(max(labels) + 1)])
-    with pytest.raises(ValueError, match=r"1 class\(es\) have fewer than shots=6 images: 3 'class3' \(3\)"):
+    with pytest.raises(ValueError, match=r"1 class\(es\) have fewer than 6 images: 3 'class3' \(3\)"):
         sample_few_shot(dataset, reference["shots"], reference["seed"])
     drawn = sample_few_shot(dataset, reference["shots"], reference["seed"], allow_fewer=True)
     assert [int(Path(path).stem) for path in drawn["image_path"]] == reference["rows"]
@@ -109,7 +109,7 @@ def test_global_random_state_is_neither_used_nor_changed(pool):
 
 
 def test_fewer_than_k_names_the_class_and_the_cli_flag(pool):
-    with pytest.raises(ValueError, match=r"fewer than shots=10 images: 2 'fox' \(9\).*--allow_fewer_shots"):
+    with pytest.raises(ValueError, match=r"fewer than 10 images: 2 'fox' \(9\).*--allow_fewer_shots"):
         sample_few_shot(pool, 10, seed=1)
     sample = sample_few_shot(pool, 10, seed=1, allow_fewer=True)
     assert Counter(sample["label"]) == {0: 10, 1: 10, 2: 9}
@@ -134,7 +134,7 @@ def test_build_few_shot_splits_with_val(pool):
     two = build_few_shot_splits(splits, 2, seed=1)
     assert Counter(two["val"]["label"]) == {0: 2, 1: 2, 2: 2}
     short_val = datasets.DatasetDict({"train": pool, "val": _synthetic({"cat": 6, "dog": 5, "fox": 3}), "test": pool})
-    with pytest.raises(ValueError, match=r"val split: .*shots=4 images: 2 'fox' \(3\).*--allow_fewer_shots"):
+    with pytest.raises(ValueError, match=r"val split: .*fewer than 4 images: 2 'fox' \(3\).*--allow_fewer_shots"):
         build_few_shot_splits(short_val, 8, seed=1)
     assert Counter(build_few_shot_splits(short_val, 8, seed=1, allow_fewer=True)["val"]["label"]) == {0: 4, 1: 4, 2: 3}
 

@@ -27,6 +27,7 @@ def common(tiny_clip_dir, output_dir) -> list[str]:
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_noise_sweep_with_ce_gce_and_linear_probe(tiny_clip_dir, tmp_path, monkeypatch):
     # The probe's C search (15 lbfgs fits over 100 classes per run) would take most of the test's time.
     monkeypatch.setattr(
@@ -71,6 +72,7 @@ def test_noisy_label_runs_follow_the_ptnl_protocol(tmp_path):
     assert clean["train"]["image_path"] == noisy["train"]["image_path"]
 
 
+@pytest.mark.slow
 def test_upl_trains_from_pseudo_labels_and_saves_the_seed_ensemble(tiny_clip_dir, tmp_path):
     results = load_example("train_upl").main([*common(tiny_clip_dir, tmp_path), "--shots", "1", "--seeds", "1", "2"])
     assert results["method"] == "upl" and results["seeds"] == [1, 2] and len(results["per_seed"]) == 2
@@ -125,6 +127,7 @@ def test_upl_star_averages_the_probabilities_of_several_backbones(tiny_clip_dir,
     }
 
 
+@pytest.mark.slow
 def test_context_length_ablation_and_model_choice_in_one_command(tiny_clip_dir, tmp_path):
     flags = [
         *common(tiny_clip_dir, tmp_path),
@@ -146,6 +149,7 @@ def test_context_length_ablation_and_model_choice_in_one_command(tiny_clip_dir, 
         load_example("train_noisy").main([*flags, "--study_methods", "coop:mae", "--output_dir", str(tmp_path / "x")])
 
 
+@pytest.mark.slow
 def test_gradient_flow_of_each_model_at_the_noisiest_rate(tiny_clip_dir, tmp_path):
     flags = [
         *common(tiny_clip_dir, tmp_path), "--shots", "2", "--noise_rates", "0", "0.5", "--seeds", "1",

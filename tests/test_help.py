@@ -1,6 +1,7 @@
 """The scripts' help: a short page at once (before torch loads), each method's settings and every flag on
 request; the short pages are generated from the flags' definitions and must match them."""
 
+import shutil
 import subprocess
 import sys
 import time
@@ -49,12 +50,109 @@ def test_a_misspelt_flag_or_method_or_a_bad_value_is_refused_at_once(argv, messa
     assert completed.returncode == 2 and completed.stderr.startswith(message) and completed.stdout == ""
 
 
+def run_script(script: str, *argv: str) -> tuple[subprocess.CompletedProcess, float]:
+    start = time.perf_counter()
+    completed = subprocess.run(
+        [sys.executable, str(REPO / "examples" / f"{script}.py"), *argv], capture_output=True, text=True, cwd="/"
+    )
+    return completed, time.perf_counter() - start
+
+
+EXAMPLE_SCRIPTS = sorted(path.stem for path in (REPO / "examples").glob("*.py") if path.stem != "quick_help")
+
+
+def test_every_example_script_has_generated_pages():
+    assert sorted(QUICK_HELP.SCRIPTS) == EXAMPLE_SCRIPTS
+
+
+@pytest.mark.parametrize("script", EXAMPLE_SCRIPTS)
+def test_every_script_prints_its_page_at_once(script):
+    completed, elapsed = run_script(script, "--help")
+    assert completed.returncode == 0 and elapsed < 2.0
+    assert completed.stdout == (REPO / "examples" / "help" / f"{script}.txt").read_text()
+
+
+BLOCKED = str(REPO / "README.md" / "out")  # a folder under a file: no process can write it
+
+
+@pytest.mark.parametrize(
+    ("script", "argv", "message"),
+    [
+        ("app", ["--prompts", "runs/cop/seed1"], "--prompts 'runs/cop/seed1' is neither a folder nor a Hub id"),
+        ("app", ["--prompts", "/no/prompt"], "--prompts '/no/prompt' is neither a folder nor a Hub id (owner/name)"),
+        ("app", ["--top_k", "0"], "--top_k must be at least 1; got 0."),
+        ("app", ["--port", "http"], "argument --port: invalid int value: 'http'"),
+        ("app", ["--examples", "/no/images"], "--examples '/no/images' is neither an image nor a folder."),
+        ("app", ["--help", "coop"], "app.py takes no --method: --help coop has no page (see app.py --help)"),
+        ("app", ["--shared"], "unrecognized flag --shared (see app.py --help)"),
+        ("interpret_prompt", ["runs/cop/seed1"], "--prompt 'runs/cop/seed1' is neither a folder nor a Hub id"),
+        ("interpret_prompt", ["./seed1", "--top_k", "2"], "--prompt './seed1' is neither a folder nor a Hub id"),
+        ("interpret_prompt", ["--prompt", "org/coop", "--top_k", "-1"], "--top_k must be at least 1; got -1."),
+        ("evaluate_prompt", ["--prompt", "~/seed1"], "--prompt '~/seed1' is neither a folder nor a Hub id"),
+        ("evaluate_prompt", ["--batch_size", "0"], "--batch_size takes a number of images, at least 1; got 0."),
+        ("evaluate_prompt", ["--output_dir", BLOCKED], f"--output_dir '{BLOCKED}' cannot be written (Not a direc"),
+        ("make_tiny_clip", ["--tokenizer_from", "./no-clip"], "--tokenizer_from './no-clip' is neither a folder"),
+        ("train", ["--output_dir", BLOCKED], f"--output_dir '{BLOCKED}' cannot be written (Not a directory: "),
+        ("sweep", ["--feature_cache_dir", BLOCKED], f"--feature_cache_dir '{BLOCKED}' cannot be written"),
+        ("train", ["--noise_rate", "0.5"], "--noise_rate 0.5 without --noise_type adds no noise: pass --noise_type"),
+        ("sweep", ["--noise_type", "none", "--noise_rate=0.25"], "--noise_rate 0.25 without --noise_type adds no"),
+    ],
+)
+def test_every_script_refuses_a_bad_flag_at_once_in_one_line(script, argv, message):
+    completed, elapsed = run_script(script, *argv)
+    assert elapsed < 2.0 and completed.returncode == 2 and completed.stdout == ""
+    assert completed.stderr.startswith(f"error: {message}") and len(completed.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("script", "argv", "suggestion"),
+    [
+        ("train", ["--method", "copo"], "coop"),
+        ("sweep", ["--method", "zeroshot", "linear-probes"], "linear-probe"),
+        ("train", ["--help", "cocop"], "cocoop"),
+    ],
+)
+def test_a_misspelt_method_is_answered_with_the_closest_name(script, argv, suggestion):
+    completed, _ = run_script(script, *argv)
+    assert completed.returncode == 2 and completed.stderr.endswith(f". Did you mean {suggestion!r}?\n")
+
+
+@pytest.mark.parametrize("script", ["train", "sweep", "base_to_new", "transfer", "train_noisy", "train_upl",
+                                    "evaluate_prompt", "make_tiny_clip"])  # fmt: skip
+def test_a_read_only_output_dir_is_refused_at_once(script, tmp_path):
+    """A read-only file system (a tmpfs mounted read-only in a user namespace) ended in a 29-37-line traceback."""
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-rm", "true"]).returncode != 0:
+        pytest.skip("no user namespace to mount a read-only file system in")
+    mount = tmp_path / "read-only"
+    mount.mkdir()
+    command = f"mount -t tmpfs -o ro tmpfs {mount} && exec {sys.executable} {REPO}/examples/{script}.py --output_dir "
+    completed = subprocess.run(["unshare", "-rm", "sh", "-c", f"{command}{mount}/run"], capture_output=True, text=True)
+    assert completed.returncode == 2 and completed.stderr == (
+        f"error: --output_dir '{mount}/run' cannot be written (Read-only file system: {mount}): pass a folder you can "
+        "write to.\n"
+    )
+
+
+def test_every_flag_page_shows_a_default_only_where_there_is_one(capsys):
+    with pytest.raises(SystemExit):
+        load_example("evaluate_prompt").main(["--help", "all"])
+    page = capsys.readouterr().out
+    assert "(default: the one the prompt names)" in " ".join(page.split())
+    assert "(default: None)" not in page and "names). (default" not in " ".join(page.split())
+    assert "(default: 100)" in page  # --batch_size
+
+
 def test_what_the_quick_check_lets_through_is_left_to_the_parser(capsys):
     QUICK_HELP.answer_at_once("train.py", ["--num_train", "2", "--method", "coop", "--seeds", "1", "2"])  # a prefix
     QUICK_HELP.answer_at_once("sweep.py", ["--method", "zeroshot", "coop", "--shots", "1"])
     QUICK_HELP.answer_at_once("train.py", ["--help", "all"])
-    QUICK_HELP.answer_at_once("train.py", ["--shots", "1", "--noise_rate", "0.5", "--gce_q", "1", "--loss", "gce"])
+    noisy = ["--noise_rate", "0.5", "--noise_type", "replace"]
+    QUICK_HELP.answer_at_once("train.py", ["--shots", "1", *noisy, "--gce_q", "1", "--loss", "gce"])
+    QUICK_HELP.answer_at_once("train.py", ["--noise_rate", "0", "--noise_val", "true"])
     QUICK_HELP.answer_at_once("train.py", ["--model_name_or_path", "openai/clip-vit-base-patch16", "--data_dir", "/"])
+    QUICK_HELP.answer_at_once("app.py", ["--prompts", "org/coop", "runs/seed1", str(REPO), "--examples", str(REPO)])
+    QUICK_HELP.answer_at_once("train.py", ["--output_dir", str(REPO / "no" / "such" / "folder")])  # to be made
+    QUICK_HELP.answer_at_once("train.py", ["--model_name_or_path", "local-dir:/models/clip/b32"])  # open_clip names
     assert capsys.readouterr().out == ""
 
 

@@ -57,6 +57,18 @@ def test_card_and_command_show_the_nearest_words(model, tmp_path, tiny_clip_dir,
     lines = load_example("interpret_prompt").main([str(tmp_path), "--top_k", "2"])
     assert len(lines) == 4 and lines[1].startswith("  2: photo (0.0000), ")
     assert "photo (0.0000)" in capsys.readouterr().out
+    assert load_example("interpret_prompt").main(["--top_k", "2", "--prompt", str(tmp_path)]) == lines
+
+
+def test_the_command_names_the_flag_of_a_prompt_it_cannot_read(tmp_path, tiny_clip_dir):
+    interpret = load_example("interpret_prompt")
+    with pytest.raises(ValueError, match=r"^--prompt 'runs/cop/seed1' is neither a folder nor a Hub id"):
+        interpret.main(["runs/cop/seed1"])  # was a 32-line OSError from the Hub client
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"^--prompt '.*empty' holds no saved prompt \(.*config\.json"):
+        interpret.main(["--prompt", str(tmp_path / "empty")])
+    with pytest.raises(ValueError, match=r"holds a model of type 'clip', not a prompt model"):
+        interpret.main([str(tiny_clip_dir)])
 
 
 def test_a_saved_prompt_folder_serves_in_the_pipeline_with_nothing_else(tiny_clip_dir, tmp_path):

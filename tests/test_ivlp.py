@@ -93,6 +93,7 @@ def test_defaults_recipe_and_checks(clip_tokenizer):
         IVLPModel.from_clip(siglip, CLASSNAMES, tokenizer=tokenizer, prompt_depth_text=1, prompt_depth_vision=1)
 
 
+@pytest.mark.slow
 def test_saved_loaded_and_trained_by_the_script(tiny_clip_dir, tmp_path):
     results = run_in_process(
         flags(tiny_clip_dir, tmp_path, "--method", "ivlp", "--prompt_depth_text", "2", "--prompt_depth_vision", "2")

@@ -200,6 +200,7 @@ def test_runner_defaults_the_template_to_the_datasets(tiny_clip, clip_tokenizer)
     assert kgcoop.prompt_fields(experiment, {"template": "a {}."})["template"] == "a {}."
 
 
+@pytest.mark.slow
 def test_train_script_runs_kgcoop_and_records_its_settings(tiny_clip_dir, tmp_path):
     results = load_example("train").main([
         "--model_name_or_path", str(tiny_clip_dir), "--dataset", "oxford_flowers", "--data_dir", str(DATA),

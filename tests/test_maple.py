@@ -202,6 +202,7 @@ def test_reference_recipe():
     assert PROMPT_METHODS["maple"].epochs(None, 16, args) == 5
 
 
+@pytest.mark.slow
 def test_train_script_runs_maple_on_pixels(tiny_clip_dir, tmp_path):
     results = run_in_process(flags(tiny_clip_dir, tmp_path, "--method", "maple", "--prompt_depth", "2"))
     assert results["method"] == "maple" and results["prompt_depth"] == 2 and results["n_ctx"] == 4

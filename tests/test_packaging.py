@@ -6,6 +6,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO
 
 
@@ -29,6 +31,7 @@ def build_wheel(source: Path, folder: Path) -> Path:
     return next(folder.glob("coop_hf-*.whl"))
 
 
+@pytest.mark.slow
 def test_the_wheel_holds_every_package_and_imports_from_itself(tmp_path):
     source = copy_checkout(tmp_path / "checkout")
     wheel = build_wheel(source, tmp_path / "dist")

@@ -38,6 +38,7 @@ def without_paths(record):
     return json.loads(text)
 
 
+@pytest.mark.slow
 def test_transfer_shards_its_seeds(tiny_clip_dir, tmp_path, capsys):
     whole, plain = sharded_then_plain(
         "transfer", tiny_clip_dir, tmp_path, capsys, "--source", "caltech101", "--targets", "oxford_flowers",
@@ -47,6 +48,7 @@ def test_transfer_shards_its_seeds(tiny_clip_dir, tmp_path, capsys):
     assert (tmp_path / "sharded" / "transfer.png").is_file()
 
 
+@pytest.mark.slow
 def test_base_to_new_shards_its_dataset_seed_pairs(tiny_clip_dir, tmp_path, capsys):
     whole, plain = sharded_then_plain(
         "base_to_new", tiny_clip_dir, tmp_path, capsys, "--dataset", "caltech101", "--shots", "1"
@@ -55,6 +57,7 @@ def test_base_to_new_shards_its_dataset_seed_pairs(tiny_clip_dir, tmp_path, caps
     assert (tmp_path / "sharded" / "base_to_new.png").is_file()
 
 
+@pytest.mark.slow
 def test_noise_study_shards_its_runs(tiny_clip_dir, tmp_path, capsys):
     main = load_example("train_noisy").main
     extra = ["--dataset", "caltech101", "--shots", "2", "--study_methods", "coop:ce", "--noise_rates", "0", "0.5"]

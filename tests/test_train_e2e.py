@@ -74,6 +74,7 @@ def test_accelerate_launch_one_and_two_processes(tiny_clip_dir, tmp_path):
     assert results_two["per_seed"][0]["accuracy"] == results_one["per_seed"][0]["accuracy"]
 
 
+@pytest.mark.slow
 def test_one_shot_run_writes_results_prompt_and_card_and_reloads_exactly(tiny_clip_dir, tmp_path):
     results = run_in_process(flags(tiny_clip_dir, tmp_path))
     assert json.loads((tmp_path / "results.json").read_text()) == json.loads(json.dumps(results))
@@ -93,6 +94,7 @@ def test_one_shot_run_writes_results_prompt_and_card_and_reloads_exactly(tiny_cl
     assert accuracy == pytest.approx(results["per_seed"][0]["accuracy"], abs=1e-9)
 
 
+@pytest.mark.slow
 def test_training_from_cached_augmented_views(tiny_clip_dir, tmp_path):
     cache = tmp_path / "features"
     arguments = flags(tiny_clip_dir, tmp_path / "run", "--cached_views", "3", "--feature_cache_dir", str(cache))
@@ -110,6 +112,7 @@ class KillAfterFirstCheckpoint(TrainerCallback):
         raise KeyboardInterrupt("killed")
 
 
+@pytest.mark.slow
 def test_resumed_run_ends_identical_to_an_uninterrupted_one(tiny_clip_dir, tmp_path, capsys):
     uninterrupted = run_in_process(flags(tiny_clip_dir, tmp_path / "full"))
     assert "oxford_flowers | 1 shot | seed 1 (1/1): training 2 epochs" in capsys.readouterr().out
@@ -125,6 +128,7 @@ def test_resumed_run_ends_identical_to_an_uninterrupted_one(tiny_clip_dir, tmp_p
     torch.testing.assert_close(ctx[0], ctx[1], rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_baselines_on_the_same_splits(tiny_clip_dir, tmp_path):
     zeroshot = run_in_process(flags(tiny_clip_dir, tmp_path / "zs", "--method", "zeroshot", "--seeds", "1", "2"))
     assert zeroshot["accuracy_std"] == 0 and len(zeroshot["per_seed"]) == 2
@@ -138,6 +142,7 @@ def test_baselines_on_the_same_splits(tiny_clip_dir, tmp_path):
     assert json.loads((tmp_path / "lp" / "results.json").read_text())["shots"] == 2
 
 
+@pytest.mark.slow
 def test_class_specific_context_learns_far_above_chance_on_real_images(tiny_clip_dir):
     """Learning flows through the frozen encoders: CSC fits 10 real Flowers classes (chance: 10 %)."""
     backbone = LoadedBackbone.load(str(tiny_clip_dir))
@@ -161,6 +166,7 @@ def test_class_specific_context_learns_far_above_chance_on_real_images(tiny_clip
     assert accuracy > 0.3, accuracy  # 3x chance
 
 
+@pytest.mark.slow
 def test_rerun_with_another_configuration_stops_before_any_work(tiny_clip_dir, tmp_path, monkeypatch):
     run_in_process(flags(tiny_clip_dir, tmp_path))
     encoded = []
@@ -190,6 +196,7 @@ def test_results_record_the_models_prompt_settings(tiny_clip_dir, tmp_path):
         run_in_process([*arguments, "--ctx_init", "a photo of a", "--n_ctx", "8", "--output_dir", str(tmp_path / "b")])
 
 
+@pytest.mark.slow
 def test_a_prompt_trained_from_relative_paths_loads_from_any_directory(tiny_clip_dir, tmp_path, monkeypatch):
     """config.json records a local backbone as an absolute path and seed_result.json an absolute prompt_dir, so the
     saved prompt loads from another working directory with nothing passed."""
@@ -236,6 +243,7 @@ def flowers_with_unreadable_class(folder):
 
 
 @pytest.mark.parametrize("method", ["coop", "linear-probe"])
+@pytest.mark.slow
 def test_a_failed_shot_draw_or_image_check_leaves_the_directory_unclaimed(tiny_clip_dir, tmp_path, method):
     """--shots above a class's images, or an unreadable image among the shots, fails before run_config.json is
     written: the corrected rerun into the same directory is not refused as another configuration."""
@@ -250,6 +258,7 @@ def test_a_failed_shot_draw_or_image_check_leaves_the_directory_unclaimed(tiny_c
     assert 0 <= run_in_process(flags(tiny_clip_dir, out, "--method", method))["accuracy"] <= 100
 
 
+@pytest.mark.slow
 def test_a_run_that_never_leaves_the_warm_up_says_so(tiny_clip_dir, tmp_path, capsys):
     run_in_process(flags(tiny_clip_dir, tmp_path / "one", "--num_train_epochs", "1"))
     assert "warning: 1 epoch(s) never leave the constant warm-up learning rate 1e-05" in capsys.readouterr().out
@@ -271,6 +280,7 @@ RESULT_CHANGING_OPTIONS = [
 ]
 
 
+@pytest.mark.slow
 def test_every_result_changing_option_guards_the_run_directory(tiny_clip_dir, tmp_path):
     """Changing any one option that changes the results, alone, makes a rerun into the same directory refuse, naming
     the option, before any work."""

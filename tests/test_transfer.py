@@ -78,6 +78,7 @@ def test_harmonic_mean_and_average_row_reproduce_cocoop_table_1():
     assert "|  | CoOp | 90.00 | 10.00 | 18.00 |" in table and "seeds 1, 2, 3" in table
 
 
+@pytest.mark.slow
 def test_evaluate_a_saved_prompt_on_its_dataset_and_moved_to_another(flowers_prompt, tiny_clip_dir, tmp_path):
     prompt_dir, trained = flowers_prompt
     evaluate = load_example("evaluate_prompt").main
@@ -105,6 +106,7 @@ def test_evaluate_a_saved_prompt_on_its_dataset_and_moved_to_another(flowers_pro
     assert moved["accuracy"] == pytest.approx(expected, abs=1e-9)
 
 
+@pytest.mark.slow
 def test_evaluate_an_ensemble_of_saved_prompts(flowers_prompt, tiny_clip_dir, tmp_path):
     prompt_dir, trained = flowers_prompt
     backbone = LoadedBackbone.load(str(tiny_clip_dir))
@@ -138,6 +140,7 @@ def test_class_specific_prompt_is_refused_on_another_class_list(tiny_clip_dir, t
         evaluate(["--prompt", "org/not-saved-here", "--dataset", "caltech101", "--output_dir", str(tmp_path / "hub")])
 
 
+@pytest.mark.slow
 def test_base_to_new_end_to_end_and_resumed(tiny_clip_dir, tmp_path, capsys):
     base_to_new = load_example("base_to_new").main
     flags = [*common(tiny_clip_dir, tmp_path), "--dataset", "caltech101", "--shots", "2", "--num_train_epochs", "1"]
@@ -202,6 +205,7 @@ def build_fake_imagenet_family(root: Path) -> None:
         put(root / "imagenet-rendition" / "imagenet-r" / wnid, images[wnid][9:10])
 
 
+@pytest.mark.slow
 def test_domain_generalisation_then_cross_dataset_on_fake_imagenet_layouts(tiny_clip_dir, tmp_path, capsys):
     data = tmp_path / "data"
     build_fake_imagenet_family(data)

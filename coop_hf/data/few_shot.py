@@ -19,7 +19,7 @@ VAL_SHOTS_CAP = 4
 """CoOp's validation split gets min(K, 4) images per class."""
 
 ALLOW_FEWER_FLAG = "--allow_fewer_shots"
-"""The CLI flag that lets classes with fewer than K images through (``allow_fewer=True`` in Python)."""
+"""The command-line flag that lets classes with fewer than K images through (the ``allow_fewer`` argument here)."""
 
 _KEY_BATCH = 256
 
@@ -66,8 +66,8 @@ def _draw(
         if len(short) > 10:
             listed += f" and {len(short) - 10} more"
         raise ValueError(
-            f"{len(short)} class(es) have fewer than shots={shots} images: {listed}. Lower the shots, or pass "
-            f"{ALLOW_FEWER_FLAG} (allow_fewer=True) to take all images of such classes, as CoOp does"
+            f"{len(short)} class(es) have fewer than {shots} images: {listed}. Lower --shots, or pass "
+            f"{ALLOW_FEWER_FLAG} to take all images of such classes, as CoOp does."
         )
     chosen: list[int] = []
     for rows in by_class.values():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -11,6 +10,7 @@ import datasets
 from datasets.exceptions import DatasetNotFoundError
 
 from .. import hub_access
+from ..cli import did_you_mean
 from ..hub_access import HubUnavailableError, is_local, is_offline, why_unreachable
 from .benchmarks import BENCHMARKS, LAYOUT_DOC, load_benchmark
 from .templates import templates_for
@@ -124,8 +124,8 @@ def load_dataset_splits(dataset: str, data_dir: str | None) -> tuple[datasets.Da
         if dataset not in BENCHMARKS:
             raise ValueError(
                 f"--data_dir is the folder of the CoOp benchmarks, but --dataset {dataset!r} is not one of them "
-                f"({', '.join(BENCHMARKS)}){_did_you_mean(dataset)}. Give a benchmark name, or drop --data_dir and "
-                "pass the dataset's own folder or Hub id as --dataset."
+                f"({', '.join(BENCHMARKS)}).{did_you_mean(dataset, BENCHMARKS)} Give a benchmark name, or drop "
+                "--data_dir and pass the dataset's own folder or Hub id as --dataset."
             )
         splits = load_benchmark(dataset, data_dir)
     else:
@@ -142,9 +142,8 @@ def _load_hub_or_local(dataset: str) -> datasets.DatasetDict:
         )
     else:
         hint = (
-            f"--dataset takes a CoOp benchmark name with --data_dir ({', '.join(BENCHMARKS)})"
-            f"{_did_you_mean(dataset)}; anything else is loaded with datasets.load_dataset as a Hub id or local "
-            "folder."
+            f"--dataset takes a CoOp benchmark name with --data_dir ({', '.join(BENCHMARKS)}); anything else is "
+            f"loaded with datasets.load_dataset as a Hub id or local folder.{did_you_mean(dataset, BENCHMARKS)}"
         )
     if not is_local(dataset) and not is_offline() and not hub_access.hub_is_reachable():
         raise HubUnavailableError(
@@ -156,8 +155,3 @@ def _load_hub_or_local(dataset: str) -> datasets.DatasetDict:
     except (ConnectionError, FileNotFoundError, DatasetNotFoundError) as err:
         where = f" and {why_unreachable()}" if not hub_access.hub_is_reachable() else ""
         raise HubUnavailableError(f"--dataset {dataset!r} could not be loaded{where}: {err}\n{hint}") from None
-
-
-def _did_you_mean(name: str) -> str:
-    close = difflib.get_close_matches(name, list(BENCHMARKS), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""

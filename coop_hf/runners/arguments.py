@@ -14,6 +14,7 @@ from typing import Any
 from ..losses import DEFAULT_GCE_Q
 from ..noise import NOISE_TYPES, NoiseSpec
 from .methods import METHOD_NAMES, PROMPT_METHODS
+from .realistic import DEFAULT_IMBALANCE_RATIO, EVALUATION_PROTOCOLS
 from .shard import ShardArguments
 
 
@@ -59,6 +60,24 @@ class ExperimentArguments:
         default=False,
         metadata={"help": "Also corrupt the few-shot validation split (default: it stays clean, as in PTNL)."},
     )
+    protocol: str = field(
+        default="papers",
+        metadata={
+            "help": "Evaluation protocol: papers (K shots per class, validation split, per-dataset recipes) or "
+            "realistic (long-tailed shots, no validation, one recipe; docs/studies/realistic.md).",
+            "choices": list(EVALUATION_PROTOCOLS),
+        },
+    )
+    imbalance_ratio: float = field(
+        default=DEFAULT_IMBALANCE_RATIO,
+        metadata={"help": "--protocol realistic: largest over smallest per-class shot count (1: balanced)."},
+    )
+    mean_shots: float | None = field(
+        default=None, metadata={"help": "--protocol realistic: mean shots per class (default: --shots)."}
+    )
+
+    def __post_init__(self):
+        self.noise()  # a --noise_rate without --noise_type is refused as the flags are parsed
 
     def noise(self) -> NoiseSpec:
         """The label noise these flags ask for."""

@@ -12,13 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from transformers import AutoConfig
+from transformers import AutoConfig, PretrainedConfig
 
-from ..hub_access import model_load_kwargs
+from ..hub_access import NOT_A_PROMPT, model_load_kwargs
 from ..methods import PROMPT_MODELS
 from ..modeling_utils import PromptPreTrainedModel
-from ..run_directory import claim_run_directory
-from .experiment import Experiment
+from .experiment import Experiment, claim_run_directories
 from .prompt_learning import PromptLearning
 from .records import accuracy_percent, write_results
 
@@ -40,6 +39,24 @@ def evaluate_prompt(model: PromptPreTrainedModel, experiment: Experiment) -> dic
     move_to_classnames(model, experiment.classnames)
     logits, labels = experiment.predict(model)
     return accuracy_percent(logits.argmax(-1), labels)
+
+
+def load_prompt_config(name_or_path: str, *, flag: str = "--prompt") -> tuple[PretrainedConfig, dict[str, bool]]:
+    """The config of the saved prompt `name_or_path` (a folder or Hub id) and the `from_pretrained` keyword
+    arguments to load it with (`model_load_kwargs`); a value that holds no prompt model raises a one-line error
+    naming `flag`."""
+    load_kwargs = model_load_kwargs(name_or_path, flag=flag, not_found=NOT_A_PROMPT)
+    try:
+        config = AutoConfig.from_pretrained(name_or_path, **load_kwargs)
+    except (OSError, ValueError) as error:  # no config.json or no model type in it; a Hub id of no repository
+        reason = str(error).splitlines()[0]
+        raise ValueError(f"{flag} {name_or_path!r} holds no saved prompt ({reason})") from None
+    if config.model_type not in PROMPT_MODELS:
+        raise ValueError(
+            f"{flag} {name_or_path!r} holds a model of type {config.model_type!r}, not a prompt model "
+            f"({', '.join(PROMPT_MODELS)})."
+        )
+    return config, load_kwargs
 
 
 def load_seed_prompt(
@@ -82,13 +99,7 @@ def run_evaluation(args: EvaluationArguments) -> dict[str, Any]:
     """Evaluate the prompt `args.prompt` on the test split of `args.dataset` and write `output_dir/results.json`:
     accuracy and macro accuracy, zero-shot CLIP's accuracy on the same split, and the identity of the prompt and of
     the dataset."""
-    load_kwargs = model_load_kwargs(args.prompt, flag="--prompt")
-    config = AutoConfig.from_pretrained(args.prompt, **load_kwargs)
-    if config.model_type not in PROMPT_MODELS:
-        raise ValueError(
-            f"--prompt {args.prompt!r} holds a model of type {config.model_type!r}, not a prompt model "
-            f"({', '.join(PROMPT_MODELS)})."
-        )
+    config, load_kwargs = load_prompt_config(args.prompt)
     base = args.model_name_or_path or config.base_model_name_or_path
     if not base:
         raise ValueError(f"--prompt {args.prompt!r} does not name its base CLIP: pass --model_name_or_path.")
@@ -108,9 +119,8 @@ def run_evaluation(args: EvaluationArguments) -> dict[str, Any]:
         "num_classes": trained_classes,
         "base_model_name_or_path": config.base_model_name_or_path,
     }
-    claim_run_directory(
-        args.output_dir, experiment.run_config("evaluate", prompt=prompt), overwrite=args.overwrite_output_dir
-    )
+    run = (args.output_dir, experiment.run_config("evaluate", prompt=prompt))
+    claim_run_directories([experiment], [run], overwrite=args.overwrite_output_dir)  # test images read first
     scores = evaluate_prompt(model, experiment)
     results = {
         **scores,

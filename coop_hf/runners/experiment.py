@@ -7,6 +7,8 @@ check and the results record.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from functools import cached_property
 from importlib.metadata import version
@@ -18,15 +20,16 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import AutoImageProcessor, PreTrainedModel
 
-from ..backbones import Backbone, backbone_for, load_backbone
+from ..backbones import Backbone, backbone_for, default_image_processor, load_backbone
 from ..baselines import zero_shot_logits, zero_shot_weights
 from ..data import CoOpTransform, build_few_shot_splits, check_images, load_dataset_splits, with_coop_transform
+from ..data.imbalance import build_imbalanced_splits
 from ..feature_cache import encode_images
 from ..hub import CardResults
 from ..hub_access import model_load_kwargs
 from ..modeling_utils import PromptPreTrainedModel
 from ..noise import NO_NOISE, NoiseReport, NoiseSpec, inject_label_noise, zero_shot_class_similarity
-from ..run_directory import claim_run_directory, splits_fingerprint
+from ..run_directory import check_run_directory, claim_run_directory, splits_fingerprint
 from ..training import CoOpTrainingArguments
 from .records import accuracy_percent
 
@@ -52,7 +55,7 @@ class LoadedBackbone:
             clip=clip,
             tokenizer=tokenizer,
             image_processor=backbone_for(clip).image_processor(
-                AutoImageProcessor.from_pretrained(name_or_path, **load_kwargs)
+                default_image_processor(clip) or AutoImageProcessor.from_pretrained(name_or_path, **load_kwargs)
             ),
             cache_dir=cache_dir,
         )
@@ -144,13 +147,13 @@ class Experiment:
         return splits_fingerprint(self.splits)
 
     def prepare(self, args: CoOpTrainingArguments, config: dict[str, Any]) -> bool:
-        """Claim `args.output_dir` for a run of `config` (see `claim_run_directory`), then encode the test features
-        (the main process first; the others read them from the cache). Returns whether the directory already held
-        this configuration's run."""
-        with args.main_process_first(desc="output directory"):
-            continued = claim_run_directory(args.output_dir, config, overwrite=args.overwrite_output_dir)
-        with args.main_process_first(desc="test image features"):
-            self.test  # noqa: B018 (encodes and caches)
+        """Claim `args.output_dir` for a run of `config` and encode the test features (`claim_run_directories`: the
+        directory checked first, claimed last, so an unreadable test image leaves nothing written). Returns whether
+        the directory already held this configuration's run."""
+        (continued,) = claim_run_directories(
+            [self], [(args.output_dir, config)], overwrite=args.overwrite_output_dir,
+            main_process_first=args.main_process_first,
+        )  # fmt: skip
         return continued
 
     def run_config(self, method: str, **fields: Any) -> dict[str, Any]:
@@ -170,12 +173,22 @@ class Experiment:
         return accuracy_percent(logits, self.test["labels"])
 
     def few_shot(
-        self, shots: int, seed: int, *, noise: NoiseSpec = NO_NOISE, allow_fewer: bool = False
+        self,
+        shots: int,
+        seed: int,
+        *,
+        noise: NoiseSpec = NO_NOISE,
+        allow_fewer: bool = False,
+        shots_per_class: list[int] | None = None,
     ) -> tuple[datasets.DatasetDict, NoiseReport | None]:
         """The seed's K-shot train and min(K, 4)-shot val splits, images checked, with the requested label noise in
         train (and in val with `noise.val`; the clean labels stay in a `clean_label` column); the report describes
-        the train split."""
-        splits = build_few_shot_splits(self.splits, shots, seed, allow_fewer=allow_fewer)
+        the train split. With `shots_per_class` (the realistic protocol), train has that many images of each class
+        and val is empty (`build_imbalanced_splits`): no validation image is read."""
+        if shots_per_class is None:
+            splits = build_few_shot_splits(self.splits, shots, seed, allow_fewer=allow_fewer)
+        else:
+            splits = build_imbalanced_splits(self.splits, shots_per_class, seed, allow_fewer=allow_fewer)
         check_images(splits["train"])
         check_images(splits["val"])
         if not noise.active:
@@ -232,3 +245,27 @@ class Experiment:
             description=description,
             hyperparameters=hyperparameters,
         )
+
+
+def claim_run_directories(
+    experiments: list[Experiment],
+    runs: list[tuple[str, dict[str, Any]]],
+    *,
+    overwrite: bool = False,
+    main_process_first: Callable[..., AbstractContextManager] | None = None,
+) -> list[bool]:
+    """Claim the directories of `runs`, (output directory, run configuration) pairs, for runs on `experiments`:
+    every directory is checked first (`check_run_directory`: one that cannot be written, or holds another
+    configuration's run without `overwrite`, stops them all before any work), then each experiment's test images
+    are read and encoded (an unreadable one stops them with nothing written), then every directory is claimed. In
+    a launch of several processes, pass `TrainingArguments.main_process_first`. Returns, per run, whether its
+    directory already held this configuration's run."""
+    first = main_process_first or (lambda desc: nullcontext())
+    continued = [check_run_directory(directory, config, overwrite=overwrite) for directory, config in runs]
+    for experiment in dict.fromkeys(experiments):
+        with first(desc="test image features"):
+            experiment.test  # noqa: B018 (encodes and caches)
+    for directory, config in runs:
+        with first(desc="output directory"):
+            claim_run_directory(directory, config, overwrite=overwrite)
+    return continued

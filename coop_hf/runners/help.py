@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import sys
@@ -12,11 +13,13 @@ from typing import Any
 
 from transformers import HfArgumentParser
 
+from ..cli import did_you_mean
 from ..methods.recipes import PROTOCOLS, recipe_row
+from ..run_directory import check_writable
 from ..training import CoOpTrainingArguments
 from .arguments import PromptArguments, setting_help
 from .methods import METHOD_NAMES, PROMPT_METHODS
-from .settings import QUICK_BOUNDS, QUICK_PATHS
+from .settings import QUICK_BOUNDS, QUICK_NEEDS, QUICK_PATHS
 
 COMMON_TRAINING_FLAGS = (
     "output_dir", "num_train_epochs", "max_steps", "learning_rate", "per_device_train_batch_size",
@@ -91,8 +94,9 @@ def quick_help_page(prog: str, description: str, dataclass_types: tuple[type, ..
             f"  {prog} --help <method>, <method> one of",
             textwrap.fill(", ".join(PROMPT_METHODS), WIDTH, initial_indent=" " * 6, subsequent_indent=" " * 6),
         ]
-    lines += [f"Every flag: {prog} --help all"]
-    return "\n".join(lines) + "\n"
+    if len(own) < len(dataclass_types):  # flags the page leaves out
+        lines += [f"Every flag: {prog} --help all"]
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 UNKNOWN_HELP = "--help {name!r}: not a prompt method; use one of {methods}, or all."
@@ -120,7 +124,9 @@ def method_help_page(name: str) -> str:
     if name in METHOD_NAMES and name not in PROMPT_METHODS:
         return NO_SETTINGS.format(name=name)
     if name not in PROMPT_METHODS:
-        raise ValueError(UNKNOWN_HELP.format(name=name, methods=", ".join(PROMPT_METHODS)))
+        raise ValueError(
+            UNKNOWN_HELP.format(name=name, methods=", ".join(PROMPT_METHODS)) + did_you_mean(name, PROMPT_METHODS)
+        )
     method = PROMPT_METHODS[name]
     config_class = method.model_class.config_class
     defaults = {field.name: _default(field) for field in dataclasses.fields(config_class)}
@@ -156,32 +162,55 @@ def flag_names(dataclass_types: tuple[type, ...]) -> dict[str, Any]:
     """What the scripts check before torch loads: every option string of the parser of `dataclass_types` ("flags"),
     the names `--method` may take ("methods"; none without the flag: a study that trains prompts only refuses the
     baselines later, with its own message) and, per numeric or choice flag, its type, choices and bounds ("values",
-    with `settings.QUICK_BOUNDS`) and the path flags that must name a folder ("paths", `settings.QUICK_PATHS`)."""
+    with `settings.QUICK_BOUNDS`), the path flags with their rule ("paths", `settings.QUICK_PATHS`) and the flags that
+    need another ("needs", `settings.QUICK_NEEDS`)."""
     parser = HfArgumentParser(dataclass_types)
     flags = sorted(option for action in parser._actions for option in action.option_strings if option.startswith("--"))
     takes_method = any(field.name == "method" for kind in dataclass_types for field in dataclasses.fields(kind))
-    values = {}
+    values, paths = {}, {}
     for action in parser._actions:
+        many = action.nargs in ("+", "*")
+        if action.dest in QUICK_PATHS and action.option_strings:
+            paths[action.option_strings[0]] = QUICK_PATHS[action.dest] | {"many": many}
         kind = {int: "int", float: "float"}.get(action.type)
         if kind is None and not action.choices:
             continue
-        entry = {"type": kind or "str", "many": action.nargs in ("+", "*")}
+        entry = {"type": kind or "str", "many": many}
         entry |= {"choices": list(action.choices)} if action.choices else {}
         values[action.option_strings[0]] = entry | QUICK_BOUNDS.get(action.dest, {})
-    paths = {f"--{name}": rule for name, rule in QUICK_PATHS.items() if f"--{name}" in flags}
-    return {"flags": flags, "methods": list(METHOD_NAMES) if takes_method else [], "values": values, "paths": paths}
+    needs = {f"--{name}": rule | {"needs": f"--{rule['needs']}"} for name, rule in QUICK_NEEDS.items()}
+    needs = {flag: rule for flag, rule in needs.items() if flag in flags and rule["needs"] in flags}
+    methods = list(METHOD_NAMES) if takes_method else []
+    return {"flags": flags, "methods": methods, "values": values, "paths": paths, "needs": needs}
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """`--help all`: a flag's default after its help, unless the help says it or there is none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text.lower() or action.default in (None, "", [], False, argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
 
 
 def parse_flags(dataclass_types: tuple[type, ...], argv: list[str] | None = None) -> tuple:
     """`HfArgumentParser(dataclass_types).parse_args_into_dataclasses(argv)`, after answering `--help all` or
-    `--help <method>` (printed, then exit status 0)."""
-    parser = HfArgumentParser(dataclass_types)
+    `--help <method>` (printed, then exit status 0); then the folders the script writes in (`--output_dir`,
+    `--feature_cache_dir`, defaults included) are checked, so one it cannot write stops it before any work."""
+    parser = HfArgumentParser(dataclass_types, formatter_class=DefaultsHelpFormatter)
     argv = sys.argv[1:] if argv is None else argv
     page = help_request(argv, parser)
     if page is not None:
         sys.stdout.write(page)
         raise SystemExit(0)
-    return parser.parse_args_into_dataclasses(args=argv)
+    parsed = parser.parse_args_into_dataclasses(args=argv)
+    writable = [name for name, rule in QUICK_PATHS.items() if rule["check"] == "writable"]
+    for arguments in parsed:
+        for name in writable:
+            if getattr(arguments, name, None):
+                check_writable(getattr(arguments, name), flag=f"--{name}")
+    return parsed
 
 
 def help_request(argv: list[str], parser: HfArgumentParser) -> str | None:
@@ -189,4 +218,8 @@ def help_request(argv: list[str], parser: HfArgumentParser) -> str | None:
     script imports anything: `examples/quick_help.py`)."""
     if len(argv) != 2 or argv[0] not in ("-h", "--help"):
         return None
-    return parser.format_help() if argv[1] == "all" else method_help_page(argv[1])
+    if argv[1] == "all":
+        return parser.format_help()
+    if "method" not in {action.dest for action in parser._actions}:
+        raise ValueError(f"{parser.prog} takes no --method: --help {argv[1]} has no page (see {parser.prog} --help)")
+    return method_help_page(argv[1])

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from ..cli import did_you_mean
 from ..methods import METHODS
 from .prompt_learning import PromptLearning
 
@@ -19,6 +20,6 @@ def prompt_method(name: str) -> PromptLearning:
     if name not in PROMPT_METHODS:
         raise ValueError(
             f"--method {name!r} learns no prompt to transfer: use one of {', '.join(PROMPT_METHODS)} (zero-shot "
-            "CLIP is reported beside it)."
+            f"CLIP is reported beside it).{did_you_mean(name, PROMPT_METHODS) if name not in BASELINES else ''}"
         )
     return PROMPT_METHODS[name]

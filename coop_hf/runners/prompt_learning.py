@@ -32,6 +32,7 @@ from ..modeling_utils import PromptPreTrainedModel
 from ..noise import NO_NOISE, NoiseReport, NoiseSpec
 from ..training import CoOpTrainingArguments, compute_accuracy_metrics, reference_epochs
 from .experiment import Experiment
+from .realistic import check_method, realistic_settings
 from .records import announce, describe_loss, noise_fields, noise_summary, seeds_heading, training_fields
 from .settings import RunSettings
 
@@ -135,27 +136,32 @@ class PromptLearning(MethodSpec):
             )
 
     def method_settings(
-        self, experiment: Experiment, settings: dict[str, Any], protocol: str = "few_shot"
+        self, experiment: Experiment, settings: dict[str, Any], protocol: str = "few_shot", realistic: bool = False
     ) -> dict[str, Any]:
         """The prompt settings given, over the protocol's recipe settings (MaPLe's cross-dataset depth 3), over the
         method's defaults for the experiment's dataset (KgCoOp's and ProGrad's hand-crafted template per benchmark:
-        `config_class.dataset_settings`)."""
-        defaults = self.model_class.config_class.dataset_settings(experiment.dataset)
+        `config_class.dataset_settings`). Under the realistic evaluation protocol (`realistic`) one recipe serves
+        every dataset: no per-dataset setting but the class prompts, no validation search (`realistic_settings`)."""
+        config_class = self.model_class.config_class
+        defaults = config_class.dataset_settings(experiment.dataset)
+        if realistic:
+            defaults = realistic_settings(defaults, tuple(config_class.prompt_settings()))
         given = {key: value for key, value in settings.items() if value is not None}
         contradicted = [key for key, value in given.items() if key in self.settings and value != self.settings[key]]
         if contradicted:
             fixed = ", ".join(f"--{key} {self.settings[key]!r}" for key in contradicted)
             raise ValueError(f"--method {self.name} fixes {fixed}; drop the flag or choose another method.")
-        recipe = self.recipe(protocol).dataset_settings(experiment.dataset)
-        return {**defaults, **self.defaults, **recipe, **self.settings, **given}
+        recipe = self.recipe(protocol).dataset_settings(None if realistic else experiment.dataset)
+        forced = realistic_settings({}, tuple(config_class.prompt_settings())) if realistic else {}
+        return {**defaults, **self.defaults, **recipe, **self.settings, **given, **forced}
 
     def prompt_config(
-        self, experiment: Experiment, settings: dict[str, Any], protocol: str = "few_shot"
+        self, experiment: Experiment, settings: dict[str, Any], protocol: str = "few_shot", realistic: bool = False
     ) -> PretrainedConfig:
         """The model config these prompt settings give under `protocol`'s recipe (resolved, as the model will have
         it)."""
         backbone = experiment.backbone
-        settings = self.method_settings(experiment, settings, protocol)
+        settings = self.method_settings(experiment, settings, protocol, realistic)
         return self.model_class.build_config(backbone.clip, experiment.classnames, backbone.tokenizer, **settings)
 
     def prompt_fields(
@@ -171,10 +177,12 @@ class PromptLearning(MethodSpec):
         args: CoOpTrainingArguments,
         noise: NoiseSpec = NO_NOISE,
         protocol: str = "few_shot",
+        realistic: bool = False,
     ) -> float:
         """`args.num_train_epochs`, else the protocol's recipe epochs (on the experiment's dataset), else the
         reference's: CoOp's by shot count, PTNL's 50 under label noise (all divided by `args.cached_views` when
-        training from cached views)."""
+        training from cached views). Under the realistic evaluation protocol (`realistic`) no per-dataset epochs
+        apply (neither the recipe's nor CoOp's ImageNet 50)."""
         if args.num_train_epochs:
             return args.num_train_epochs
         if args.max_steps > 0:  # the epochs the steps span (what Trainer will count)
@@ -184,7 +192,7 @@ class PromptLearning(MethodSpec):
                 batches = max(images // args.global_train_batch_size, 1)
             return math.ceil(args.max_steps / batches)
         recipe = self.recipe(protocol)
-        dataset = getattr(experiment, "dataset", None)
+        dataset = None if realistic else getattr(experiment, "dataset", None)
         if dataset in recipe.epochs_by_dataset:
             epochs = recipe.epochs_by_dataset[dataset]
         elif "num_train_epochs" in recipe.training:
@@ -200,12 +208,15 @@ class PromptLearning(MethodSpec):
         protocol, the epochs and the prompt config (`prompt` holds the prompt flags given)."""
         run.check_shots()
         self.check_arguments(args, run.loss)
+        if run.realistic:
+            check_method(self.name)
         protocol, steps_per_shot = run.protocol, self.recipe(run.protocol).steps_per_shot
         args = self.training_arguments(args, protocol)
         if steps_per_shot and args.max_steps <= 0 and not args.num_train_epochs:
             args = dataclasses.replace(args, max_steps=steps_per_shot * run.shots)
-        epochs = self.epochs(experiment, run.shots, args, run.noise, protocol)
-        return PromptRun(self, experiment, run, args, epochs, self.prompt_config(experiment, prompt, protocol))
+        epochs = self.epochs(experiment, run.shots, args, run.noise, protocol, run.realistic)
+        config = self.prompt_config(experiment, prompt, protocol, run.realistic)
+        return PromptRun(self, experiment, run, args, epochs, config)
 
     def run(
         self, experiment: Experiment, run: RunSettings, args: CoOpTrainingArguments, prompt: dict[str, Any]
@@ -246,6 +257,7 @@ class PromptRun:
         return self.experiment.run_config(
             self.method.name, shots=run.shots, allow_fewer_shots=run.allow_fewer_shots, prompt=prompt,
             training=training_fields(self.args, self.epochs), **run.loss_fields(), **run.noise.fields(),
+            **run.evaluation_fields(),
         )  # fmt: skip
 
     def execute(self) -> dict[str, Any]:
@@ -260,15 +272,21 @@ class PromptRun:
             )
         # Every seed's shots drawn and images read before the directory is claimed: a bad --shots or a corrupt
         # image must not leave a run_config.json that refuses the corrected rerun.
-        splits = {
-            seed: experiment.few_shot(run.shots, seed, noise=run.noise, allow_fewer=run.allow_fewer_shots)
-            for seed in run.seeds
-        }
+        shots_per_class = {seed: run.shots_per_class(len(experiment.classnames), seed) for seed in run.seeds}
+        options = {"noise": run.noise, "allow_fewer": run.allow_fewer_shots}
+        if run.realistic:  # the few-shot study only (base-to-new's class subsets draw K per class)
+            draws = {seed: {"shots_per_class": shots_per_class[seed], **options} for seed in run.seeds}
+        else:
+            draws = dict.fromkeys(run.seeds, options)
+        splits = {seed: experiment.few_shot(run.shots, seed, **draws[seed]) for seed in run.seeds}
         continued = experiment.prepare(args, self.run_config)
         per_seed = self.train_seeds(splits.__getitem__, continued=continued)
+        if run.realistic:
+            per_seed = [{**result, "shots_per_class": shots_per_class[result["seed"]]} for result in per_seed]
         return experiment.results(
             self.method.name, run.shots, run.seeds, per_seed, epochs=self.epochs, cached_views=self.args.cached_views,
             **prompt_fields(self.prompt_config), **run.loss_fields(), **noise_summary(run.noise, per_seed),
+            **run.evaluation_fields(),
         )  # fmt: skip
 
     def train_seeds(
@@ -324,7 +342,7 @@ class PromptRun:
         """The validation split a fitted method may search on whole (Tip-Adapter's): the dataset's, or the seed's
         few-shot one where the dataset has none or where its labels must be noisy (`--noise_val`)."""
         dataset_splits = self.experiment.splits  # base-to-new's class subsets are drawn each time it is read
-        if "val" not in dataset_splits or (self.run.noise.active and self.run.noise.val):
+        if self.run.realistic or "val" not in dataset_splits or (self.run.noise.active and self.run.noise.val):
             return splits["val"]
         return dataset_splits["val"]
 
@@ -427,7 +445,7 @@ class PromptRun:
     def validation(self, splits: datasets.DatasetDict, args: CoOpTrainingArguments) -> datasets.Dataset | None:
         """With --eval_strategy epoch|steps, the few-shot validation split for the logs; the reported model stays the
         last one, as the reference's."""
-        if args.eval_strategy == "no" or "val" not in splits:
+        if args.eval_strategy == "no" or "val" not in splits or len(splits["val"]) == 0:
             return None
         return with_coop_transform(splits["val"], self.experiment.backbone.image_processor, train=False)
 

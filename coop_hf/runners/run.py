@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..cli import did_you_mean
 from ..training import CoOpTrainingArguments
 from .arguments import ExperimentArguments, prompt_settings
 from .baselines import run_linear_probe, run_zeroshot
@@ -39,7 +40,10 @@ def run_method(
     """Run `experiment.method` for every seed and write `output_dir/results.json`; `prompt` holds the prompt
     flags (`PromptArguments`)."""
     if experiment.method not in METHOD_NAMES:
-        raise ValueError(f"Unknown --method {experiment.method!r}: use one of {', '.join(METHOD_NAMES)}.")
+        raise ValueError(
+            f"Unknown --method {experiment.method!r}: use one of {', '.join(METHOD_NAMES)}."
+            + did_you_mean(experiment.method, METHOD_NAMES)
+        )
     settings = prompt_settings(prompt, experiment.method)
     run = RunSettings.from_arguments(experiment, callbacks)
     noise = run.noise

@@ -7,10 +7,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..hub_access import NOT_A_MODEL
+from ..data.imbalance import long_tailed_shots
+from ..hub_access import NOT_A_MODEL, NOT_A_PROMPT
 from ..losses import DEFAULT_GCE_Q, loss_from_name
 from ..methods.recipes import PROTOCOLS
-from ..noise import NO_NOISE, NoiseSpec
+from ..noise import NO_NOISE, RATE_WITHOUT_TYPE, NoiseSpec
+from ..run_directory import UNWRITABLE
+from .realistic import DEFAULT_IMBALANCE_RATIO, check_evaluation
 
 SHOTS_MESSAGE = (
     "--shots takes the number of training images per class, at least 1; got {value} (zero-shot CLIP is --method "
@@ -22,16 +25,33 @@ QUICK_BOUNDS: dict[str, dict[str, Any]] = {
                    "[0, 1); got {value}."},
     "gce_q": {"above": 0, "max": 1, "message": "--gce_q must lie in (0, 1]; got {value}."},
     "cached_views": {"min": 0, "message": "--cached_views takes a number of views, 0 or more; got {value}."},
+    "top_k": {"min": 1, "message": "--top_k must be at least 1; got {value}."},
+    "batch_size": {"min": 1, "message": "--batch_size takes a number of images, at least 1; got {value}."},
+    "num_examples": {"min": 0, "message": "--num_examples takes a number of images, 0 or more; got {value}."},
+    "port": {"min": 1, "max": 65535, "message": "--port takes a TCP port, 1 to 65535; got {value}."},
 }  # fmt: skip
 """Bounds of numeric flags that the scripts check before torch loads (`examples/quick_help.py`, from the generated
 `examples/help/<script>.json`); the package checks them again where it uses them."""
 QUICK_PATHS: dict[str, dict[str, str]] = {
-    "model_name_or_path": {"exists": "when local", "message": NOT_A_MODEL.replace("{flag}", "--model_name_or_path")},
-    "data_dir": {"exists": "always", "message": "--data_dir {value!r} is not a folder: give the folder that holds the "
+    "model_name_or_path": {"check": "model", "message": NOT_A_MODEL.replace("{flag}", "--model_name_or_path")},
+    "tokenizer_from": {"check": "model", "message": NOT_A_MODEL.replace("{flag}", "--tokenizer_from")},
+    "prompt": {"check": "model", "message": NOT_A_PROMPT.replace("{flag}", "--prompt")},
+    "prompts": {"check": "model", "message": NOT_A_PROMPT.replace("{flag}", "--prompts")},
+    "data_dir": {"check": "folder", "message": "--data_dir {value!r} is not a folder: give the folder that holds the "
                  "datasets in CoOp's layout (see DATASETS.md of KaiyangZhou/CoOp)."},
+    "examples": {"check": "exists", "message": "--examples {value!r} is neither an image nor a folder."},
+    "output_dir": {"check": "writable", "message": UNWRITABLE.replace("{flag}", "--output_dir")},
+    "feature_cache_dir": {"check": "writable", "message": UNWRITABLE.replace("{flag}", "--feature_cache_dir")},
 }  # fmt: skip
-"""Path flags the scripts check before torch loads: a folder that must exist (`model_name_or_path` only when the
-value is written as a path: /, ., ~)."""
+"""Path flags the scripts check before torch loads: "folder", a folder that exists; "model", a folder, or a value
+that can name a model (not written as a path: /, ., ~; a Hub id's one / at most, or a "scheme:" name such as
+open_clip's); "exists", a file or folder that exists; "writable", a folder this process can write in or create
+(`run_directory.check_writable`, which `parse_flags` applies after parsing too, defaults included)."""
+QUICK_NEEDS: dict[str, dict[str, str]] = {
+    "noise_rate": {"needs": "noise_type", "default": "none", "message": RATE_WITHOUT_TYPE},
+}
+"""Flags whose non-zero value needs another flag given, with another value than its default, checked before torch
+loads (and by the package where it uses them)."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +67,9 @@ class RunSettings:
         allow_fewer_shots: Take all images of a class with fewer than `shots` (as the reference), else an error.
         callbacks: Extra `TrainerCallback`s of every training run.
         protocol: The study's protocol (`coop_hf.methods.recipes.PROTOCOLS`): whose recipe each method applies.
+        evaluation: The evaluation protocol (`coop_hf.runners.realistic`): "papers" or "realistic".
+        imbalance_ratio: Under "realistic": largest over smallest per-class shot count.
+        mean_shots: Under "realistic": mean shots per class (None: `shots`).
     """
 
     shots: int
@@ -57,6 +80,9 @@ class RunSettings:
     allow_fewer_shots: bool = False
     callbacks: list | None = None
     protocol: str = "few_shot"
+    evaluation: str = "papers"
+    imbalance_ratio: float = DEFAULT_IMBALANCE_RATIO
+    mean_shots: float | None = None
 
     @classmethod
     def from_arguments(cls, arguments: Any, callbacks: list | None = None, protocol: str = "few_shot") -> RunSettings:
@@ -70,11 +96,36 @@ class RunSettings:
             allow_fewer_shots=arguments.allow_fewer_shots,
             callbacks=callbacks,
             protocol=protocol,
+            evaluation=getattr(arguments, "protocol", "papers"),
+            imbalance_ratio=getattr(arguments, "imbalance_ratio", DEFAULT_IMBALANCE_RATIO),
+            mean_shots=getattr(arguments, "mean_shots", None),
         )
 
     def __post_init__(self):
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"Unknown protocol {self.protocol!r}: use one of {', '.join(PROTOCOLS)}.")
+        check_evaluation(self.evaluation)
+        if self.realistic and self.protocol != "few_shot":
+            raise ValueError("--protocol realistic is available for the few-shot study only (train.py, sweep.py).")
+
+    @property
+    def realistic(self) -> bool:
+        """Whether the runs follow the realistic evaluation protocol."""
+        return self.evaluation == "realistic"
+
+    def shots_per_class(self, num_classes: int, seed: int) -> list[int] | None:
+        """The seed's long-tailed shot counts per class under the realistic protocol (None: `shots` each)."""
+        if not self.realistic:
+            return None
+        mean = self.shots if self.mean_shots is None else self.mean_shots
+        return long_tailed_shots(num_classes, mean, self.imbalance_ratio, seed)
+
+    def evaluation_fields(self) -> dict[str, Any]:
+        """The evaluation protocol as run configurations and results record it (nothing under the papers')."""
+        if not self.realistic:
+            return {}
+        mean = self.shots if self.mean_shots is None else self.mean_shots
+        return {"evaluation": {"protocol": "realistic", "imbalance_ratio": self.imbalance_ratio, "mean_shots": mean}}
 
     def check_shots(self) -> None:
         """Refuse a shot count below 1 before anything is written (a run that learns from labelled shots)."""

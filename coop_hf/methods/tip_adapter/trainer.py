@@ -72,9 +72,9 @@ class TipAdapterTrainer(FeatureFitTrainer):
         views, labels = data.train_views(model.config.augment_views, crop_scale=TIP_ADAPTER_CROP_SCALE)
         model.set_cache(F.normalize(views.to(device).mean(dim=0), dim=-1), labels.to(device))
         metrics = self.fine_tune(data)
-        val, val_labels = data.val_features(full=True)
-        val = F.normalize(val.to(device).float(), dim=-1)
-        if max(model.config.search_steps) > 0:
+        if max(model.config.search_steps) > 0:  # else no validation image is read
+            val, val_labels = data.val_features(full=True)
+            val = F.normalize(val.to(device).float(), dim=-1)
             beta, alpha, accuracy = search_alpha_beta(model, val, val_labels.to(device), self.progress)
             with torch.no_grad():
                 model.alpha.fill_(alpha)
