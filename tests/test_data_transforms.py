@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import CLIPImageProcessor
+from transformers import CLIPImageProcessor, CLIPImageProcessorPil
 
 from coop_hf.data import (
     CoOpTransform,
@@ -33,8 +33,10 @@ CLIP_STD = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(3, 1, 1)
 
 
 @pytest.fixture(scope="module")
-def processor() -> CLIPImageProcessor:
-    return CLIPImageProcessor.from_pretrained(VIT_B32)
+def processor() -> CLIPImageProcessorPil:
+    """The PIL processor, whose resize is the reference's (Dassl resizes PIL images); where torchvision is installed,
+    `CLIPImageProcessor` is its torchvision backend, which resizes otherwise."""
+    return CLIPImageProcessorPil.from_pretrained(VIT_B32)
 
 
 def _noise(width: int, height: int, seed: int = 0) -> Image.Image:
