@@ -466,6 +466,13 @@ class TextFeatureClassifier(PromptPreTrainedModel):
         )
 
 
+def rows_among(names: list[str], among: list[str] | None) -> torch.Tensor:
+    """[names] the index of each name in `among`, -1 for a name not in it: where a class's fitted tensors sit when
+    the class list moved (a method fitted on some classes keeps them by name)."""
+    index = {name: row for row, name in enumerate(among or [])}
+    return torch.tensor([index.get(name, -1) for name in names], dtype=torch.long)
+
+
 @contextmanager
 def quiet_progress_bars():
     """transformers' own progress bars ("Writing model shards") off inside the block: a prompt is one small file,

@@ -10,7 +10,7 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ...backbones import Backbone
-from ...modeling_utils import PromptModelOutput, PromptPreTrainedModel
+from ...modeling_utils import PromptModelOutput, PromptPreTrainedModel, rows_among
 from .configuration_clap import CLAPConfig
 
 CLAP_PAPER = (
@@ -109,8 +109,7 @@ class CLAPModel(PromptPreTrainedModel):
 
     def _set_fitted_rows(self) -> None:
         """The row of each current class among the fitted ones (-1 for a class not fitted)."""
-        fitted = {name: index for index, name in enumerate(self.config.fitted_classnames or [])}
-        rows = torch.tensor([fitted.get(name, -1) for name in self.classnames], dtype=torch.long)
+        rows = rows_among(self.classnames, self.config.fitted_classnames)
         self.register_buffer("fitted_rows", rows.to(self.prototypes.device), persistent=False)
 
     def set_classnames(self, classnames: list[str]) -> None:

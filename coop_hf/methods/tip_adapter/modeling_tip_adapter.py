@@ -11,7 +11,7 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ...baselines import zero_shot_weights
-from ...modeling_utils import PromptModelOutput, PromptPreTrainedModel
+from ...modeling_utils import PromptModelOutput, PromptPreTrainedModel, rows_among
 from .configuration_tip_adapter import TipAdapterConfig
 
 TIP_ADAPTER_PAPER = (
@@ -83,9 +83,7 @@ class TipAdapterModel(PromptPreTrainedModel):
 
     def _set_cache_columns(self) -> None:
         """The class column of every cache entry in the current class list (-1 for a class not in it)."""
-        fitted = self.config.fitted_classnames or []
-        column = {name: index for index, name in enumerate(self.classnames)}
-        columns = torch.tensor([column.get(name, -1) for name in fitted], dtype=torch.long)
+        columns = rows_among(self.config.fitted_classnames or [], self.classnames)
         entry_columns = columns[self.cache_labels.cpu()] if len(self.cache_labels) else self.cache_labels.cpu()
         self.register_buffer("cache_columns", entry_columns.to(self.cache_keys.device), persistent=False)
 

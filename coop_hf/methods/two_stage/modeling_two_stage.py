@@ -24,7 +24,7 @@ from safetensors.torch import save_file
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ...modeling_utils import TextFeatureClassifier
+from ...modeling_utils import TextFeatureClassifier, rows_among
 from ...text_encoding import encode_prompts, shared_prefix_length
 from .configuration_two_stage import TwoStageConfig
 
@@ -141,8 +141,7 @@ class TwoStageModel(TextFeatureClassifier):
         self.register_buffer("attention_mask", None if mask is None else mask.to(input_ids.device), persistent=False)
         no_context = input_ids.new_zeros((len(input_ids), 0))
         self.prefix_length = shared_prefix_length(input_ids, no_context, self.eot_positions, class_specific=False)
-        fitted = {name: row for row, name in enumerate(self.config.fitted_classnames or [])}
-        rows = torch.tensor([fitted.get(name, -1) for name in classnames], dtype=torch.long)
+        rows = rows_among(classnames, self.config.fitted_classnames)
         self.register_buffer("classifier_rows", rows.to(input_ids.device), persistent=False)
 
     def set_classnames(self, classnames: list[str]) -> None:
