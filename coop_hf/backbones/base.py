@@ -217,24 +217,33 @@ class Backbone:
     def _image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.model.get_image_features(pixel_values=pixel_values).pooler_output
 
+    vision_layer_input: ClassVar[str] = "hidden_states"
+    """The keyword under which a vision layer takes its input tokens (where `layer_hook` replaces them)."""
+
+    def _hook_vision_embeddings(self, embeddings_hook: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+        """Register `embeddings_hook` on the image tokens after the embeddings, before any norm; returns the handle."""
+        embeddings = self.vision_model.embeddings
+        return embeddings.register_forward_hook(lambda module, args, output: embeddings_hook(output))
+
     @contextmanager
     def _vision_hooks(
         self, embeddings_hook: Callable[[torch.Tensor], torch.Tensor] | None, layer_hook: LayerHook | None
     ) -> Iterator[None]:
         """Run the hooks of `image_features` on the vision modules while inside the block."""
 
+        name = self.vision_layer_input
+
         def make_hook(index: int):
             def pre_hook(module, args, kwargs):
                 if args:
                     return (layer_hook(index, args[0]), *args[1:]), kwargs
-                return args, {**kwargs, "hidden_states": layer_hook(index, kwargs["hidden_states"])}
+                return args, {**kwargs, name: layer_hook(index, kwargs[name])}
 
             return pre_hook
 
         handles = []
         if embeddings_hook is not None:
-            embeddings = self.vision_model.embeddings
-            handles.append(embeddings.register_forward_hook(lambda module, args, output: embeddings_hook(output)))
+            handles.append(self._hook_vision_embeddings(embeddings_hook))
         if layer_hook is not None:
             handles += [
                 layer.register_forward_pre_hook(make_hook(index), with_kwargs=True)

@@ -525,6 +525,12 @@ class OpenCLIPBackbone(Backbone):
     def _image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.model.get_image_features(pixel_values)
 
+    vision_layer_input = "q_x"  # open_clip's ResidualAttentionBlock
+
+    def _hook_vision_embeddings(self, embeddings_hook: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+        # the patch + class + position embeddings, before ln_pre
+        return self.vision_model.ln_pre.register_forward_pre_hook(lambda module, args: (embeddings_hook(args[0]),))
+
     @contextmanager
     def _vision_hooks(
         self, embeddings_hook: Callable[[torch.Tensor], torch.Tensor] | None, layer_hook: LayerHook | None
@@ -534,30 +540,8 @@ class OpenCLIPBackbone(Backbone):
                 f"{self.display_name} has no per-layer vision hooks (convolutions, then attention pooling): deep "
                 "vision prompts need a ViT image tower."
             )
-        handles = []
-        if embeddings_hook is not None:  # the patch + class + position embeddings, before ln_pre
-            handles.append(
-                self.vision_model.ln_pre.register_forward_pre_hook(lambda module, args: (embeddings_hook(args[0]),))
-            )
-        if layer_hook is not None:
-
-            def make_hook(index: int):
-                def pre_hook(module, args, kwargs):
-                    if args:
-                        return (layer_hook(index, args[0]), *args[1:]), kwargs
-                    return args, {**kwargs, "q_x": layer_hook(index, kwargs["q_x"])}
-
-                return pre_hook
-
-            handles += [
-                layer.register_forward_pre_hook(make_hook(index), with_kwargs=True)
-                for index, layer in enumerate(self.vision_layers)
-            ]
-        try:
+        with super()._vision_hooks(embeddings_hook, layer_hook):
             yield
-        finally:
-            for handle in handles:
-                handle.remove()
 
     @property
     def logit_bias(self) -> torch.Tensor | None:
