@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import os
 import tempfile
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -396,7 +397,7 @@ class PromptPreTrainedModel(PreTrainedModel):
         return model
 
 
-class TextFeatureClassifier(PromptPreTrainedModel):
+class TextFeatureClassifier(PromptPreTrainedModel, ABC):
     """A prompt model whose logits are the backbone's scaled cosine similarities (+ bias) between the image features
     and its class text features (`get_text_features`): CoOp and the methods built on it, TEnc-FT.
 
@@ -414,17 +415,17 @@ class TextFeatureClassifier(PromptPreTrainedModel):
         super().__init__(config, clip, tokenizer, image_processor)
         self._text_features_cache: tuple[tuple, torch.Tensor] | None = None
 
+    @abstractmethod
     def get_text_features(self) -> torch.Tensor:
         """[classes, projection_dim] unnormalised text features of the class prompts."""
-        raise NotImplementedError
 
+    @abstractmethod
     def text_prompt_tensors(self) -> list[torch.Tensor]:
         """The learned tensors the text features depend on (what the cached text features are keyed by)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def class_token_ids(self) -> torch.Tensor:
         """The token ids of the class prompts (they change with the class list)."""
-        raise NotImplementedError
 
     def train(self, mode: bool = True) -> TextFeatureClassifier:
         super().train(mode)

@@ -6,7 +6,7 @@ downloaded.
 loads through `AutoTokenizer`: SigLIP's `SiglipTokenizer` (SentencePiece; lowercases, strips punctuation, appends
 </s>), SigLIP 2's `Siglip2Tokenizer` (Gemma's byte-fallback BPE; lowercases, appends <eos>, pads on the LEFT) and
 MetaCLIP 2's `XLMRobertaTokenizer` (XLM-V's SentencePiece unigram; <s> ... </s>), saved and reloaded as from the Hub.
-CLIP has its real BPE tokenizer (`../shared/clip-configs`).
+CLIP's real BPE tokenizer comes with any CLIP checkpoint, so it needs no stand-in here.
 
 ```python
 >>> from coop_hf.testing import random_backbone, tiny_tokenizer
@@ -45,7 +45,7 @@ from transformers import (
 )
 
 FAMILIES = ("metaclip_2", "siglip", "siglip2")
-"""The families `tiny_tokenizer` and `random_backbone` build (CLIP's tokenizer ships in ../shared)."""
+"""The families `tiny_tokenizer` and `random_backbone` build (CLIP's tokenizer ships with its checkpoints)."""
 CONTEXT_SENTENCES = (
     "a photo of a X.",
     "X X X X X X X X X X X X X X X X the photo of a type of pet.",
