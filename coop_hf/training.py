@@ -347,3 +347,43 @@ def compute_accuracy_metrics(eval_prediction) -> dict[str, float]:
     metric = ClassificationAccuracy()
     scores = metric.compute(predictions=logits.argmax(-1), references=eval_prediction.label_ids)
     return {name: 100.0 * value for name, value in scores.items()}
+
+
+class AdamWCosineTrainer(CoOpTrainer):
+    """[`CoOpTrainer`] with AdamW (`args.learning_rate`, `args.weight_decay`, betas 0.9 / 0.999) over
+    `parameter_groups` and a cosine annealing of the learning rate at every step down to 1e-6 (the references'
+    `CosineAnnealingLR(total_iters, eta_min=1e-6)`), no warm-up: CLIP-LoRA's recipe, and 2SFS's per stage."""
+
+    eta_min = 1e-6
+    betas = (0.9, 0.999)
+    schedule = "cosine annealing at every step to {eta_min:g}"
+    """How the model card names the schedule."""
+
+    @classmethod
+    def recipe(cls, args: CoOpTrainingArguments, epochs: float) -> dict[str, Any]:
+        length = {"steps": args.max_steps} if args.max_steps > 0 else {"epochs": epochs}
+        return length | {
+            "optimizer": f"AdamW lr {args.learning_rate}, weight decay {args.weight_decay}, betas {cls.betas}",
+            "schedule": cls.schedule.format(eta_min=cls.eta_min),
+            "batch size": args.global_train_batch_size,
+        }
+
+    def parameter_groups(self, model: torch.nn.Module) -> list:
+        """What AdamW updates: every trainable tensor."""
+        return [parameter for parameter in model.parameters() if parameter.requires_grad]
+
+    def create_optimizer(self, model=None) -> torch.optim.Optimizer:
+        if self.optimizer is None:
+            groups = self.parameter_groups(self.model if model is None else model)
+            self.optimizer = torch.optim.AdamW(
+                groups, lr=self.args.learning_rate, weight_decay=self.args.weight_decay, betas=self.betas
+            )
+        return self.optimizer
+
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
+        if self.lr_scheduler is None:
+            optimizer = optimizer if optimizer is not None else self.optimizer
+            self.lr_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+                optimizer, T_max=num_training_steps, eta_min=self.eta_min
+            )
+        return self.lr_scheduler

@@ -11,10 +11,9 @@ from typing import Any
 
 import torch
 
-from ...training import CoOpTrainer, CoOpTrainingArguments
+from ...training import AdamWCosineTrainer
 
-ETA_MIN = 1e-6
-BETAS = (0.9, 0.999)
+ETA_MIN = AdamWCosineTrainer.eta_min
 
 
 def first_stage_steps(total_steps: int, fraction: float) -> int:
@@ -27,30 +26,19 @@ def cosine_factor(step: int, steps: int, learning_rate: float) -> float:
     return (ETA_MIN + (learning_rate - ETA_MIN) * (1 + math.cos(math.pi * step / steps)) / 2) / learning_rate
 
 
-class TwoStageTrainer(CoOpTrainer):
+class TwoStageTrainer(AdamWCosineTrainer):
     """[`CoOpTrainer`] running 2SFS's two stages within the run's steps (300 x shots by default: `max_steps`):
     stage one tunes the LayerNorms, then `TwoStageModel.start_second_stage` initialises the classifier from the
     adapted text features and stage two trains it. One AdamW (`args.learning_rate`, `args.weight_decay`) holds both
     as parameter groups; a tensor without a gradient is skipped by AdamW, so each stage updates (and decays) only its
     own, and the classifier's moments start at stage two as the official fresh optimizer's do."""
 
-    @classmethod
-    def recipe(cls, args: CoOpTrainingArguments, epochs: float) -> dict[str, Any]:
-        length = {"steps": args.max_steps} if args.max_steps > 0 else {"epochs": epochs}
-        return length | {
-            "optimizer": f"AdamW lr {args.learning_rate}, weight decay {args.weight_decay}, betas {BETAS}",
-            "schedule": f"two stages (LayerNorms, then the classifier), each a cosine at every step to {ETA_MIN:g}",
-            "batch size": args.global_train_batch_size,
-        }
+    schedule = "two stages (LayerNorms, then the classifier), each a cosine at every step to {eta_min:g}"
 
-    def create_optimizer(self, model=None) -> torch.optim.Optimizer:
-        if self.optimizer is None:
-            model = self.accelerator.unwrap_model(self.model if model is None else model)
-            groups = [{"params": model.layer_norm_parameters()}, {"params": [model.classifier]}]
-            self.optimizer = torch.optim.AdamW(
-                groups, lr=self.args.learning_rate, weight_decay=self.args.weight_decay, betas=BETAS
-            )
-        return self.optimizer
+    def parameter_groups(self, model: torch.nn.Module) -> list:
+        """The LayerNorms and the classifier, as two groups."""
+        model = self.accelerator.unwrap_model(model)
+        return [{"params": model.layer_norm_parameters()}, {"params": [model.classifier]}]
 
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
         if self.lr_scheduler is None:
