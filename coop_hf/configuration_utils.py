@@ -92,6 +92,17 @@ def check_templates(templates: list[str]) -> None:
         raise ValueError(f"templates (--templates) must each hold the class name once, as '{{}}': {bad}.")
 
 
+KEPT_EPOCHS = ("best_validation", "last")
+"""Which epoch a method that evaluates every epoch keeps (`keep_epoch`): the reference's choice on the validation
+split, or the last one (validation-free, as the realistic protocol forces)."""
+
+
+def check_keep_epoch(keep_epoch: str) -> None:
+    """Raise a `ValueError` naming `--keep_epoch` when it is not one of `KEPT_EPOCHS`."""
+    if keep_epoch not in KEPT_EPOCHS:
+        raise ValueError(f"keep_epoch={keep_epoch!r} (--keep_epoch) must be one of: {', '.join(KEPT_EPOCHS)}.")
+
+
 UNIFIED_CONTEXT_AT_END = {"class_token_position": "end", "class_specific_context": False}
 """CoOp's layout settings that CoCoOp and the deep prompts do not have: one context shared by all classes, the class
 name after it."""

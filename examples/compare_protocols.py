@@ -7,7 +7,7 @@
 Takes every flag of examples/sweep.py and runs its sweep twice, with --protocol papers (output_dir/papers) and
 --protocol realistic (output_dir/realistic: long-tailed shots, no validation image, one recipe for every dataset;
 docs/studies/realistic.md); zero-shot CLIP is always added as the floor. A rerun skips every finished cell, as the
-sweep does. Writes output_dir/comparison.md (per dataset, their average, method and shot count: papers' |
+sweep does; --shard I/N runs the I-th part of both grids, and the same command without --shard then compares. Writes output_dir/comparison.md (per dataset, their average, method and shot count: papers' |
 realistic | difference, † below zero-shot CLIP), comparison.json and comparison.png.
 """
 
@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         # the last occurrence of a flag wins: the protocol, its folder and the methods with zero-shot CLIP
         overrides = ["--protocol", protocol, "--output_dir", str(output_dir / protocol), "--method", *methods]
         rows[protocol] = sweep.main([*argv, *overrides])
+    if arguments.shard is not None:  # a part of both grids: the same command without --shard compares them
+        return []
     entries = compare_protocols(rows["papers"], rows["realistic"])
     if training_args.should_save:
         mean = "--shots" if arguments.mean_shots is None else f"{arguments.mean_shots:g}"

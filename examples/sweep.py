@@ -43,7 +43,14 @@ from coop_hf.runners.experiment import claim_run_directories
 from coop_hf.runners.help import parse_flags
 from coop_hf.runners.prompt_learning import PromptRun
 from coop_hf.runners.records import announce, check_dataset_folders, dataset_folder, write_results
-from coop_hf.runners.reporting import ZEROSHOT, baseline_labels, plot_sweep, results_markdown, rows_csv
+from coop_hf.runners.reporting import (
+    ZEROSHOT,
+    baseline_labels,
+    evaluation_text,
+    plot_sweep,
+    results_markdown,
+    rows_csv,
+)
 from coop_hf.runners.settings import RunSettings
 from coop_hf.runners.shard import Shard
 from coop_hf.training import CoOpTrainingArguments
@@ -165,6 +172,8 @@ def write_tables(rows: list[dict[str, Any]], sweep: SweepArguments, output_dir: 
         "parse_test_res.py, at full precision); shots: labelled training images per class. Rows per seed: "
         "results.csv; figures: plots/."
     )
+    if sweep.protocol == "realistic":
+        intro += " " + evaluation_text({"imbalance_ratio": sweep.imbalance_ratio, "mean_shots": sweep.mean_shots})
     atomic_write_text(output_dir / "results.csv", rows_csv(rows, CSV_COLUMNS))
     atomic_write_text(output_dir / "results.md", results_markdown(rows, intro=intro, labels=labels))
 

@@ -76,8 +76,7 @@ def test_the_papers_protocol_is_unchanged_and_recorded_as_before():
     assert realistic.evaluation_fields() == {
         "evaluation": {"protocol": "realistic", "imbalance_ratio": 5, "mean_shots": 4}
     }
-    with pytest.raises(ValueError, match="few-shot study only"):
-        RunSettings(4, [1], evaluation="realistic", protocol="base_to_new")
+    assert RunSettings(4, [1], evaluation="realistic", protocol="base_to_new").realistic  # every study takes it
     with pytest.raises(ValueError, match="papers or realistic"):
         RunSettings(4, [1], evaluation="real")
 
@@ -116,13 +115,14 @@ def flowers_with_unreadable_val(folder):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["coop", "linear-probe", "tip-adapter"])
+@pytest.mark.parametrize("method", ["coop", "linear-probe", "tip-adapter", "tip-adapter-f", "lp++"])
 def test_a_realistic_run_reads_no_validation_image_and_records_its_protocol(tiny_clip_dir, tmp_path, method):
     data = flowers_with_unreadable_val(tmp_path / "data")
     out = tmp_path / "out"
-    extra = ["--augment_views", "1"] if method == "tip-adapter" else []
+    extra = ["--augment_views", "1"] if method.startswith("tip-adapter") else []
+    extra += ["--num_train_epochs", "3"] if method in ("tip-adapter-f", "lp++") else []
     arguments = [*flags(tiny_clip_dir, out, "--method", method, *extra), "--data_dir", str(data)]
-    if method == "tip-adapter":  # no context tokens
+    if method in ("tip-adapter", "tip-adapter-f", "lp++"):  # no context tokens
         arguments = without_n_ctx(arguments)
     arguments += ["--protocol", "realistic", "--mean_shots", "2", "--imbalance_ratio", "5", "--seeds", "1", "2"]
     results = run_in_process(arguments)
@@ -134,16 +134,13 @@ def test_a_realistic_run_reads_no_validation_image_and_records_its_protocol(tiny
         assert run["shots_per_class"] == long_tailed_shots(102, 2.0, 5.0, run["seed"])
     if method == "linear-probe":
         assert config["evaluation"]["linear_probe_C"] == 1.0 and results["per_seed"][0]["C"] == 1.0
-    if method == "tip-adapter":
+    if method.startswith("tip-adapter"):
         assert results["search_steps"] == [0, 0] and results["init_alpha"] == TipAdapterConfig().init_alpha
-
-
-def test_a_method_that_selects_on_validation_is_refused(tiny_clip_dir, tmp_path):
-    with pytest.raises(ValueError, match="--protocol realistic reads no validation image"):
-        run_in_process(
-            without_n_ctx(flags(tiny_clip_dir, tmp_path / "out", "--method", "lp++", "--protocol", "realistic"))
-        )
-    assert not (tmp_path / "out").exists()
+    if method in ("tip-adapter-f", "lp++"):  # validation-free: the last epoch is kept
+        assert results["keep_epoch"] == "last"
+        for seed in (1, 2):
+            logged = json.loads((out / f"seed{seed}" / "trainer_state.json").read_text())["log_history"]
+            assert [entry["best_epoch"] for entry in logged if "best_epoch" in entry] == [3]
 
 
 def test_the_comparison_table_marks_the_drop_and_the_methods_below_zero_shot(tmp_path):
@@ -171,14 +168,27 @@ def test_the_comparison_table_marks_the_drop_and_the_methods_below_zero_shot(tmp
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:The number of unique classes is greater than 50%")
-def test_compare_protocols_runs_both_sweeps_and_writes_the_comparison(tiny_clip_dir, tmp_path, monkeypatch):
+def test_compare_protocols_runs_both_sweeps_in_shards_then_writes_the_comparison(
+    tiny_clip_dir, tmp_path, monkeypatch, capsys
+):
     monkeypatch.setattr(baselines, "fit_linear_probe", functools.partial(fit_linear_probe, bisection_steps=0))
     compare = load_example("compare_protocols")
     out = tmp_path / "compare"
-    entries = compare.main([
+    command = [
         "--model_name_or_path", str(tiny_clip_dir), "--dataset", "oxford_flowers", "--data_dir", str(DATA),
         "--method", "linear-probe", "--shots", "2", "--seeds", "1", "--output_dir", str(out), "--disable_tqdm", "true",
-    ])  # fmt: skip
+    ]  # fmt: skip
+    # two workers share both grids (zero-shot CLIP and the linear probe under each protocol), compare nothing
+    assert compare.main([*command, "--shard", "1/2"]) == [] and compare.main([*command, "--shard", "2/2"]) == []
+    assert not (out / "comparison.md").exists()
+    finished = sorted(str(path.parent.relative_to(out)) for path in out.glob("*/*/*/*/results.json"))
+    assert finished == [
+        f"{protocol}/oxford_flowers/{method}" for protocol in ("papers", "realistic")
+        for method in ("linear-probe/shots2", "zeroshot/shots0")
+    ]  # fmt: skip
+    capsys.readouterr()
+    entries = compare.main(command)  # runs nothing again
+    assert capsys.readouterr().out.count("(finished earlier)") == 4
     assert [(e["method"], e["shots"]) for e in entries] == [("linear-probe", 2)]
     assert (out / "papers/oxford_flowers/zeroshot/shots0/results.json").is_file()
     config = json.loads((out / "realistic/oxford_flowers/linear-probe/shots2/run_config.json").read_text())
@@ -188,3 +198,42 @@ def test_compare_protocols_runs_both_sweeps_and_writes_the_comparison(tiny_clip_
     )
     assert "| oxford_flowers | linear-probe | 2 |" in (out / "comparison.md").read_text()
     assert (out / "comparison.png").is_file() and json.loads((out / "comparison.json").read_text()) == entries
+
+
+@pytest.mark.slow
+def test_base_to_new_and_transfer_train_under_the_realistic_protocol(tiny_clip_dir, tmp_path):
+    """Base-to-new draws the long-tailed counts over the base classes and transfer over the source's, neither reads
+    a validation image (they are garbage here), and the tables say which protocol they hold."""
+    data = flowers_with_unreadable_val(tmp_path / "data")
+    (data / "caltech-101").symlink_to(DATA / "caltech-101")
+    common = [
+        "--model_name_or_path", str(tiny_clip_dir), "--data_dir", str(data), "--disable_tqdm", "true",
+        "--report_to", "none", "--num_train_epochs", "1", "--n_ctx", "4", "--protocol", "realistic",
+        "--mean_shots", "2", "--imbalance_ratio", "5", "--seeds", "1", "2",
+    ]  # fmt: skip
+    caption = "Realistic protocol: long-tailed shots (imbalance ratio 5, mean 2 per class), no validation image"
+
+    (record,) = load_example("base_to_new").main(
+        [*common, "--dataset", "oxford_flowers", "--output_dir", str(tmp_path / "b2n")]
+    )
+    assert record["evaluation"] == {"protocol": "realistic", "imbalance_ratio": 5.0, "mean_shots": 2.0}
+    assert len(record["base_classes"]) == 51
+    for run in record["per_seed"]:
+        assert run["shots_per_class"] == long_tailed_shots(51, 2.0, 5.0, run["seed"])
+    assert caption in (tmp_path / "b2n" / "results.md").read_text()
+
+    out = tmp_path / "transfer"
+    transfer = load_example("transfer").main(
+        [*common, "--source", "oxford_flowers", "--targets", "caltech101", "--output_dir", str(out)]
+    )
+    assert transfer["evaluation"]["protocol"] == "realistic"
+    for run in transfer["source"]["per_seed"]:
+        assert run["shots_per_class"] == long_tailed_shots(102, 2.0, 5.0, run["seed"])
+    table = (out / "results.md").read_text()
+    changes = [
+        transfer["source"]["accuracy"] - transfer["source"]["zeroshot_accuracy"],
+        *(target["accuracy"] - target["zeroshot_accuracy"] for target in transfer["targets"]),
+        transfer["average"]["accuracy"] - transfer["average"]["zeroshot_accuracy"],
+    ]
+    assert "| Change vs zero-shot |  | " + " | ".join(f"{change:+.2f}" for change in changes) + " |" in table
+    assert caption in table

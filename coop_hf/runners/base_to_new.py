@@ -34,7 +34,7 @@ from .records import (
     shots_text,
     write_results,
 )
-from .reporting import dataset_title, model_text, seeds_text, zero_shot_label
+from .reporting import dataset_title, evaluation_text, model_text, seeds_text, zero_shot_label
 from .run import load_experiments
 from .settings import RunSettings
 from .shard import Shard, ShardArguments
@@ -89,10 +89,20 @@ class ClassSubset(Experiment):
         return config
 
     def few_shot(
-        self, shots: int, seed: int, *, noise: NoiseSpec = NO_NOISE, allow_fewer: bool = False
+        self,
+        shots: int,
+        seed: int,
+        *,
+        noise: NoiseSpec = NO_NOISE,
+        allow_fewer: bool = False,
+        shots_per_class: list[int] | None = None,
     ) -> tuple[datasets.DatasetDict, NoiseReport | None]:
+        """The source's all-class draw subsampled, as the reference; under the realistic protocol
+        (`shots_per_class`, one count per class of this subset) a long-tailed draw from this subset's splits."""
         if noise.active:
             raise ValueError("Label noise is not part of the base-to-new protocol: drop --noise_type / --noise_rate.")
+        if shots_per_class is not None:
+            return super().few_shot(shots, seed, allow_fewer=allow_fewer, shots_per_class=shots_per_class)
         splits, _ = self.source.few_shot(shots, seed, allow_fewer=allow_fewer)
         subsampled, classnames = subsample_classes(splits, self.subsample)
         if classnames != self.classnames:
@@ -146,6 +156,7 @@ def run_base_to_new(
             "harmonic_mean": harmonic_mean(run["accuracy"], scores["accuracy"]),
             "base_macro_accuracy": run["macro_accuracy"],
             "new_macro_accuracy": scores["macro_accuracy"],
+            **{key: run[key] for key in ("shots_per_class",) if key in run},  # the realistic protocol's draw
         }
         announce(
             args,
@@ -263,7 +274,7 @@ def base_to_new_table(records: list[dict[str, Any]], method_name: str, *, note: 
         f"Base-to-new generalisation ({model_text(first)}): {method_name} trained on the base classes "
         f"({shots_text(first['shots'])}, {seeds_text(first)}; mean over seeds), tested on the base classes and on "
         "the new classes separately. H = 2 Base New / (Base + New) of the seed means; the average row's H is that of "
-        "the averaged Base and New. Accuracy in %.",
+        "the averaged Base and New. Accuracy in %." + (" " + evaluation_text(first.get("evaluation"))).rstrip(),
         "",
         "| Dataset | Method | Base | New | H |",
         "|---|---|---:|---:|---:|",

@@ -32,7 +32,7 @@ from ..modeling_utils import PromptPreTrainedModel
 from ..noise import NO_NOISE, NoiseReport, NoiseSpec
 from ..training import CoOpTrainingArguments, compute_accuracy_metrics, reference_epochs
 from .experiment import Experiment
-from .realistic import check_method, realistic_settings
+from .realistic import realistic_settings
 from .records import announce, describe_loss, noise_fields, noise_summary, seeds_heading, training_fields
 from .settings import RunSettings
 
@@ -208,8 +208,6 @@ class PromptLearning(MethodSpec):
         protocol, the epochs and the prompt config (`prompt` holds the prompt flags given)."""
         run.check_shots()
         self.check_arguments(args, run.loss)
-        if run.realistic:
-            check_method(self.name)
         protocol, steps_per_shot = run.protocol, self.recipe(run.protocol).steps_per_shot
         args = self.training_arguments(args, protocol)
         if steps_per_shot and args.max_steps <= 0 and not args.num_train_epochs:
@@ -274,7 +272,7 @@ class PromptRun:
         # image must not leave a run_config.json that refuses the corrected rerun.
         shots_per_class = {seed: run.shots_per_class(len(experiment.classnames), seed) for seed in run.seeds}
         options = {"noise": run.noise, "allow_fewer": run.allow_fewer_shots}
-        if run.realistic:  # the few-shot study only (base-to-new's class subsets draw K per class)
+        if run.realistic:
             draws = {seed: {"shots_per_class": shots_per_class[seed], **options} for seed in run.seeds}
         else:
             draws = dict.fromkeys(run.seeds, options)

@@ -84,6 +84,18 @@ def zero_shot_label(record: dict[str, Any]) -> str:
     return baseline_labels(record.get("backbone_family"))[ZEROSHOT]
 
 
+def evaluation_text(evaluation: dict[str, Any] | None) -> str:
+    """How captions name a record's realistic evaluation protocol (its `evaluation` field); "" under the papers'."""
+    if not evaluation:
+        return ""
+    mean = evaluation.get("mean_shots")
+    mean = "the shot count" if mean is None else f"{mean:g}"
+    return (
+        f"Realistic protocol: long-tailed shots (imbalance ratio {evaluation['imbalance_ratio']:g}, mean {mean} per "
+        "class), no validation image, one recipe for every dataset."
+    )
+
+
 def seeds_text(record: dict[str, Any]) -> str:
     seeds = record["seeds"]
     return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"

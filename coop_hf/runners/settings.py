@@ -105,8 +105,6 @@ class RunSettings:
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"Unknown protocol {self.protocol!r}: use one of {', '.join(PROTOCOLS)}.")
         check_evaluation(self.evaluation)
-        if self.realistic and self.protocol != "few_shot":
-            raise ValueError("--protocol realistic is available for the few-shot study only (train.py, sweep.py).")
 
     @property
     def realistic(self) -> bool:

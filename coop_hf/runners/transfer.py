@@ -19,7 +19,7 @@ from .experiment import Experiment
 from .methods import prompt_method
 from .prompt_learning import PromptLearning
 from .records import TRAINING_RESULT_KEYS, announce, seed_mean, shots_text, write_results
-from .reporting import dataset_title, model_text, seeds_text, zero_shot_label
+from .reporting import dataset_title, evaluation_text, model_text, seeds_text, zero_shot_label
 from .run import load_experiments
 from .settings import RunSettings
 from .shard import Shard, ShardArguments
@@ -146,14 +146,20 @@ def transfer_table(record: dict[str, Any], method_name: str, *, note: str | None
     header += ["Average (targets)"] if cross_dataset else []
     rows = []
     marked = method_name + (" †" if note else "")
+    columns = {}
+    for key in ("zeroshot_accuracy", "accuracy"):
+        columns[key] = [source[key], *(target[key] for target in targets)]
+        columns[key] += [record["average"][key]] if cross_dataset else []
     for label, learnable, key in ((zero_shot_label(record), "", "zeroshot_accuracy"), (marked, "✓", "accuracy")):
-        values = [source[key], *(target[key] for target in targets)]
-        values += [record["average"][key]] if cross_dataset else []
-        rows.append(f"| {label} | {learnable} | " + " | ".join(f"{value:.2f}" for value in values) + " |")
+        rows.append(f"| {label} | {learnable} | " + " | ".join(f"{value:.2f}" for value in columns[key]) + " |")
+    changes = [after - before for before, after in zip(columns["zeroshot_accuracy"], columns["accuracy"], strict=True)]
+    rows.append("| Change vs zero-shot |  | " + " | ".join(f"{change:+.2f}" for change in changes) + " |")
     caption = (
         f"{record['protocol'].capitalize()} ({model_text(record)}): {method_name} trained on "
         f"{dataset_title(source['dataset'])} ({shots_text(record['shots'])}, {seeds_text(record)}; mean over "
-        "seeds), tested on each target's test split over the target's own class names. Accuracy in %."
+        "seeds), tested on each target's test split over the target's own class names. Accuracy in %; the last row "
+        "is the method's change against zero-shot (points)."
+        + (" " + evaluation_text(record.get("evaluation"))).rstrip()
     )
     lines = [
         caption,

@@ -6,7 +6,7 @@ from typing import Any
 
 from huggingface_hub.dataclasses import strict
 
-from ...configuration_utils import PromptConfig, check_templates
+from ...configuration_utils import PromptConfig, check_keep_epoch, check_templates
 from ...data.templates import DEFAULT_TEMPLATE, class_prompt_templates
 
 
@@ -23,12 +23,16 @@ class LPPlusPlusConfig(PromptConfig):
         templates (`list[str]`, *optional*):
             The class prompts of the text embeddings, each with `{}` for the class name, averaged. None: the
             reference's per dataset (CoOp's hand-made template; the 7 CLIP templates on ImageNet).
+        keep_epoch (`str`, defaults to "best_validation"):
+            The epoch kept: the last of best accuracy on the few-shot validation split (the reference's) or the
+            last one ("last": no validation image is read).
     """
 
     model_type = "lp_plus_plus"
     fitted_fields = ("fitted_classnames",)
 
     templates: list[str] | None = None
+    keep_epoch: str = "best_validation"
     fitted_classnames: list[str] | None = None
 
     def __post_init__(self, **kwargs):
@@ -37,6 +41,7 @@ class LPPlusPlusConfig(PromptConfig):
 
     def check_prompt_settings(self) -> None:
         check_templates(self.templates)
+        check_keep_epoch(self.keep_epoch)
 
     @classmethod
     def dataset_settings(cls, dataset: str) -> dict[str, Any]:

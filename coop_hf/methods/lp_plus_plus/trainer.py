@@ -45,7 +45,8 @@ class LPPlusPlusTrainer(FeatureFitTrainer):
     per-class sums of the features (the reference's `compute_centroids`) and takes SGD steps (momentum 0.9) of its
     data-driven size, every 10 epochs alpha takes one step of its own size along its accumulated gradient (the
     reference never zeroes it), for `args.num_train_epochs` full-batch epochs (300). The model kept is that of the
-    last epoch with the best few-shot validation accuracy, as the reference reports."""
+    last epoch with the best few-shot validation accuracy, as the reference reports, or the last epoch with
+    `keep_epoch="last"` (validation-free)."""
 
     model: LPPlusPlusModel
 
@@ -58,7 +59,7 @@ class LPPlusPlusTrainer(FeatureFitTrainer):
         return {
             "epochs": epochs,
             "optimizer": "full-batch SGD, momentum 0.9, step sizes from the features (no search)",
-            "epoch kept": "last best validation accuracy",
+            "epoch kept": "last best validation accuracy (the last with --keep_epoch last)",
         }
 
     def fit(self, data: FitData) -> dict[str, float]:
@@ -66,8 +67,10 @@ class LPPlusPlusTrainer(FeatureFitTrainer):
         device = model.text_embeds.device
         views, labels = data.train_views(1, crop_scale=LP_CROP_SCALE)
         features, labels = F.normalize(views[0].to(device).float(), dim=-1), labels.to(device)
-        val, val_labels = data.val_features()
-        val, val_labels = F.normalize(val.to(device).float(), dim=-1), val_labels.to(device)
+        val = val_labels = None
+        if model.config.keep_epoch == "best_validation":
+            val, val_labels = data.val_features()
+            val, val_labels = F.normalize(val.to(device).float(), dim=-1), val_labels.to(device)
         weight, bias, alpha, metrics = fit_lp_plus_plus(
             features, labels, val, val_labels, model.text_embeds, int(self.args.num_train_epochs),
             seed=self.args.seed, progress=self.progress,
@@ -79,8 +82,8 @@ class LPPlusPlusTrainer(FeatureFitTrainer):
 def fit_lp_plus_plus(
     features: torch.Tensor,
     labels: torch.Tensor,
-    val: torch.Tensor,
-    val_labels: torch.Tensor,
+    val: torch.Tensor | None,
+    val_labels: torch.Tensor | None,
     text: torch.Tensor,
     epochs: int,
     *,
@@ -88,7 +91,8 @@ def fit_lp_plus_plus(
     progress: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, float]]:
     """LP++'s fit on normalised features: (weight [classes, dim], bias, alpha [classes], metrics). The linear
-    layer's bias starts as `nn.Linear`'s after `torch.manual_seed(seed)`, whatever drew from torch's RNG before."""
+    layer's bias starts as `nn.Linear`'s after `torch.manual_seed(seed)`, whatever drew from torch's RNG before.
+    Without validation features (`val` None) the last epoch is kept."""
     if epochs < 1:
         raise ValueError(f"LP++ fits for whole epochs, at least 1: --num_train_epochs {epochs} is too few.")
     classes = len(text)
@@ -100,7 +104,8 @@ def fit_lp_plus_plus(
         classifier.weight.copy_(F.one_hot(labels, classes).to(features.dtype).T @ features)
     alpha = torch.full((1, classes), init_alpha, device=features.device, requires_grad=True)
     optimizer = torch.optim.SGD(classifier.parameters(), lr_weight, momentum=MOMENTUM)
-    text_logits, val_text_logits = features @ text.T, val @ text.T
+    text_logits = features @ text.T
+    val_text_logits = None if val is None else val @ text.T
     best_correct, best = -1, None
     loss = torch.tensor(0.0)
     for epoch in logging.tqdm(range(epochs), desc="LP++: fitting", unit="epoch", disable=not progress):
@@ -111,13 +116,17 @@ def fit_lp_plus_plus(
         if (epoch + 1) % ALPHA_EVERY == 0:
             alpha.data -= lr_alpha * alpha.grad.data
         with torch.no_grad():
-            correct = int(((classifier(val) + alpha * val_text_logits).argmax(dim=1) == val_labels).sum())
+            # without validation features every epoch ties at 0 and the last one is kept
+            scores = None if val is None else classifier(val) + alpha * val_text_logits
+            correct = 0 if scores is None else int((scores.argmax(dim=1) == val_labels).sum())
             if correct >= best_correct:
                 best_correct = correct
                 best = (classifier.weight.clone(), classifier.bias.clone(), alpha[0].detach().clone(), epoch)
     weight, bias, alpha_kept, epoch = best
     metrics = {
-        "train_loss": loss.item(), "best_epoch": epoch + 1, "val_accuracy": 100.0 * best_correct / len(val_labels),
-        "lr_weight": lr_weight, "lr_alpha": lr_alpha, "init_alpha": init_alpha,
+        "train_loss": loss.item(), "best_epoch": epoch + 1, "lr_weight": lr_weight, "lr_alpha": lr_alpha,
+        "init_alpha": init_alpha,
     }  # fmt: skip
+    if val is not None:
+        metrics["val_accuracy"] = 100.0 * best_correct / len(val_labels)
     return weight, bias, alpha_kept, metrics

@@ -6,7 +6,7 @@ from typing import Any
 
 from huggingface_hub.dataclasses import strict
 
-from ...configuration_utils import PromptConfig, check_templates
+from ...configuration_utils import PromptConfig, check_keep_epoch, check_templates
 from ...data.templates import DEFAULT_TEMPLATE, class_prompt_templates
 
 # The reference's configs/<dataset>.yaml: (search_scale [beta, alpha], init_beta, init_alpha); search_step is
@@ -57,6 +57,9 @@ class TipAdapterConfig(PromptConfig):
         search_steps (`list[int]`, defaults to [200, 20]):
             Grid points of [beta, alpha] in the search, from 0.1 up to below the scale; [0, 0] keeps init_beta and
             init_alpha (no search).
+        keep_epoch (`str`, defaults to "best_validation"):
+            Tip-Adapter-F: the fine-tuning epoch kept, that of the best accuracy on the validation split (the
+            reference selects on the test split) or the last one ("last": no validation image is read).
     """
 
     model_type = "tip_adapter"
@@ -69,6 +72,7 @@ class TipAdapterConfig(PromptConfig):
     init_beta: float | None = None
     search_scale: list[float] | None = None
     search_steps: list[int] | None = None
+    keep_epoch: str = "best_validation"
     fitted_classnames: list[str] | None = None
 
     def __post_init__(self, **kwargs):
@@ -82,6 +86,7 @@ class TipAdapterConfig(PromptConfig):
 
     def check_prompt_settings(self) -> None:
         check_templates(self.templates)
+        check_keep_epoch(self.keep_epoch)
         if isinstance(self.augment_views, bool) or not isinstance(self.augment_views, int) or self.augment_views < 1:
             raise ValueError(
                 f"augment_views (--augment_views) must be a whole number >= 1, got {self.augment_views!r}."

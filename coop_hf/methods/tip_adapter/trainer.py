@@ -95,7 +95,8 @@ class TipAdapterFTrainer(TipAdapterTrainer):
     beta.
 
     The reference keeps the epoch of best *test* accuracy; coop-hf keeps the epoch of best accuracy on the
-    validation split (the first best, as the reference), so the test split never chooses the model."""
+    validation split (the first best, as the reference), so the test split never chooses the model, or the last one
+    with `keep_epoch="last"` (validation-free)."""
 
     uses_loss = True
 
@@ -112,7 +113,7 @@ class TipAdapterFTrainer(TipAdapterTrainer):
             "optimizer": f"AdamW lr {args.learning_rate}, eps {ADAMW_EPS}, weight decay {args.weight_decay}",
             "schedule": "cosine annealing at every step",
             "batch size": args.per_device_train_batch_size,
-            "epoch kept": "best validation accuracy",
+            "epoch kept": "best validation accuracy (the last with --keep_epoch last)",
             "search": "alpha, beta on the validation split",
         }
 
@@ -123,8 +124,10 @@ class TipAdapterFTrainer(TipAdapterTrainer):
         # views after the cache's: encoded apart, so that the cache's views are those Tip-Adapter's runs cached
         views, labels = data.train_views(epochs, crop_scale=TIP_ADAPTER_CROP_SCALE, first_view=config.augment_views)
         views, labels = views.to(device), labels.to(device)
-        val, val_labels = data.val_features(full=True)
-        val, val_labels = F.normalize(val.to(device).float(), dim=-1), val_labels.to(device)
+        on_validation = config.keep_epoch == "best_validation"
+        if on_validation:
+            val, val_labels = data.val_features(full=True)
+            val, val_labels = F.normalize(val.to(device).float(), dim=-1), val_labels.to(device)
         batch_size = args.per_device_train_batch_size
         # its own generator: the order must not depend on what drew from torch's RNG before (encoding the views)
         generator = torch.Generator().manual_seed(args.seed)
@@ -149,6 +152,9 @@ class TipAdapterFTrainer(TipAdapterTrainer):
                 scheduler.step()
                 losses.append(loss.item())
                 bar.update()
+            if not on_validation:
+                bar.set_postfix(loss=f"{losses[-1]:.4f}")
+                continue
             model.eval()
             with torch.no_grad():
                 correct = int((model(image_embeds=val).logits.argmax(-1) == val_labels).sum())
@@ -156,6 +162,8 @@ class TipAdapterFTrainer(TipAdapterTrainer):
                 best_correct, best_epoch, best_keys = correct, epoch, model.cache_keys.detach().clone()
             bar.set_postfix(loss=f"{losses[-1]:.4f}", val_acc=f"{100 * correct / len(val_labels):.2f}")
         bar.close()
+        if not on_validation:
+            best_epoch, best_keys = epochs - 1, model.cache_keys.detach().clone()
         model.cache_keys.requires_grad_(False)
         with torch.no_grad():
             model.cache_keys.copy_(best_keys)
