@@ -7,8 +7,9 @@
 Takes every flag of examples/sweep.py and runs its sweep twice, with --protocol papers (output_dir/papers) and
 --protocol realistic (output_dir/realistic: long-tailed shots, no validation image, one recipe for every dataset;
 docs/studies/realistic.md); zero-shot CLIP is always added as the floor. A rerun skips every finished cell, as the
-sweep does; --shard I/N runs the I-th part of both grids, and the same command without --shard then compares. Writes output_dir/comparison.md (per dataset, their average, method and shot count: papers' |
-realistic | difference, † below zero-shot CLIP), comparison.json and comparison.png.
+sweep does; --shard I/N runs the I-th part of both grids, and the same command without --shard then compares.
+Writes output_dir/comparison.md (per dataset, their average, method and shot count: papers' | realistic |
+difference, † below zero-shot CLIP), comparison.json and comparison.png.
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ def answer_at_once(script: str, argv: list[str] | None = None) -> None:
         values = [word.split("=", 1)[1]] if "=" in word else _values(argv[index + 1 :])
         if flag == "--method" and known["methods"]:
             for value in values:
-                if value not in known["methods"]:
+                if value.partition(":")[0] not in known["methods"]:  # a study's variant: "coop:n_ctx=4"
                     close = _did_you_mean(value, known["methods"])
                     _refuse(f"unknown --method {value!r}: use one of {', '.join(known['methods'])}.{close}")
         if flag in known["values"]:

@@ -6,7 +6,10 @@
 
 Takes every flag of examples/train.py, with --dataset, --method and --shots as lists (methods: zeroshot,
 linear-probe and every prompt method; zero-shot CLIP runs once per dataset). A prompt flag applies to the swept
-methods that have the setting. The CLIP is loaded once and each dataset's test features are encoded once.
+methods that have the setting; a method listed as `<method>:<setting>=<value>[,...]` is a variant with its own
+settings (CoOp's study: coop coop:class_token_position=middle coop:class_specific_context=true ...), in its own
+folder. Where the paper reports a cell's accuracy with this backbone's OpenAI weights, the tables show it beside
+the measured one. The CLIP is loaded once and each dataset's test features are encoded once.
 
 Each cell is a run directory of its own, output_dir/<dataset>/<method>/shots<K> (zero-shot: shots0), as
 examples/train.py writes it. Every cell's directory is checked before any work, so a rerun with other settings
@@ -37,13 +40,15 @@ from tqdm.auto import tqdm
 from coop_hf.atomic import atomic_write_text
 from coop_hf.cli import did_you_mean, run_command
 from coop_hf.runners import METHOD_NAMES, PROMPT_METHODS, Experiment, LoadedBackbone, PromptArguments
-from coop_hf.runners.arguments import SweepArguments, settings_by_method
+from coop_hf.runners.arguments import FEW_SHOT_BENCHMARKS, SweepArguments, method_of, settings_by_method
 from coop_hf.runners.baselines import linear_probe_run_config, run_linear_probe, run_zeroshot, zeroshot_run_config
 from coop_hf.runners.experiment import claim_run_directories
 from coop_hf.runners.help import parse_flags
-from coop_hf.runners.prompt_learning import PromptRun
+from coop_hf.runners.prompt_learning import PromptRun, prompt_fields
+from coop_hf.runners.published import ALL_BENCHMARKS, published_accuracy
 from coop_hf.runners.records import announce, check_dataset_folders, dataset_folder, write_results
 from coop_hf.runners.reporting import (
+    AVERAGE,
     ZEROSHOT,
     baseline_labels,
     evaluation_text,
@@ -97,7 +102,7 @@ class Cell:
 
 def check_grid(sweep: SweepArguments) -> None:
     """Refuse an unknown or repeated method, a shot count below 1 and datasets that would share an output folder."""
-    unknown = [method for method in sweep.method if method not in METHOD_NAMES]
+    unknown = [method for method in sweep.method if method_of(method) not in METHOD_NAMES]
     if unknown:
         close = did_you_mean(unknown[0], METHOD_NAMES)
         raise ValueError(f"Unknown --method {' '.join(unknown)}: use any of {', '.join(METHOD_NAMES)}.{close}")
@@ -123,16 +128,40 @@ def plan_grid(
     for experiment in experiments:
         for method in sweep.method:
             for shots in [0] if method == ZEROSHOT else sorted(set(sweep.shots)):
-                run_dir = f"{dataset_folder(experiment.dataset)}/{method}/shots{shots}"
+                run_dir = f"{dataset_folder(experiment.dataset)}/{method_folder(method)}/shots{shots}"
                 args = dataclasses.replace(training_args, output_dir=str(Path(training_args.output_dir) / run_dir))
-                if method in PROMPT_METHODS and args.push_to_hub:  # one repository per cell (and seed)
-                    repo = f"{method}-{dataset_folder(experiment.dataset)}-{shots}shots"
+                if method_of(method) in PROMPT_METHODS and args.push_to_hub:  # one repository per cell (and seed)
+                    repo = f"{method_folder(method)}-{dataset_folder(experiment.dataset)}-{shots}shots"
                     args = dataclasses.replace(args, hub_model_id="-".join(filter(None, [args.hub_model_id, repo])))
                 cell = Cell(experiment, method, sweep_run.replace(shots=shots), run_dir, args, None)
-                if method in PROMPT_METHODS:
-                    cell.planned = PROMPT_METHODS[method].plan(experiment, cell.run, cell.run_args, settings[method])
+                if method_of(method) in PROMPT_METHODS:
+                    spec = PROMPT_METHODS[method_of(method)]
+                    cell.planned = spec.plan(experiment, cell.run, cell.run_args, settings[method])
                 cells.append(cell)
     return cells
+
+
+def method_folder(entry: str) -> str:
+    """A method entry's folder: its name, or a variant's name and settings ("coop-class_token_position=middle")."""
+    return entry.replace(":", "-").replace(",", "-")
+
+
+def published_figures(sweep: SweepArguments, cells: list[Cell]) -> dict[tuple[str, str, int], float]:
+    """The papers' figures of the grid's cells (`coop_hf.runners.published`), per (dataset, method entry, shots),
+    and of the average when the grid holds exactly CoOp's 11 datasets."""
+    figures = {}
+    every_benchmark = sorted(sweep.dataset) == sorted(FEW_SHOT_BENCHMARKS)
+    for cell in cells:
+        settings = prompt_fields(cell.planned.prompt_config) if cell.planned is not None else {}
+        where = [(cell.experiment.dataset, cell.experiment.dataset)]
+        where += [(AVERAGE, ALL_BENCHMARKS)] if every_benchmark else []
+        for key, dataset in where:
+            figure = published_accuracy(
+                sweep.model_name_or_path, dataset, method_of(cell.method), cell.shots, settings
+            )
+            if figure is not None:
+                figures[key, cell.method, cell.shots] = figure.accuracy
+    return figures
 
 
 def finished_results(cell: Cell, seeds: list[int]) -> dict[str, Any] | None:
@@ -164,18 +193,31 @@ def cell_rows(cell: Cell, results: dict[str, Any]) -> list[dict[str, Any]]:
     return [{**head, **run} for run in results["per_seed"]]
 
 
-def write_tables(rows: list[dict[str, Any]], sweep: SweepArguments, output_dir: Path, labels: dict[str, str]) -> None:
-    """Write output_dir/results.csv and results.md (atomically) from the rows so far."""
+def write_tables(
+    rows: list[dict[str, Any]],
+    sweep: SweepArguments,
+    output_dir: Path,
+    labels: dict[str, str],
+    published: dict[tuple[str, str, int], float],
+) -> None:
+    """Write output_dir/results.csv and results.md (atomically) from the rows so far, with the papers' figures."""
     intro = (
         f"# Few-shot study: {sweep.model_name_or_path}\n\n"
         f"Test accuracy (%), mean ± population std over seeds {', '.join(map(str, sweep.seeds))} (as CoOp's "
         "parse_test_res.py, at full precision); shots: labelled training images per class. Rows per seed: "
         "results.csv; figures: plots/."
     )
+    if published:
+        intro += (
+            ' "(paper x)": the accuracy the paper reports for the cell, with OpenAI\'s weights of this backbone '
+            "(coop_hf.runners.published)."
+        )
     if sweep.protocol == "realistic":
         intro += " " + evaluation_text({"imbalance_ratio": sweep.imbalance_ratio, "mean_shots": sweep.mean_shots})
     atomic_write_text(output_dir / "results.csv", rows_csv(rows, CSV_COLUMNS))
-    atomic_write_text(output_dir / "results.md", results_markdown(rows, intro=intro, labels=labels))
+    atomic_write_text(
+        output_dir / "results.md", results_markdown(rows, intro=intro, labels=labels, published=published)
+    )
 
 
 ARGUMENTS = (SweepArguments, PromptArguments, CoOpTrainingArguments)
@@ -195,6 +237,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     grid = plan_grid(sweep, experiments, training_args, settings)
     cells = shard.select(grid) if shard else grid
     labels = baseline_labels(backbone.backbone.family)  # "Zero-shot SigLIP" on a SigLIP backbone
+    published = published_figures(sweep, grid)
     # Every cell's directory is checked before the first run starts, so a mismatch never stops a sweep half-way,
     # and claimed once the test images are read, so an unreadable one leaves nothing written.
     claim_run_directories(
@@ -217,7 +260,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             note = " (finished earlier)" if done_before else ""
             progress.write(f"[coop-hf] {cell.name}: {results['accuracy']:.2f}{spread} % test accuracy{note}")
         if training_args.should_save and shard is None:
-            write_tables(rows, sweep, output_dir, labels)
+            write_tables(rows, sweep, output_dir, labels, published)
     progress.close()
     if shard is not None:
         announce(training_args, shard.finished_message(len(cells), len(grid), "cells", resume_flag=False))

@@ -7,6 +7,7 @@ the tiny CLIP, its tables equal to what it writes (the rules: docs/contributing.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shlex
@@ -43,6 +44,8 @@ DEEP_PROMPT_DEPTHS = {  # the tiny models have two layers per tower
     "ivlp": ("--prompt_depth_text", "--prompt_depth_vision"),
     "promptsrc": ("--prompt_depth_text", "--prompt_depth_vision"),
 }
+OPEN_CLIP_PREFIX = "open_clip:"
+OPEN_CLIP_STAND_INS = ("RN50", "ViT-B-32")  # the architectures tests/test_open_clip.py shrinks
 AUGMENTED_VIEWS_METHODS = {"tip-adapter", "tip-adapter-f", "clap", "zs-lp"}  # cache 10-20 views of each image
 RECIPE_MARKER = re.compile(r"^<!-- recipe table: (.+?) -->\n", re.M)
 OUTPUT_MARKER = re.compile(r"<!-- output of the command above: (\S+) -->\n((?:\|.*\n)+)")
@@ -201,8 +204,13 @@ def plan(command: Command) -> tuple[list[str] | None, str]:
         values[flag] = [str(SHARED / word.removeprefix("../shared/")) if word.startswith("../shared/") else word
                         for word in words]  # fmt: skip
     model = values.get("--model_name_or_path", [None])[0]
-    if model and model.startswith(("open_clip:", "hf-hub:")):
-        return None, "needs the open_clip package and its checkpoint (network)"
+    if model and model.startswith("hf-hub:"):
+        return None, "needs its checkpoint (network)"
+    if model and model.startswith(OPEN_CLIP_PREFIX):
+        if importlib.util.find_spec("open_clip") is None:
+            return None, "needs the open_clip package"
+        if open_clip_architecture(model) not in OPEN_CLIP_STAND_INS:
+            return None, f"no tiny stand-in for {model}"
     adapted = "/data" in values.get("--data_dir", []) or (
         command.script in MODEL_SCRIPTS and (model is None or not model.startswith("outputs/"))
     )
@@ -243,10 +251,18 @@ def plan(command: Command) -> tuple[list[str] | None, str]:
     return command_line(values), "adapted to the tiny models" if adapted else "as written"
 
 
+def open_clip_architecture(model: str) -> str:
+    """The architecture an `open_clip:<architecture>/<tag>` name builds: "RN50" of "open_clip:RN50-quickgelu/openai"."""
+    return model.removeprefix(OPEN_CLIP_PREFIX).partition("/")[0].removesuffix("-quickgelu")
+
+
 def family_model(model: str | None) -> str:
-    """The tiny stand-in for a Hub checkpoint (its family's), in the workspace."""
+    """The tiny stand-in for a Hub checkpoint (its family's), in the workspace; for an open_clip name, a tiny random
+    checkpoint of its architecture (`local-dir:family-models/open_clip-<architecture>`)."""
     if model is None:
         return TINY_CLIP
+    if model.startswith(OPEN_CLIP_PREFIX):
+        return f"local-dir:family-models/open_clip-{open_clip_architecture(model)}"
     for prefix, family in FAMILY_IDS.items():
         if model.startswith(prefix):
             return TINY_CLIP if family == "clip" else f"family-models/{family}"
@@ -266,10 +282,19 @@ def run_documented(script: str, argv: list[str]) -> None:
 
 
 def make_family_models(workspace: Path) -> None:
-    """Tiny random MetaCLIP 2, SigLIP and SigLIP 2 folders, standing in for those Hub checkpoints."""
+    """Tiny random MetaCLIP 2, SigLIP and SigLIP 2 folders, standing in for those Hub checkpoints, and open_clip's
+    RN50 and ViT-B-32 where open_clip is installed."""
     from tiny_backbones import tiny_backbone
 
     from tests.test_backbones_e2e import PROCESSORS
+
+    if importlib.util.find_spec("open_clip") is not None:
+        from tests.test_open_clip import save_open_clip_checkpoint
+
+        for architecture in OPEN_CLIP_STAND_INS:
+            folder = workspace / "family-models" / f"open_clip-{architecture}"
+            if not folder.exists():
+                save_open_clip_checkpoint(architecture, folder)
 
     for family, processor in PROCESSORS.items():
         folder = workspace / "family-models" / family
@@ -333,7 +358,7 @@ def test_documented_command_runs(command, workspace, monkeypatch):
     argv, how = plan(command)
     if argv is None:
         pytest.skip(f"{command.text}: {how}")
-    if any(value.startswith("family-models/") for value in argv):
+    if any(value.removeprefix("local-dir:").startswith("family-models/") for value in argv):
         make_family_models(workspace)
     monkeypatch.chdir(workspace)
     run_documented(command.script, argv)

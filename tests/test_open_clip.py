@@ -168,6 +168,33 @@ def test_an_open_clip_name_needs_its_pretrained_tag():
         load_backbone("open_clip:RN51/openai")
 
 
+@pytest.mark.parametrize(
+    "name, tag, quick_gelu",
+    [("RN50", "openai", True), ("ViT-B-32", "openai", True), ("ViT-B-32", "laion2b_e16", False)],
+)
+def test_an_open_clip_name_is_built_with_the_activation_its_weights_were_trained_with(
+    monkeypatch, name, tag, quick_gelu
+):
+    """open_clip builds `RN50` with nn.GELU whatever the tag, and only warns where OpenAI's weights need QuickGELU
+    (text features off by 5e-2): coop-hf asks for QuickGELU where the tag's pretrained config says so."""
+    assert bool(open_clip.get_pretrained_cfg(name, tag).get("quick_gelu")) is quick_gelu  # open_clip's own record
+    built = {}
+
+    def create_model(name, pretrained=None, **kwargs):  # the download stands aside; the architecture is built
+        built.update(name=name, pretrained=pretrained, **kwargs)
+        config = tiny_config(name) | {"quick_gelu": kwargs["force_quick_gelu"]}
+        return open_clip.CLIP(**config)
+
+    monkeypatch.setattr(open_clip, "create_model", create_model)
+    model, _ = load_backbone(f"open_clip:{name}/{tag}")
+    assert built["force_quick_gelu"] is quick_gelu and built["pretrained"] == tag
+    activations = {type(module) for module in model.text_model.modules()} & {
+        open_clip.transformer.QuickGELU,
+        torch.nn.GELU,
+    }
+    assert activations == {open_clip.transformer.QuickGELU if quick_gelu else torch.nn.GELU}
+
+
 def test_a_text_tower_without_clips_layout_is_refused():
     config = tiny_config("ViT-B-32")
     config["text_cfg"].update(no_causal_mask=True, pool_type="last")

@@ -4,13 +4,16 @@ import csv
 import functools
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from PIL import Image
 
+from coop_hf import CoOpConfig
 from coop_hf.baselines import fit_linear_probe
 from coop_hf.run_directory import RunConfigMismatchError
 from coop_hf.runners import baselines
+from coop_hf.runners.arguments import FEW_SHOT_BENCHMARKS
 from coop_hf.runners.methods import PROMPT_METHODS
 from coop_hf.runners.prompt_learning import PromptRun
 from coop_hf.runners.reporting import (
@@ -135,6 +138,11 @@ def test_plots_write_png_figures(tmp_path):
         (["--method", "coop", "zeroshot", "coop"], "--method lists coop more than once"),
         (["--shots", "0", "1"], "--shots takes counts of at least 1"),
         (["--dataset", "a/dtd", "b/dtd"], "same folder more than once"),
+        (["--method", "coop", "coop:nope=1"], r"--method 'coop:nope=1': --nope is no prompt setting"),
+        (["--method", "coop:n_ctx"], r"write a variant as <method>:<setting>=<value>"),
+        (["--method", "coop:n_ctx=four"], r"--method 'coop:n_ctx=four': argument --n_ctx.*invalid int value"),
+        (["--method", "zeroshot:n_ctx=4"], "only prompt methods take settings"),
+        (["--method", "coop:templates=a"], "--method coop has no setting --templates"),
     ],
 )
 def test_bad_grids_fail_before_loading_anything(flags, message, tmp_path):
@@ -282,3 +290,53 @@ def test_two_shards_then_a_plain_run_give_the_unsharded_results(tiny_clip_dir, t
     assert (sharded / "plots" / "caltech101.png").is_file()
     with pytest.raises(ValueError, match=r"--shard takes I/N with 1 <= I <= N \(e.g. --shard 1/4\), got '3/2'"):
         sweep.main([*flags, "--output_dir", str(sharded), "--shard", "3/2"])
+
+
+def test_the_tables_show_the_papers_figure_beside_the_cell_it_belongs_to():
+    """CoOp's RN50 figures apply to OpenAI's RN50 under any of its names, to CoOp with the paper's 16 context vectors
+    at the end (not to a variant), and the 11-dataset average only to a grid of exactly those datasets."""
+    sweep = load_example("sweep")
+    config = functools.partial(CoOpConfig, classnames=["a", "b"])
+
+    def cell(dataset, method, shots, **settings):
+        planned = SimpleNamespace(prompt_config=config(**settings)) if method.startswith("coop") else None
+        return SimpleNamespace(
+            experiment=SimpleNamespace(dataset=dataset), method=method, shots=shots, planned=planned
+        )
+
+    cells = [
+        cell("imagenet", "zeroshot", 0), cell("imagenet", "linear-probe", 16), cell("imagenet", "coop", 16),
+        cell("imagenet", "coop", 8), cell("imagenet", "coop:n_ctx=4", 16, n_ctx=4), cell("caltech101", "zeroshot", 0),
+    ]  # fmt: skip
+    for name in ("open_clip:RN50/openai", "hf-hub:timm/resnet50_clip.openai", "open_clip:RN50-quickgelu/openai"):
+        grid = SimpleNamespace(model_name_or_path=name, dataset=["imagenet", "caltech101"])
+        assert sweep.published_figures(grid, cells) == {
+            ("imagenet", "zeroshot", 0): 58.18, ("imagenet", "linear-probe", 16): 55.87,
+            ("imagenet", "coop", 16): 62.95, ("caltech101", "zeroshot", 0): 86.29,
+        }  # fmt: skip
+    for name in ("open_clip:RN50/yfcc15m", "openai/clip-vit-base-patch16", "outputs/tiny-random-clip"):
+        assert sweep.published_figures(SimpleNamespace(model_name_or_path=name, dataset=["imagenet"]), cells) == {}
+    vit_b16 = SimpleNamespace(model_name_or_path="openai/clip-vit-base-patch16", dataset=list(FEW_SHOT_BENCHMARKS))
+    assert sweep.published_figures(vit_b16, [cell("dtd", "coop", 16)]) == {("average", "coop", 16): 79.01}
+
+    rows = [*rows_of("imagenet", "coop", 16, [62.0, 63.0]), *rows_of("imagenet", "coop", 8, [60.0, 60.0])]
+    table = results_markdown(rows, published={("imagenet", "coop", 16): 62.95})
+    assert "| CoOp | 60.00 ± 0.00 | 62.50 ± 0.50 (paper 62.95) |" in table
+
+
+@pytest.mark.slow
+def test_a_method_listed_as_variants_runs_each_in_its_own_folder(tiny_clip_dir, tmp_path):
+    """CoOp's four layouts in one sweep: each variant a cell of its own, its settings recorded and in its label."""
+    out = tmp_path / "sweep"
+    variant = "coop:class_token_position=middle,class_specific_context=true"
+    rows = load_example("sweep").main([
+        "--model_name_or_path", str(tiny_clip_dir), "--dataset", "oxford_flowers", "--data_dir", str(DATA),
+        "--method", "coop", variant, "--shots", "1", "--seeds", "1", "--max_steps", "1", "--n_ctx", "4",
+        "--output_dir", str(out), "--disable_tqdm", "true", "--report_to", "none",
+    ])  # fmt: skip
+    folder = "coop-class_token_position=middle-class_specific_context=true"
+    assert [row["run_dir"] for row in rows] == ["oxford_flowers/coop/shots1", f"oxford_flowers/{folder}/shots1"]
+    plain, middle = (json.loads((out / row["run_dir"] / "run_config.json").read_text())["prompt"] for row in rows)
+    assert (plain["class_token_position"], plain["class_specific_context"], plain["n_ctx"]) == ("end", False, 4)
+    assert (middle["class_token_position"], middle["class_specific_context"], middle["n_ctx"]) == ("middle", True, 4)
+    assert "| CoOp (class_token_position=middle, class_specific_context=true) |" in (out / "results.md").read_text()

@@ -391,7 +391,12 @@ def load_open_clip(source: str | os.PathLike, *, cache_dir: str | None = None, *
         model_cfg = open_clip.get_model_config(name)
         if model_cfg is None:
             raise ValueError(f"{text!r}: open_clip has no architecture {name!r} (open_clip.list_models()).")
-        model = _create(open_clip, text, name, pretrained=tag, cache_dir=cache_dir)
+        # OpenAI's (and other) weights were trained with QuickGELU, which the plain architecture names (RN50) lack:
+        # open_clip builds them with nn.GELU and only warns (text features off by 5e-2); build what the tag needs.
+        quick_gelu = bool((open_clip.get_pretrained_cfg(name, tag) or {}).get("quick_gelu", False))
+        force_quick_gelu = quick_gelu and not model_cfg.get("quick_gelu", False)
+        model_cfg = {**model_cfg, "quick_gelu": True} if force_quick_gelu else model_cfg
+        model = _create(open_clip, text, name, pretrained=tag, cache_dir=cache_dir, force_quick_gelu=force_quick_gelu)
     else:
         if not text.startswith(OPEN_CLIP_SCHEMAS):
             folder = Path(os.path.expanduser(text))

@@ -6,10 +6,13 @@ them), so a method's new setting is a flag without any code here.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Any
+
+from transformers import HfArgumentParser
 
 from ..losses import DEFAULT_GCE_Q
 from ..noise import NOISE_TYPES, NoiseSpec
@@ -138,19 +141,64 @@ def prompt_settings(prompt: Any, method: str) -> dict[str, Any]:
     return given
 
 
+VARIANT_EXAMPLE = "coop:class_token_position=middle,class_specific_context=true"
+
+
+def method_of(entry: str) -> str:
+    """The --method name of a study's method entry: "coop" of "coop:class_token_position=middle"."""
+    return entry.partition(":")[0]
+
+
+def variant_settings(entry: str) -> dict[str, Any]:
+    """The prompt settings of a study's method entry "<method>:<setting>=<value>[,<setting>=<value>...]" (a variant,
+    e.g. CoOp with the class name in the middle), typed as the flags are: read by the prompt flags' own parser.
+    {} for a plain method name."""
+    method, _, variant = entry.partition(":")
+    if not variant:
+        return {}
+    if method not in PROMPT_METHODS:
+        raise ValueError(f"--method {entry!r}: only prompt methods take settings; list {method} alone.")
+    argv = []
+    for pair in variant.split(","):
+        key, equals, value = (part.strip() for part in pair.partition("="))
+        if not equals or not key or not value:
+            raise ValueError(
+                f"--method {entry!r}: write a variant as <method>:<setting>=<value>[,<setting>=<value>...], e.g. "
+                f"{VARIANT_EXAMPLE}."
+            )
+        argv += [f"--{key}", value]
+    parser = HfArgumentParser(PromptArguments, exit_on_error=False, allow_abbrev=False)
+    try:
+        prompt, remaining = parser.parse_args_into_dataclasses(argv, return_remaining_strings=True)
+    except argparse.ArgumentError as error:
+        raise ValueError(f"--method {entry!r}: {error}.") from None
+    if remaining:
+        raise ValueError(f"--method {entry!r}: {remaining[0]} is no prompt setting (see --help {method}).")
+    try:
+        return prompt_settings(prompt, method)
+    except ValueError as error:
+        raise ValueError(f"--method {entry!r}: {error}") from None
+
+
 def settings_by_method(prompt: Any, methods: list[str]) -> dict[str, dict[str, Any]]:
-    """The prompt flags given, per prompt method of a study comparing `methods`: each flag goes to the methods that
-    have the setting; a flag that none of them has is an error."""
+    """The prompt flags given, per prompt method entry of a study comparing `methods`: each flag goes to the methods
+    that have the setting (a flag that none of them has is an error), under a variant's own settings
+    (`variant_settings`)."""
     given = {key: value for key, value in dataclasses.asdict(prompt).items() if value is not None}
-    known = {m: PROMPT_METHODS[m].model_class.config_class.prompt_settings() for m in methods if m in PROMPT_METHODS}
+    variants = {entry: variant_settings(entry) for entry in methods}  # refuses a baseline's or a bad setting first
+    entries = [entry for entry in methods if method_of(entry) in PROMPT_METHODS]
+    known = {entry: PROMPT_METHODS[method_of(entry)].model_class.config_class.prompt_settings() for entry in entries}
     unused = [key for key in given if not any(key in settings for settings in known.values())]
     if unused:
-        chosen = ", ".join(known) or "none"
+        chosen = ", ".join(dict.fromkeys(map(method_of, entries))) or "none"
         raise ValueError(
             f"{', '.join(f'--{key}' for key in unused)} is a setting of none of the prompt methods ({chosen}): "
             "drop it, or add a method that has it."
         )
-    return {m: {key: value for key, value in given.items() if key in settings} for m, settings in known.items()}
+    return {
+        entry: {**{key: value for key, value in given.items() if key in settings}, **variants[entry]}
+        for entry, settings in known.items()
+    }
 
 
 @dataclass
@@ -218,5 +266,9 @@ class SweepArguments(ShardArguments, ExperimentArguments):
     )
     method: list[str] = field(
         default_factory=lambda: ["zeroshot", "linear-probe", "coop"],
-        metadata={"help": f"Methods, any of {', '.join(METHOD_NAMES)} (zeroshot runs once per dataset)."},
+        metadata={
+            "help": f"Methods, any of {', '.join(METHOD_NAMES)} (zeroshot runs once per dataset); a prompt method "
+            "may be listed as variants with their own prompt settings, <method>:<setting>=<value>[,...] (e.g. coop "
+            "coop:class_token_position=middle coop:class_specific_context=true)."
+        },
     )

@@ -62,6 +62,10 @@ def method_labels(methods: Iterable[str], family: str | None = None) -> dict[str
     `method_name` (its --method name where two methods share one)."""
     labels = baseline_labels(family)
     methods = list(dict.fromkeys(methods))
+    for entry in methods:  # a study's variant "coop:class_token_position=middle": "CoOp (class_token_position=middle)"
+        method, _, variant = entry.partition(":")
+        if variant and method in PROMPT_METHODS:
+            labels[entry] = f"{PROMPT_METHODS[method].display_name} ({variant.replace(',', ', ')})"
     names = {m: PROMPT_METHODS[m].display_name for m in methods if m in PROMPT_METHODS}
     for method in methods:
         name = names.get(method, method)
@@ -139,40 +143,62 @@ def average_over_datasets(rows: Sequence[Row], metric: str = "accuracy") -> list
     ]
 
 
-def _cell(mean: float, std: float, count: int, method: str) -> str:
+def _cell(mean: float, std: float, count: int, method: str, published: float | None = None) -> str:
     # Zero-shot CLIP does not depend on the seed, and one seed has no spread: both show the mean alone.
-    return f"{mean:.2f}" if method == ZEROSHOT or count == 1 else f"{mean:.2f} ± {std:.2f}"
+    text = f"{mean:.2f}" if method == ZEROSHOT or count == 1 else f"{mean:.2f} ± {std:.2f}"
+    return text if published is None else f"{text} (paper {published:.2f})"
 
 
-def results_table(rows: Sequence[Row], *, metric: str = "accuracy", labels: dict[str, str] | None = None) -> str:
+def results_table(
+    rows: Sequence[Row],
+    *,
+    metric: str = "accuracy",
+    labels: dict[str, str] | None = None,
+    published: dict[tuple[str, int], float] | None = None,
+) -> str:
     """A markdown table of one dataset's rows (or of `average_over_datasets`): one row per method, one column per
-    shot count (zero-shot CLIP in the 0-shot column), cells "mean ± std" over seeds; "–" where nothing ran."""
+    shot count (zero-shot CLIP in the 0-shot column), cells "mean ± std" over seeds, followed by "(paper x)" where
+    `published` holds the paper's figure of the (method, shots); "–" where nothing ran."""
     summary = summarize(rows, metric)
+    published = published or {}
     labels = {**method_labels(row["method"] for row in rows), **(labels or {})}
     shots = sorted({key[1] for key in summary})
     header = ["Method", *(f"{k} shot{'s' if k != 1 else ''}" for k in shots)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method in _methods(rows):
-        cells = [_cell(*summary[method, k], method) if (method, k) in summary else "–" for k in shots]
+        cells = [
+            _cell(*summary[method, k], method, published.get((method, k))) if (method, k) in summary else "–"
+            for k in shots
+        ]
         lines.append(f"| {labels[method]} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def results_markdown(
-    rows: Sequence[Row], *, intro: str = "", metric: str = "accuracy", labels: dict[str, str] | None = None
+    rows: Sequence[Row],
+    *,
+    intro: str = "",
+    metric: str = "accuracy",
+    labels: dict[str, str] | None = None,
+    published: dict[tuple[str, str, int], float] | None = None,
 ) -> str:
     """A markdown document: `intro`, the "Average over N datasets" table (with several datasets), then one table
-    per dataset."""
+    per dataset; `published` holds the papers' figures per (dataset or `AVERAGE`, method, shots)."""
     datasets = _datasets(rows)
+    published = published or {}
+
+    def table(dataset: str, dataset_rows: Sequence[Row]) -> str:
+        figures = {(method, shots): value for (where, method, shots), value in published.items() if where == dataset}
+        return results_table(dataset_rows, metric=metric, labels=labels, published=figures)
+
     sections = [intro.strip()] if intro.strip() else []
     if len(datasets) > 1:
         average = average_over_datasets(rows, metric)
-        sections.append(
-            f"## Average over {len(datasets)} datasets\n\n{results_table(average, metric=metric, labels=labels)}"
-        )
+        sections.append(f"## Average over {len(datasets)} datasets\n\n{table(AVERAGE, average)}")
     for dataset in datasets:
-        table = results_table([row for row in rows if row["dataset"] == dataset], metric=metric, labels=labels)
-        sections.append(f"## {dataset_title(dataset)}\n\n{table}")
+        sections.append(
+            f"## {dataset_title(dataset)}\n\n{table(dataset, [row for row in rows if row['dataset'] == dataset])}"
+        )
     return "\n\n".join(section.rstrip("\n") for section in sections) + "\n"
 
 
