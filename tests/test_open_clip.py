@@ -336,10 +336,92 @@ def test_vision_layer_hooks_on_a_vit_tower_and_none_on_a_resnet(checkpoint):
     torch.testing.assert_close(backbone.image_features(images), plain)  # the hooks are gone
 
 
-def test_clip_lora_is_refused_in_one_line(checkpoint):
-    _, folder, _ = checkpoint
-    with pytest.raises(ValueError, match=r"CLIP-LoRA updates linear attention projections .* OpenCLIP .*--method"):
-        CLIPLoRAModel.from_clip(str(folder), CLASSNAMES)
+LORA_TARGET = {
+    "q": (0, "in_proj_weight"),
+    "k": (1, "in_proj_weight"),
+    "v": (2, "in_proj_weight"),
+    "o": (0, "out_proj.weight"),
+}
+
+
+def merged_lora_weights(reference, model: CLIPLoRAModel) -> dict[str, torch.Tensor]:
+    """The official CLIP-LoRA's weights in open_clip's own (packed) parameters: W + alpha / sqrt(r) B A for every
+    updated projection of every updated block, as its `LinearLoRA` merges them (differentiable in A and B)."""
+    scaling = model.config.lora_alpha / model.config.lora_rank**0.5
+    updates: dict[str, list] = {}
+    for name, module in model.clip.named_modules():
+        if not hasattr(module, "lora_A"):
+            continue
+        index, tower = int(name.split(".")[-4 if ".block." in name else -3]), name.split(".")[0]
+        param = {"q_proj": "q", "k_proj": "k", "v_proj": "v", "out_proj": "o"}[name.split(".")[-1]]
+        blocks = "transformer.resblocks" if tower == "text_model" else "visual.transformer.resblocks"
+        row, weight = LORA_TARGET[param]
+        delta = scaling * module.lora_B["default"].weight @ module.lora_A["default"].weight
+        updates.setdefault(f"{blocks}.{index}.attn.{weight}", []).append((row, delta))
+    merged = {}
+    for key, deltas in updates.items():
+        weight = dict(reference.named_parameters())[key]
+        width = weight.shape[1]
+        rows = list(weight.split(width))
+        for row, delta in deltas:
+            rows[row] = rows[row] + delta
+        merged[key] = torch.cat(rows)
+    return merged
+
+
+@pytest.mark.parametrize("encoder", ["text", "both"])
+def test_clip_lora_logits_and_every_lora_gradient_match_the_official_computation(checkpoint, encoder):
+    """CLIP-LoRA on open_clip's blocks (their packed attention split into linear q, k, v and out projections, as the
+    official code splits OpenAI's) against the official computation on open_clip's own model: every updated
+    projection's weight merged with alpha / sqrt(r) B A (q, k, v and o, B random), the logits and the gradient of
+    every LoRA matrix. A ResNet image tower has no transformer layers: vision updates are refused in one line."""
+    name, folder, reference = checkpoint
+    settings = {"lora_encoder": encoder, "lora_params": ["q", "k", "v", "o"], "lora_position": "all"}
+    if name == "RN50" and encoder == "both":
+        with pytest.raises(ValueError, match=r"which the image tower of OpenCLIP RN50 .* use --lora_encoder text"):
+            CLIPLoRAModel.from_clip(str(folder), CLASSNAMES, **settings)
+        return
+    model = CLIPLoRAModel.from_clip(str(folder), CLASSNAMES, **settings).eval()
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for parameter_name, parameter in model.named_parameters():
+            if "lora_B" in parameter_name:
+                parameter.copy_(0.05 * torch.randn(parameter.shape, generator=generator))
+    images, labels = pixels(), torch.tensor([0, 3, 1])
+    output = model(pixel_values=images, labels=labels)
+    output.loss.backward()
+
+    merged = merged_lora_weights(reference, model)
+    layers = {"text": 2, "both": 4}[encoder]
+    assert len(merged) == 2 * layers  # in_proj_weight and out_proj.weight of every block
+    texts = open_clip.get_tokenizer(f"local-dir:{folder}")([model.config.template.format(n) for n in CLASSNAMES])
+    image, text, scale = torch.func.functional_call(reference, merged, (images, texts))
+    expected = scale * image @ text.t()
+    assert_close_fp32(output.logits.detach(), expected.detach(), depth=stages(2))
+    lora = {key: value for key, value in model.named_parameters() if "lora_" in key}
+    grads = torch.autograd.grad(F.cross_entropy(expected, labels), list(lora.values()))
+    for (key, parameter), grad in zip(lora.items(), grads, strict=True):
+        assert_close_fp32(parameter.grad, grad, depth=stages(2, backward=True), msg=key)
+
+
+def test_clip_lora_leaves_the_shared_backbone_packed_and_saves_only_its_matrices(checkpoint, tmp_path):
+    """The split happens in the model's own copy: the backbone others share keeps open_clip's packed attention, and
+    the saved model reloads to the same logits."""
+    name, folder, _ = checkpoint
+    clip, tokenizer = load_backbone(str(folder))
+    encoder = "text" if name == "RN50" else "both"
+    model = CLIPLoRAModel.from_clip(clip, CLASSNAMES, tokenizer=tokenizer, lora_encoder=encoder).eval()
+    assert all(isinstance(layer.block.attn, torch.nn.MultiheadAttention) for layer in clip.text_model.layers)
+    with torch.no_grad():
+        for parameter_name, parameter in model.named_parameters():
+            if "lora_B" in parameter_name:
+                parameter.normal_(std=0.05)
+        logits = model(pixel_values=pixels()).logits
+    model.save_pretrained(tmp_path)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            CLIPLoRAModel.from_pretrained(tmp_path).eval()(pixel_values=pixels()).logits, logits
+        )
 
 
 @pytest.mark.parametrize("method", [CoCoOpModel, KgCoOpModel])
@@ -356,7 +438,7 @@ def test_coop_successors_train_on_open_clip(checkpoint, method):
 
 
 @pytest.mark.parametrize(
-    "method", ["zeroshot", "linear-probe", "tip-adapter", "tip-adapter-f", "clip-adapter", "lp++", "coop"]
+    "method", ["zeroshot", "linear-probe", "tip-adapter", "tip-adapter-f", "clip-adapter", "lp++", "coop", "clip-lora"]
 )
 def test_every_feature_cache_method_and_coop_run_from_the_command_line(checkpoint, tmp_path, method):
     from PIL import Image
@@ -368,6 +450,7 @@ def test_every_feature_cache_method_and_coop_run_from_the_command_line(checkpoin
         "--model_name_or_path", f"local-dir:{folder}", "--dataset", "oxford_flowers", "--data_dir", str(DATA),
         "--shots", "1", "--num_train_epochs", "1", "--output_dir", str(tmp_path), "--disable_tqdm", "true",
         "--method", method, *(["--n_ctx", "2", "--learning_rate", "0.05"] if method == "coop" else []),
+        *(["--lora_encoder", "text", "--max_steps", "2"] if method == "clip-lora" else []),
     ]  # fmt: skip
     results = run_in_process(arguments)
     assert 0 <= results["accuracy"] <= 100

@@ -127,6 +127,12 @@ class Backbone:
     def text_layers(self) -> nn.ModuleList:
         return self.text_model.encoder.layers
 
+    def linear_attention(self, layer: nn.Module) -> str:
+        """The path, under a text or vision `layer`, of its attention module with linear `q_proj`, `k_proj`,
+        `v_proj` and `out_proj` (what CLIP-LoRA updates). A backbone whose attention packs them splits the layer's
+        attention in place first (the same weights, copied): call it on a model's own copy."""
+        return "self_attn"
+
     def text_modules(self) -> dict[str, nn.Module]:
         """Every module of the text path by attribute name (the tower, and the projection where it is separate):
         what a method that fine-tunes the text encoder copies."""

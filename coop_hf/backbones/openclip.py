@@ -149,13 +149,60 @@ class _PackedProjection:
         return F.linear(states, self.attention.in_proj_weight[rows], None if bias is None else bias[rows])
 
 
+class SplitMultiheadAttention(nn.Module):
+    """An `nn.MultiheadAttention` (self-attention, as open_clip's blocks call it) with its packed input projection
+    split into linear `q_proj`, `k_proj`, `v_proj`, and `out_proj`: the same weights, copied, and the same output, as
+    the official CLIP-LoRA splits OpenAI's (`PlainMultiheadAttentionLoRA`) so that the projections can be updated."""
+
+    def __init__(self, attention: nn.MultiheadAttention):
+        super().__init__()
+        width, bias = attention.embed_dim, attention.in_proj_bias is not None
+        self.num_heads, self.head_dim = attention.num_heads, attention.head_dim
+        self.batch_first = attention.batch_first
+        like = {"device": attention.in_proj_weight.device, "dtype": attention.in_proj_weight.dtype}
+        self.q_proj, self.k_proj, self.v_proj = (nn.Linear(width, width, bias=bias, **like) for _ in range(3))
+        self.out_proj = nn.Linear(width, width, bias=attention.out_proj.bias is not None, **like)
+        with torch.no_grad():
+            for index, projection in enumerate((self.q_proj, self.k_proj, self.v_proj)):
+                rows = slice(index * width, (index + 1) * width)
+                projection.weight.copy_(attention.in_proj_weight[rows])
+                if bias:
+                    projection.bias.copy_(attention.in_proj_bias[rows])
+        self.out_proj.load_state_dict(attention.out_proj.state_dict())
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attn_mask: torch.Tensor | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, None]:
+        """(attention output, None), as `nn.MultiheadAttention(..., need_weights=False)` returns."""
+        if not self.batch_first:
+            query, key, value = (states.transpose(0, 1) for states in (query, key, value))
+        batch, length, width = query.shape
+
+        def heads(states: torch.Tensor) -> torch.Tensor:
+            return states.view(batch, -1, self.num_heads, self.head_dim).transpose(1, 2)
+
+        attended = F.scaled_dot_product_attention(
+            heads(self.q_proj(query)), heads(self.k_proj(key)), heads(self.v_proj(value)), attn_mask=attn_mask
+        )
+        output = self.out_proj(attended.transpose(1, 2).reshape(batch, length, width))
+        return (output if self.batch_first else output.transpose(0, 1)), None
+
+
 class _AttentionView:
     """An open_clip block's attention in the names of transformers' `CLIPAttention` (what the shared-prefix path
     reads): q/k/v projections, the output projection (followed by the block's layer scale), heads and scale."""
 
     def __init__(self, block: nn.Module):
-        attention: nn.MultiheadAttention = block.attn
-        self.q_proj, self.k_proj, self.v_proj = (_PackedProjection(attention, index) for index in range(3))
+        attention: nn.MultiheadAttention | SplitMultiheadAttention = block.attn
+        if isinstance(attention, SplitMultiheadAttention):
+            self.q_proj, self.k_proj, self.v_proj = attention.q_proj, attention.k_proj, attention.v_proj
+        else:
+            self.q_proj, self.k_proj, self.v_proj = (_PackedProjection(attention, index) for index in range(3))
         self.num_heads = attention.num_heads
         self.head_dim = attention.head_dim
         self.scale = self.head_dim**-0.5
@@ -503,6 +550,14 @@ class OpenCLIPBackbone(Backbone):
     @property
     def text_layers(self) -> nn.ModuleList:
         return self.text_model.layers
+
+    def linear_attention(self, layer: nn.Module) -> str:
+        """A text layer's or ViT block's attention, split where `nn.MultiheadAttention` packs q, k and v
+        (`SplitMultiheadAttention`): "block.attn" or "attn"."""
+        block = layer.block if isinstance(layer, OpenCLIPTextLayer) else layer
+        if isinstance(block.attn, nn.MultiheadAttention):
+            block.attn = SplitMultiheadAttention(block.attn)
+        return "block.attn" if block is not layer else "attn"
 
     def text_attention_mask(
         self, hidden: torch.Tensor, padding_mask: torch.Tensor | None = None

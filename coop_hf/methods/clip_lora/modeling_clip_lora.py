@@ -85,19 +85,26 @@ class CLIPLoRAModel(PromptPreTrainedModel):
         (alpha / sqrt(r), the reference's), A Kaiming-uniform and B zero (the update starts at zero)."""
         towers = {"text": self.backbone.text_layers, "vision": self.backbone.vision_layers}
         chosen = towers if config.lora_encoder == "both" else {config.lora_encoder: towers[config.lora_encoder]}
-        modules = dict(self.clip.named_modules())
-        layer_names = {id(module): name for name, module in modules.items()}
+        if "vision" in chosen and not len(chosen["vision"]):
+            raise ValueError(
+                "CLIP-LoRA updates the attention of transformer layers, which the image tower of "
+                f"{self.backbone.describe()} does not have (a ResNet ends in attention pooling): use "
+                "--lora_encoder text."
+            )
+        layer_names = {id(module): name for name, module in self.clip.named_modules()}
         targets = []
         for layers in chosen.values():
             for index in layers_at(config.lora_position, len(layers)):
+                attention = self.backbone.linear_attention(layers[index])  # open_clip's is split in this copy
                 layer = layer_names[id(layers[index])]
-                targets += [f"{layer}.self_attn.{LORA_PARAMS[param]}" for param in config.lora_params]
+                targets += [f"{layer}.{attention}.{LORA_PARAMS[param]}" for param in config.lora_params]
+        modules = dict(self.clip.named_modules())
         missing = [target for target in targets if not isinstance(modules.get(target), nn.Linear)]
         if missing:
             raise ValueError(
                 f"CLIP-LoRA updates linear attention projections ({missing[0]}, ...), which "
-                f"{self.backbone.describe()} does not have (open_clip packs q, k and v in one matrix): choose another "
-                "--method (CoOp and its successors, zero-shot, the linear probe, Tip-Adapter, CLIP-Adapter, LP++)."
+                f"{self.backbone.describe()} does not have: choose another --method (CoOp and its successors, "
+                "zero-shot, the linear probe, Tip-Adapter, CLIP-Adapter, LP++)."
             )
         if not targets:
             raise ValueError(
