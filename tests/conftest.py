@@ -9,6 +9,10 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # OpenMP's default spin-waiting makes every parallel op cost ~8 ms on small VMs (see benchmarks/README.md).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Under pytest-xdist (`-n auto`) each worker takes its share of the cores, as do the scripts it runs in subprocesses.
+_THREADS = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ["OMP_NUM_THREADS"] = str(_THREADS)
 # Cached image features of the test session stay out of the user's datasets cache.
 os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="coop-hf-tests-")
 
@@ -19,6 +23,9 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from transformers import AutoTokenizer, CLIPConfig, CLIPModel  # noqa: E402
+
+if "PYTEST_XDIST_WORKER" in os.environ:
+    torch.set_num_threads(_THREADS)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

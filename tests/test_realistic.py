@@ -124,7 +124,8 @@ def test_a_realistic_run_reads_no_validation_image_and_records_its_protocol(tiny
     arguments = [*flags(tiny_clip_dir, out, "--method", method, *extra), "--data_dir", str(data)]
     if method in ("tip-adapter", "tip-adapter-f", "lp++"):  # no context tokens
         arguments = without_n_ctx(arguments)
-    arguments += ["--protocol", "realistic", "--mean_shots", "2", "--imbalance_ratio", "5", "--seeds", "1", "2"]
+    seeds = ["1", "2"] if method == "coop" else ["2"]  # two seeds draw two profiles; one is enough for the others
+    arguments += ["--protocol", "realistic", "--mean_shots", "2", "--imbalance_ratio", "5", "--seeds", *seeds]
     results = run_in_process(arguments)
     protocol = {"protocol": "realistic", "imbalance_ratio": 5.0, "mean_shots": 2.0}
     config = json.loads((out / "run_config.json").read_text())
@@ -138,7 +139,7 @@ def test_a_realistic_run_reads_no_validation_image_and_records_its_protocol(tiny
         assert results["search_steps"] == [0, 0] and results["init_alpha"] == TipAdapterConfig().init_alpha
     if method in ("tip-adapter-f", "lp++"):  # validation-free: the last epoch is kept
         assert results["keep_epoch"] == "last"
-        for seed in (1, 2):
+        for seed in map(int, seeds):
             logged = json.loads((out / f"seed{seed}" / "trainer_state.json").read_text())["log_history"]
             assert [entry["best_epoch"] for entry in logged if "best_epoch" in entry] == [3]
 
@@ -209,7 +210,7 @@ def test_base_to_new_and_transfer_train_under_the_realistic_protocol(tiny_clip_d
     common = [
         "--model_name_or_path", str(tiny_clip_dir), "--data_dir", str(data), "--disable_tqdm", "true",
         "--report_to", "none", "--num_train_epochs", "1", "--n_ctx", "4", "--protocol", "realistic",
-        "--mean_shots", "2", "--imbalance_ratio", "5", "--seeds", "1", "2",
+        "--mean_shots", "2", "--imbalance_ratio", "5", "--seeds", "2",
     ]  # fmt: skip
     caption = "Realistic protocol: long-tailed shots (imbalance ratio 5, mean 2 per class), no validation image"
 
