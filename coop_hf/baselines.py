@@ -11,8 +11,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging
@@ -166,6 +164,8 @@ def _fit_sklearn(
     features: np.ndarray, labels: np.ndarray, C: float, *, tol: float, max_iter: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's `LogisticRegression(solver="lbfgs")`: (coef [classes, dim], intercept [classes])."""
+    from sklearn.linear_model import LogisticRegression  # here: importing scikit-learn costs 0.6 s at start-up
+
     classifier = LogisticRegression(C=C, solver="lbfgs", tol=tol, max_iter=max_iter).fit(features, labels)
     if len(classifier.classes_) == 2:  # one binomial weight vector w: the multinomial form is (-w / 2, w / 2)
         return np.concatenate([-classifier.coef_, classifier.coef_]) / 2, np.array([-0.5, 0.5]) * classifier.intercept_
@@ -238,6 +238,8 @@ def fit_linear_probe(
 def _warn_once(caught: list[warnings.WarningMessage]) -> None:
     """scikit-learn warns at every fit (a fit stopped at `max_iter`; "more unique classes than 50 % of the samples"
     at 1 shot): dozens per study. Each is said once per process."""
+    from sklearn.exceptions import ConvergenceWarning
+
     for warning in caught:
         message = str(warning.message).split("\n")[0]
         if issubclass(warning.category, ConvergenceWarning):
