@@ -13,15 +13,20 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 _THREADS = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
 if "PYTEST_XDIST_WORKER" in os.environ:
     os.environ["OMP_NUM_THREADS"] = str(_THREADS)
-# Cached image features of the test session stay out of the user's datasets cache.
-os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="coop-hf-tests-")
+# One folder per test session for what its processes share (pytest-xdist's workers and the scripts the tests start
+# inherit it): the tiny CLIP checkpoint and the cached image features, which stay out of the user's datasets cache.
+_OWNS_SESSION_DIR = "COOP_HF_TEST_SESSION_DIR" not in os.environ
+SESSION_DIR = os.environ.setdefault("COOP_HF_TEST_SESSION_DIR", tempfile.mkdtemp(prefix="coop-hf-tests-"))
+os.environ["HF_DATASETS_CACHE"] = os.path.join(SESSION_DIR, "datasets")
 
 import importlib.util  # noqa: E402
+import shutil  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from filelock import FileLock  # noqa: E402
 from transformers import AutoTokenizer, CLIPConfig, CLIPModel  # noqa: E402
 
 if "PYTEST_XDIST_WORKER" in os.environ:
@@ -68,15 +73,25 @@ def clip_tokenizer():
 
 
 @pytest.fixture(scope="session")
-def tiny_clip_dir(tmp_path_factory, clip_tokenizer) -> Path:
-    """A from_pretrained-able checkpoint folder of a tiny random CLIP with the real tokenizer and processor."""
+def tiny_clip_dir(clip_tokenizer) -> Path:
+    """A from_pretrained-able checkpoint folder of a tiny random CLIP with the real tokenizer and processor, written
+    once per test session at one path, so that every worker's runs share their cached image features."""
     from transformers import CLIPImageProcessor
 
-    folder = tmp_path_factory.mktemp("tiny-clip")
-    random_clip(tiny_clip_config()).save_pretrained(folder)
-    clip_tokenizer.save_pretrained(folder)
-    CLIPImageProcessor.from_pretrained(VIT_B32).save_pretrained(folder)
+    folder = Path(SESSION_DIR) / "tiny-clip"
+    with FileLock(f"{folder}.lock"):
+        if not folder.is_dir():
+            staging = Path(tempfile.mkdtemp(dir=SESSION_DIR))
+            random_clip(tiny_clip_config()).save_pretrained(staging)
+            clip_tokenizer.save_pretrained(staging)
+            CLIPImageProcessor.from_pretrained(VIT_B32).save_pretrained(staging)
+            staging.rename(folder)
     return folder
+
+
+def pytest_sessionfinish(session):
+    if _OWNS_SESSION_DIR and "PYTEST_XDIST_WORKER" not in os.environ:
+        shutil.rmtree(SESSION_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

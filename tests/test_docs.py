@@ -252,7 +252,7 @@ def plan(command: Command) -> tuple[list[str] | None, str]:
 
 
 def open_clip_architecture(model: str) -> str:
-    """The architecture an `open_clip:<architecture>/<tag>` name builds: "RN50" of "open_clip:RN50-quickgelu/openai"."""
+    """What an `open_clip:<architecture>/<tag>` name builds: "RN50" of "open_clip:RN50-quickgelu/openai"."""
     return model.removeprefix(OPEN_CLIP_PREFIX).partition("/")[0].removesuffix("-quickgelu")
 
 

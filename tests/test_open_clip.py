@@ -195,6 +195,11 @@ def test_an_open_clip_name_is_built_with_the_activation_its_weights_were_trained
     assert activations == {open_clip.transformer.QuickGELU if quick_gelu else torch.nn.GELU}
 
 
+def test_an_uncached_hub_checkpoint_offline_says_so():
+    with pytest.raises(OSError, match=r"resnet50_clip\.openai is not in the Hugging Face cache, and the Hub is off"):
+        load_backbone("hf-hub:timm/resnet50_clip.openai")
+
+
 def test_a_text_tower_without_clips_layout_is_refused():
     config = tiny_config("ViT-B-32")
     config["text_cfg"].update(no_causal_mask=True, pool_type="last")

@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import huggingface_hub
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -454,6 +455,8 @@ def load_open_clip(source: str | os.PathLike, *, cache_dir: str | None = None, *
         else:
             config_path = hub_open_clip_config(identifier, cache_dir=cache_dir)
         if config_path is None or not Path(config_path).is_file():
+            if schema == "hf-hub" and huggingface_hub.constants.HF_HUB_OFFLINE:
+                raise OSError(f"{source!s} is not in the Hugging Face cache, and the Hub is offline (HF_HUB_OFFLINE).")
             raise OSError(f"{source!s} holds no {OPEN_CLIP_CONFIG_NAME}: it is not an open_clip checkpoint.")
         model_cfg = json.loads(Path(config_path).read_text(encoding="utf-8"))["model_cfg"]
         model = _create(open_clip, str(source), text, cache_dir=cache_dir)
