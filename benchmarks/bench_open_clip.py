@@ -9,7 +9,7 @@ Modes, each a full step (forward, backward, SGD with momentum and weight decay o
   straightforward_cached  straightforward, from precomputed image features
   ours_cached             ours, from precomputed image features (coop_hf.feature_cache)
 Before timing, each pair's first steps (same context, same inputs) are compared: loss and context gradient.
-Needs open_clip (pip install -e ".[open_clip]").
+Needs open_clip (pip install -e ".[open-clip]").
 
 Example: python benchmarks/bench_open_clip.py --model RN50 --classes 102 --batch_size 32 --repeats 3
 """

@@ -95,6 +95,20 @@ def test_method_pages_show_the_generated_recipe_tables():
     assert sorted(shown) == sorted(PROMPT_METHODS), "every method's recipes on exactly one method page"
 
 
+def command_after(heading: str, page: Path) -> str:
+    """The first bash block after `heading` on `page`."""
+    text = page.read_text(encoding="utf-8")
+    return BASH_BLOCK.search(text, text.index(heading)).group(1).strip()
+
+
+def test_the_set_up_and_test_commands_are_the_same_everywhere():
+    """What the README and the getting-started page tell a newcomer to run is what CI runs."""
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    for page in (REPO / "README.md", DOCS / "getting-started.md"):
+        for heading in ("## Set up", "## Test"):
+            assert command_after(heading, page) in ci, f"{page.name}, {heading}: not a line of .ci/run"
+
+
 def test_readme_links_resolve():
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme)

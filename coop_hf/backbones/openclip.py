@@ -1,4 +1,4 @@
-"""open_clip checkpoints (`pip install "coop-hf[open_clip]"`): OpenAI's RN50 / ViT CLIPs and LAION's, as open_clip
+"""open_clip checkpoints (`pip install "coop-hf[open-clip]"`): OpenAI's RN50 / ViT CLIPs and LAION's, as open_clip
 builds them, wrapped in a small `transformers.PreTrainedModel` so that every method takes them like any backbone.
 
 A checkpoint is given as
@@ -53,7 +53,7 @@ def _require_open_clip():
         import open_clip
     except ImportError as error:
         raise ImportError(
-            'open_clip checkpoints need the open_clip package: pip install "coop-hf[open_clip]" (open_clip_torch, '
+            'open_clip checkpoints need the open_clip package: pip install "coop-hf[open-clip]" (open_clip_torch, '
             "with torchvision)."
         ) from error
     return open_clip
