@@ -252,7 +252,7 @@ def plan(command: Command) -> tuple[list[str] | None, str]:
             for method in sorted(named & DEEP_PROMPT_DEPTHS.keys()):
                 for flag in DEEP_PROMPT_DEPTHS[method]:
                     values.setdefault(flag, ["2"])
-            if values.get("--method", [""])[0] in AUGMENTED_VIEWS_METHODS:
+            if named & AUGMENTED_VIEWS_METHODS:
                 values.setdefault("--augment_views", ["2"])
             values["--model_name_or_path"] = [family_model(model)]
         output = values.get("--output_dir", [f"cmd{command.line}"])[0]

@@ -99,8 +99,12 @@ def without_n_ctx(arguments: list[str]) -> list[str]:
     return arguments[:position] + arguments[position + 2 :]
 
 
-def flowers_with_unreadable_val(folder):
-    """The shared Flowers102 as symlinks, with every validation image replaced by garbage."""
+@pytest.fixture(scope="module")
+def flowers_with_unreadable_val(tmp_path_factory):
+    """The shared Flowers102 as symlinks, with every validation image replaced by garbage, and Caltech101 beside it
+    (one folder for the module, so that its runs share the cached features of the test splits)."""
+    folder = tmp_path_factory.mktemp("data")
+    (folder / "caltech-101").symlink_to(DATA / "caltech-101")
     source = DATA / "oxford_flowers"
     split = json.loads((source / "split_zhou_OxfordFlowers.json").read_text())
     broken = {path for path, _, _ in split["val"]}
@@ -116,8 +120,10 @@ def flowers_with_unreadable_val(folder):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["coop", "linear-probe", "tip-adapter", "tip-adapter-f", "lp++"])
-def test_a_realistic_run_reads_no_validation_image_and_records_its_protocol(tiny_clip_dir, tmp_path, method):
-    data = flowers_with_unreadable_val(tmp_path / "data")
+def test_a_realistic_run_reads_no_validation_image_and_records_its_protocol(
+    tiny_clip_dir, tmp_path, method, flowers_with_unreadable_val
+):
+    data = flowers_with_unreadable_val
     out = tmp_path / "out"
     extra = ["--augment_views", "1"] if method.startswith("tip-adapter") else []
     extra += ["--num_train_epochs", "3"] if method in ("tip-adapter-f", "lp++") else []
@@ -202,11 +208,12 @@ def test_compare_protocols_runs_both_sweeps_in_shards_then_writes_the_comparison
 
 
 @pytest.mark.slow
-def test_base_to_new_and_transfer_train_under_the_realistic_protocol(tiny_clip_dir, tmp_path):
+def test_base_to_new_and_transfer_train_under_the_realistic_protocol(
+    tiny_clip_dir, tmp_path, flowers_with_unreadable_val
+):
     """Base-to-new draws the long-tailed counts over the base classes and transfer over the source's, neither reads
     a validation image (they are garbage here), and the tables say which protocol they hold."""
-    data = flowers_with_unreadable_val(tmp_path / "data")
-    (data / "caltech-101").symlink_to(DATA / "caltech-101")
+    data = flowers_with_unreadable_val
     common = [
         "--model_name_or_path", str(tiny_clip_dir), "--data_dir", str(data), "--disable_tqdm", "true",
         "--report_to", "none", "--num_train_epochs", "1", "--n_ctx", "4", "--protocol", "realistic",
