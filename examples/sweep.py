@@ -45,7 +45,7 @@ from coop_hf.runners.baselines import linear_probe_run_config, run_linear_probe,
 from coop_hf.runners.experiment import claim_run_directories
 from coop_hf.runners.help import parse_flags
 from coop_hf.runners.prompt_learning import PromptRun, prompt_fields
-from coop_hf.runners.published import ALL_BENCHMARKS, published_accuracy
+from coop_hf.runners.published import ALL_BENCHMARKS, published_accuracy, runs_as_published
 from coop_hf.runners.records import announce, check_dataset_folders, dataset_folder, write_results
 from coop_hf.runners.reporting import (
     AVERAGE,
@@ -146,19 +146,25 @@ def method_folder(entry: str) -> str:
     return entry.replace(":", "-").replace(",", "-")
 
 
-def published_figures(sweep: SweepArguments, cells: list[Cell]) -> dict[tuple[str, str, int], float]:
+def published_figures(
+    sweep: SweepArguments, cells: list[Cell], settings: dict[str, dict[str, Any]]
+) -> dict[tuple[str, str, int], float]:
     """The papers' figures of the grid's cells (`coop_hf.runners.published`), per (dataset, method entry, shots),
-    and of the average when the grid holds exactly CoOp's 11 datasets."""
+    and of the average when the grid holds exactly CoOp's 11 datasets: under the papers' protocol, for the cells
+    whose method runs with its published settings (`settings`: the prompt settings given per method entry)."""
+    if sweep.protocol != "papers":
+        return {}
     figures = {}
     every_benchmark = sorted(sweep.dataset) == sorted(FEW_SHOT_BENCHMARKS)
     for cell in cells:
-        settings = prompt_fields(cell.planned.prompt_config) if cell.planned is not None else {}
+        method = PROMPT_METHODS.get(method_of(cell.method))
+        if method is not None and not runs_as_published(method, cell.experiment, settings[cell.method]):
+            continue
+        fields = prompt_fields(cell.planned.prompt_config) if cell.planned is not None else {}
         where = [(cell.experiment.dataset, cell.experiment.dataset)]
         where += [(AVERAGE, ALL_BENCHMARKS)] if every_benchmark else []
         for key, dataset in where:
-            figure = published_accuracy(
-                sweep.model_name_or_path, dataset, method_of(cell.method), cell.shots, settings
-            )
+            figure = published_accuracy(sweep.model_name_or_path, dataset, method_of(cell.method), cell.shots, fields)
             if figure is not None:
                 figures[key, cell.method, cell.shots] = figure.accuracy
     return figures
@@ -237,7 +243,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     grid = plan_grid(sweep, experiments, training_args, settings)
     cells = shard.select(grid) if shard else grid
     labels = baseline_labels(backbone.backbone.family)  # "Zero-shot SigLIP" on a SigLIP backbone
-    published = published_figures(sweep, grid)
+    published = published_figures(sweep, grid, settings)
     # Every cell's directory is checked before the first run starts, so a mismatch never stops a sweep half-way,
     # and claimed once the test images are read, so an unreadable one leaves nothing written.
     claim_run_directories(

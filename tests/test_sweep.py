@@ -293,8 +293,9 @@ def test_two_shards_then_a_plain_run_give_the_unsharded_results(tiny_clip_dir, t
 
 
 def test_the_tables_show_the_papers_figure_beside_the_cell_it_belongs_to():
-    """CoOp's RN50 figures apply to OpenAI's RN50 under any of its names, to CoOp with the paper's 16 context vectors
-    at the end (not to a variant), and the 11-dataset average only to a grid of exactly those datasets."""
+    """CoOp's RN50 figures apply to OpenAI's RN50 under any of its names, under the papers' protocol, to CoOp with the
+    paper's 16 context vectors at the end (given or by default; not to a variant or other flags), and the 11-dataset
+    average only to a grid of exactly those datasets."""
     sweep = load_example("sweep")
     config = functools.partial(CoOpConfig, classnames=["a", "b"])
 
@@ -308,16 +309,25 @@ def test_the_tables_show_the_papers_figure_beside_the_cell_it_belongs_to():
         cell("imagenet", "zeroshot", 0), cell("imagenet", "linear-probe", 16), cell("imagenet", "coop", 16),
         cell("imagenet", "coop", 8), cell("imagenet", "coop:n_ctx=4", 16, n_ctx=4), cell("caltech101", "zeroshot", 0),
     ]  # fmt: skip
+    given = {"coop": {"n_ctx": 16}, "coop:n_ctx=4": {"n_ctx": 4}}  # the default given as a flag still counts
+
+    def grid(name, datasets=("imagenet", "caltech101"), protocol="papers"):
+        return SimpleNamespace(model_name_or_path=name, dataset=list(datasets), protocol=protocol)
+
     for name in ("open_clip:RN50/openai", "hf-hub:timm/resnet50_clip.openai", "open_clip:RN50-quickgelu/openai"):
-        grid = SimpleNamespace(model_name_or_path=name, dataset=["imagenet", "caltech101"])
-        assert sweep.published_figures(grid, cells) == {
+        assert sweep.published_figures(grid(name), cells, given) == {
             ("imagenet", "zeroshot", 0): 58.18, ("imagenet", "linear-probe", 16): 55.87,
             ("imagenet", "coop", 16): 62.95, ("caltech101", "zeroshot", 0): 86.29,
         }  # fmt: skip
+    other_coop = sweep.published_figures(grid("open_clip:RN50/openai"), cells, {**given, "coop": {"n_ctx": 8}})
+    assert ("imagenet", "coop", 16) not in other_coop and len(other_coop) == 3
+    assert sweep.published_figures(grid("open_clip:RN50/openai", protocol="realistic"), cells, given) == {}
     for name in ("open_clip:RN50/yfcc15m", "openai/clip-vit-base-patch16", "outputs/tiny-random-clip"):
-        assert sweep.published_figures(SimpleNamespace(model_name_or_path=name, dataset=["imagenet"]), cells) == {}
-    vit_b16 = SimpleNamespace(model_name_or_path="openai/clip-vit-base-patch16", dataset=list(FEW_SHOT_BENCHMARKS))
-    assert sweep.published_figures(vit_b16, [cell("dtd", "coop", 16)]) == {("average", "coop", 16): 79.01}
+        assert sweep.published_figures(grid(name, ["imagenet"]), cells, given) == {}
+    vit_b16 = grid("openai/clip-vit-base-patch16", FEW_SHOT_BENCHMARKS)
+    assert sweep.published_figures(vit_b16, [cell("dtd", "coop", 16)], {"coop": {}}) == {
+        ("average", "coop", 16): 79.01
+    }
 
     rows = [*rows_of("imagenet", "coop", 16, [62.0, 63.0]), *rows_of("imagenet", "coop", 8, [60.0, 60.0])]
     table = results_markdown(rows, published={("imagenet", "coop", 16): 62.95})

@@ -2,8 +2,9 @@
 
 A figure applies to a cell when the backbone is the paper's (OpenAI's weights, by any of the names that load them:
 `openai/clip-vit-base-patch32`, `open_clip:RN50/openai`, `hf-hub:timm/resnet50_clip.openai`, ...), the dataset,
-method and shot count are the paper's, and the method ran with the paper's settings (CoOp: 16 context vectors, the
-class name at the end, one context for all classes). With random weights or another checkpoint nothing is
+method and shot count are the paper's, and the method ran as published, under the papers' protocol: no prompt
+setting given away from its few-shot defaults (`runs_as_published`), and for CoOp's figures 16 context vectors,
+the class name at the end, one context for all classes. With random weights or another checkpoint nothing is
 shown. The figures are those of the method reference the project works from (`docs/reproducing.md`, "Published
 numbers").
 """
@@ -68,6 +69,14 @@ def paper_backbone(model_name_or_path: str) -> str | None:
     (another checkpoint, a local folder: its weights are unknown)."""
     name = str(model_name_or_path).strip().lower()
     return next((paper for pattern, paper in _OPENAI_NAMES if re.fullmatch(pattern, name)), None)
+
+
+def runs_as_published(method: Any, experiment: Any, given: dict[str, Any]) -> bool:
+    """Whether the prompt settings `given` to a method (`PromptLearning`: flags, a variant's settings) leave it at its
+    few-shot defaults on the experiment's dataset, the settings its paper's figures are of."""
+    defaults = method.method_settings(experiment, {}, "few_shot")
+    fields = method.model_class.config_class.__dataclass_fields__
+    return all(value == defaults.get(key, fields[key].default) for key, value in given.items())
 
 
 def published_accuracy(
