@@ -30,7 +30,9 @@ if __name__ == "__main__":
     answer_at_once(__file__)  # --help, misspelt flags, bad values: answered before torch loads
 
 import dataclasses
+import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +62,8 @@ from coop_hf.runners.settings import RunSettings
 from coop_hf.runners.shard import Shard
 from coop_hf.training import CoOpTrainingArguments
 
+HUB_NAME_LIMIT = 96
+"""The longest repository name the Hub accepts."""
 CSV_COLUMNS = ("dataset", "method", "shots", "seed", "accuracy", "macro_accuracy", "run_dir")
 
 
@@ -132,7 +136,8 @@ def plan_grid(
                 args = dataclasses.replace(training_args, output_dir=str(Path(training_args.output_dir) / run_dir))
                 if method_of(method) in PROMPT_METHODS and args.push_to_hub:  # one repository per cell (and seed)
                     repo = f"{method_folder(method)}-{dataset_folder(experiment.dataset)}-{shots}shots"
-                    args = dataclasses.replace(args, hub_model_id="-".join(filter(None, [args.hub_model_id, repo])))
+                    repo_id = "-".join(filter(None, [args.hub_model_id, repo]))
+                    args = dataclasses.replace(args, hub_model_id=hub_repo_id(repo_id))
                 cell = Cell(experiment, method, sweep_run.replace(shots=shots), run_dir, args, None)
                 if method_of(method) in PROMPT_METHODS:
                     spec = PROMPT_METHODS[method_of(method)]
@@ -141,33 +146,62 @@ def plan_grid(
     return cells
 
 
+def hub_repo_id(repo_id: str) -> str:
+    """`repo_id` as the Hub takes it: characters it refuses in a name ("lp++", a variant's "=") become "-", and a
+    name past 96 characters is cut, with a hash of the whole that keeps two cells apart."""
+    namespace, _, name = repo_id.rpartition("/")
+    clean = re.sub(r"[-.]{2,}", "-", re.sub(r"[^A-Za-z0-9._-]+", "-", name)).strip("-.")  # no "--" nor ".."
+    if len(clean) > HUB_NAME_LIMIT:
+        clean = f"{clean[: HUB_NAME_LIMIT - 9].rstrip('-.')}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+    return f"{namespace}/{clean}" if namespace else clean
+
+
 def method_folder(entry: str) -> str:
     """A method entry's folder: its name, or a variant's name and settings ("coop-class_token_position=middle")."""
     return entry.replace(":", "-").replace(",", "-")
 
 
 def published_figures(
-    sweep: SweepArguments, cells: list[Cell], settings: dict[str, dict[str, Any]]
+    sweep: SweepArguments,
+    cells: list[Cell],
+    settings: dict[str, dict[str, Any]],
+    training_args: CoOpTrainingArguments,
 ) -> dict[tuple[str, str, int], float]:
     """The papers' figures of the grid's cells (`coop_hf.runners.published`), per (dataset, method entry, shots),
-    and of the average when the grid holds exactly CoOp's 11 datasets: under the papers' protocol, for the cells
-    whose method runs with its published settings (`settings`: the prompt settings given per method entry)."""
+    and of the average when the grid holds exactly CoOp's 11 datasets and every one of its cells qualifies: under
+    the papers' protocol, for zero-shot CLIP, and for a trained cell when it trains as published (no label noise,
+    cross-entropy, no training flag that its recipe sets) with its method's published prompt settings (`settings`:
+    the prompt settings given per method entry)."""
     if sweep.protocol != "papers":
         return {}
-    figures = {}
+    trains_as_published = not sweep.noise().active and sweep.loss == "ce" and not set_training_flags(training_args)
+    figures, average = {}, {}
     every_benchmark = sorted(sweep.dataset) == sorted(FEW_SHOT_BENCHMARKS)
     for cell in cells:
-        method = PROMPT_METHODS.get(method_of(cell.method))
-        if method is not None and not runs_as_published(method, cell.experiment, settings[cell.method]):
-            continue
+        method, name = PROMPT_METHODS.get(method_of(cell.method)), method_of(cell.method)
+        qualifies = cell.method == ZEROSHOT or (
+            trains_as_published
+            and (method is None or runs_as_published(method, cell.experiment, settings[cell.method]))
+        )
         fields = prompt_fields(cell.planned.prompt_config) if cell.planned is not None else {}
-        where = [(cell.experiment.dataset, cell.experiment.dataset)]
-        where += [(AVERAGE, ALL_BENCHMARKS)] if every_benchmark else []
-        for key, dataset in where:
-            figure = published_accuracy(sweep.model_name_or_path, dataset, method_of(cell.method), cell.shots, fields)
-            if figure is not None:
-                figures[key, cell.method, cell.shots] = figure.accuracy
-    return figures
+        figure = published_accuracy(sweep.model_name_or_path, cell.experiment.dataset, name, cell.shots, fields)
+        if qualifies and figure is not None:
+            figures[cell.experiment.dataset, cell.method, cell.shots] = figure.accuracy
+        if every_benchmark:
+            mean = published_accuracy(sweep.model_name_or_path, ALL_BENCHMARKS, name, cell.shots, fields)
+            key = (AVERAGE, cell.method, cell.shots)
+            average[key] = average.get(key, True) and qualifies and mean is not None and mean.accuracy
+    return figures | {key: value for key, value in average.items() if value}
+
+
+def set_training_flags(training_args: CoOpTrainingArguments) -> list[str]:
+    """The training arguments that some method's recipe sets and that differ from their defaults here (flags given:
+    the runs no longer train as published)."""
+    recipe_fields = {
+        key for spec in PROMPT_METHODS.values() for recipe in spec.recipes.values() for key in recipe.training
+    }
+    defaults = CoOpTrainingArguments(output_dir=training_args.output_dir)
+    return [key for key in sorted(recipe_fields) if getattr(training_args, key) != getattr(defaults, key)]
 
 
 def finished_results(cell: Cell, seeds: list[int]) -> dict[str, Any] | None:
@@ -206,7 +240,10 @@ def write_tables(
     labels: dict[str, str],
     published: dict[tuple[str, str, int], float],
 ) -> None:
-    """Write output_dir/results.csv and results.md (atomically) from the rows so far, with the papers' figures."""
+    """Write output_dir/results.csv and results.md (atomically) from the rows so far, with the papers' figures (the
+    average's once the rows hold every dataset)."""
+    if {row["dataset"] for row in rows} != set(sweep.dataset):
+        published = {key: value for key, value in published.items() if key[0] != AVERAGE}
     intro = (
         f"# Few-shot study: {sweep.model_name_or_path}\n\n"
         f"Test accuracy (%), mean ± population std over seeds {', '.join(map(str, sweep.seeds))} (as CoOp's "
@@ -243,7 +280,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     grid = plan_grid(sweep, experiments, training_args, settings)
     cells = shard.select(grid) if shard else grid
     labels = baseline_labels(backbone.backbone.family)  # "Zero-shot SigLIP" on a SigLIP backbone
-    published = published_figures(sweep, grid, settings)
+    published = published_figures(sweep, grid, settings, training_args)
     # Every cell's directory is checked before the first run starts, so a mismatch never stops a sweep half-way,
     # and claimed once the test images are read, so an unreadable one leaves nothing written.
     claim_run_directories(

@@ -16,7 +16,9 @@ if "PYTEST_XDIST_WORKER" in os.environ:
 # One folder per test session for what its processes share (pytest-xdist's workers and the scripts the tests start
 # inherit it): the tiny CLIP checkpoint and the cached image features, which stay out of the user's datasets cache.
 _OWNS_SESSION_DIR = "COOP_HF_TEST_SESSION_DIR" not in os.environ
-SESSION_DIR = os.environ.setdefault("COOP_HF_TEST_SESSION_DIR", tempfile.mkdtemp(prefix="coop-hf-tests-"))
+if _OWNS_SESSION_DIR:
+    os.environ["COOP_HF_TEST_SESSION_DIR"] = tempfile.mkdtemp(prefix="coop-hf-tests-")
+SESSION_DIR = os.environ["COOP_HF_TEST_SESSION_DIR"]
 os.environ["HF_DATASETS_CACHE"] = os.path.join(SESSION_DIR, "datasets")
 
 import importlib.util  # noqa: E402

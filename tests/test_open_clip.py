@@ -23,7 +23,7 @@ from coop_hf import (
     PromptSRCModel,
 )
 from coop_hf.backbones import OpenCLIPModel, backbone_for, load_backbone
-from coop_hf.backbones.openclip import open_clip_tokenizer
+from coop_hf.backbones.openclip import SplitMultiheadAttention, open_clip_tokenizer
 from coop_hf.runners import LoadedBackbone
 from coop_hf.text_encoding import encode_plain
 from tests.conftest import DATA, VIT_B32
@@ -196,8 +196,8 @@ def test_an_open_clip_name_is_built_with_the_activation_its_weights_were_trained
 
 
 def test_an_uncached_hub_checkpoint_offline_says_so():
-    with pytest.raises(OSError, match=r"resnet50_clip\.openai is not in the Hugging Face cache, and the Hub is off"):
-        load_backbone("hf-hub:timm/resnet50_clip.openai")
+    with pytest.raises(OSError, match=r"coop-hf-tests/never-cached is not in the Hugging Face cache, and the Hub"):
+        load_backbone("hf-hub:coop-hf-tests/never-cached")
 
 
 def test_a_text_tower_without_clips_layout_is_refused():
@@ -339,6 +339,23 @@ def test_vision_layer_hooks_on_a_vit_tower_and_none_on_a_resnet(checkpoint):
         )
     assert not torch.allclose(changed, plain) and not torch.allclose(appended, plain)
     torch.testing.assert_close(backbone.image_features(images), plain)  # the hooks are gone
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_split_attention_is_the_packed_attention(batch_first):
+    """The same output as `nn.MultiheadAttention` with no mask, an additive one, a boolean one and a per-head one."""
+    torch.manual_seed(0)
+    packed = torch.nn.MultiheadAttention(16, 4, batch_first=batch_first).eval()
+    split = SplitMultiheadAttention(packed)
+    states = torch.randn(3, 5, 16) if batch_first else torch.randn(5, 3, 16)
+    causal = torch.full((5, 5), float("-inf")).triu(1)
+    masks = [None, causal, causal.isinf(), causal.isinf().expand(3 * 4, 5, 5)]
+    with torch.no_grad():
+        for mask in masks:
+            expected = packed(states, states, states, need_weights=False, attn_mask=mask)[0]
+            assert_close_fp32(split(states, states, states, attn_mask=mask)[0], expected, depth=2)
+    with pytest.raises(ValueError, match="attention mask only"):
+        split(states, states, states, key_padding_mask=torch.zeros(3, 5, dtype=torch.bool))
 
 
 LORA_TARGET = {

@@ -92,6 +92,10 @@ def test_one_recipe_for_every_dataset():
     papers, realistic = tip.method_settings(flowers, {}), tip.method_settings(flowers, {}, realistic=True)
     assert papers["init_alpha"] != TipAdapterConfig().init_alpha and "init_alpha" not in realistic
     assert realistic["search_steps"] == [0, 0] and realistic["templates"] == papers["templates"]
+    lp = PROMPT_METHODS["lp++"]
+    assert lp.method_settings(flowers, {"keep_epoch": "last"}, realistic=True)["keep_epoch"] == "last"
+    with pytest.raises(ValueError, match=r"--protocol realistic fixes --keep_epoch 'last' .* --protocol papers"):
+        lp.method_settings(flowers, {"keep_epoch": "best_validation"}, realistic=True)
 
 
 def without_n_ctx(arguments: list[str]) -> list[str]:

@@ -27,6 +27,7 @@ from coop_hf.runners.reporting import (
     rows_csv,
     summarize,
 )
+from coop_hf.training import CoOpTrainingArguments
 from tests.conftest import DATA, load_example
 
 
@@ -294,8 +295,9 @@ def test_two_shards_then_a_plain_run_give_the_unsharded_results(tiny_clip_dir, t
 
 def test_the_tables_show_the_papers_figure_beside_the_cell_it_belongs_to():
     """CoOp's RN50 figures apply to OpenAI's RN50 under any of its names, under the papers' protocol, to CoOp with the
-    paper's 16 context vectors at the end (given or by default; not to a variant or other flags), and the 11-dataset
-    average only to a grid of exactly those datasets."""
+    paper's 16 context vectors at the end (given or by default; not to a variant or other flags), to trained cells
+    only without label noise, GCE or a recipe's training flag, and the 11-dataset average only to a grid of exactly
+    those datasets in which every cell qualifies."""
     sweep = load_example("sweep")
     config = functools.partial(CoOpConfig, classnames=["a", "b"])
 
@@ -311,23 +313,37 @@ def test_the_tables_show_the_papers_figure_beside_the_cell_it_belongs_to():
     ]  # fmt: skip
     given = {"coop": {"n_ctx": 16}, "coop:n_ctx=4": {"n_ctx": 4}}  # the default given as a flag still counts
 
-    def grid(name, datasets=("imagenet", "caltech101"), protocol="papers"):
-        return SimpleNamespace(model_name_or_path=name, dataset=list(datasets), protocol=protocol)
+    def grid(name, datasets=("imagenet", "caltech101"), protocol="papers", noise=False, loss="ce"):
+        return SimpleNamespace(
+            model_name_or_path=name, dataset=list(datasets), protocol=protocol, loss=loss,
+            noise=lambda: SimpleNamespace(active=noise),
+        )  # fmt: skip
 
-    for name in ("open_clip:RN50/openai", "hf-hub:timm/resnet50_clip.openai", "open_clip:RN50-quickgelu/openai"):
-        assert sweep.published_figures(grid(name), cells, given) == {
-            ("imagenet", "zeroshot", 0): 58.18, ("imagenet", "linear-probe", 16): 55.87,
-            ("imagenet", "coop", 16): 62.95, ("caltech101", "zeroshot", 0): 86.29,
+    args = CoOpTrainingArguments(output_dir="unused")
+    zero_shot = {("imagenet", "zeroshot", 0): 58.18, ("caltech101", "zeroshot", 0): 86.29}
+    rn50 = "open_clip:RN50/openai"
+    for name in (rn50, "hf-hub:timm/resnet50_clip.openai", "open_clip:RN50-quickgelu/openai"):
+        assert sweep.published_figures(grid(name), cells, given, args) == {
+            **zero_shot, ("imagenet", "linear-probe", 16): 55.87, ("imagenet", "coop", 16): 62.95
         }  # fmt: skip
-    other_coop = sweep.published_figures(grid("open_clip:RN50/openai"), cells, {**given, "coop": {"n_ctx": 8}})
+    other_coop = sweep.published_figures(grid(rn50), cells, {**given, "coop": {"n_ctx": 8}}, args)
     assert ("imagenet", "coop", 16) not in other_coop and len(other_coop) == 3
-    assert sweep.published_figures(grid("open_clip:RN50/openai", protocol="realistic"), cells, given) == {}
+    for trained_otherwise in (grid(rn50, noise=True), grid(rn50, loss="gce")):
+        assert sweep.published_figures(trained_otherwise, cells, given, args) == zero_shot
+    other_rate = CoOpTrainingArguments(output_dir="unused", learning_rate=0.01)
+    assert sweep.published_figures(grid(rn50), cells, given, other_rate) == zero_shot
+    assert sweep.published_figures(grid(rn50, protocol="realistic"), cells, given, args) == {}
     for name in ("open_clip:RN50/yfcc15m", "openai/clip-vit-base-patch16", "outputs/tiny-random-clip"):
-        assert sweep.published_figures(grid(name, ["imagenet"]), cells, given) == {}
+        assert sweep.published_figures(grid(name, ["imagenet"]), cells, given, args) == {}
     vit_b16 = grid("openai/clip-vit-base-patch16", FEW_SHOT_BENCHMARKS)
-    assert sweep.published_figures(vit_b16, [cell("dtd", "coop", 16)], {"coop": {}}) == {
-        ("average", "coop", 16): 79.01
+    every = [cell(dataset, "coop", 16) for dataset in FEW_SHOT_BENCHMARKS]
+    assert sweep.published_figures(vit_b16, every, {"coop": {}}, args) == {("average", "coop", 16): 79.01}
+    tip = [cell(dataset, "tip-adapter-f", 16) for dataset in FEW_SHOT_BENCHMARKS]
+    assert sweep.published_figures(vit_b16, tip, {"tip-adapter-f": {}}, args) == {
+        ("average", "tip-adapter-f", 16): 81.15
     }
+    # ImageNet's alpha given for every dataset: its defaults on ImageNet, not on Flowers102: no average figure
+    assert sweep.published_figures(vit_b16, tip, {"tip-adapter-f": {"init_alpha": 1.17}}, args) == {}
 
     rows = [*rows_of("imagenet", "coop", 16, [62.0, 63.0]), *rows_of("imagenet", "coop", 8, [60.0, 60.0])]
     table = results_markdown(rows, published={("imagenet", "coop", 16): 62.95})
@@ -350,3 +366,31 @@ def test_a_method_listed_as_variants_runs_each_in_its_own_folder(tiny_clip_dir, 
     assert (plain["class_token_position"], plain["class_specific_context"], plain["n_ctx"]) == ("end", False, 4)
     assert (middle["class_token_position"], middle["class_specific_context"], middle["n_ctx"]) == ("middle", True, 4)
     assert "| CoOp (class_token_position=middle, class_specific_context=true) |" in (out / "results.md").read_text()
+
+
+def test_a_cells_hub_repository_id_is_one_the_hub_accepts():
+    """Pushing a sweep names one repository per cell from its folder: "lp++" and a variant's "=" and "," are not
+    characters of a Hub name, and a long variant passes the 96-character limit."""
+    from huggingface_hub.utils import validate_repo_id
+
+    hub_repo_id = load_example("sweep").hub_repo_id
+    variant = "coop-class_token_position=middle-class_specific_context=true"
+    ids = [
+        hub_repo_id("me/prompts-lp++-oxford_flowers-16shots"),
+        hub_repo_id(f"me/prompts-{variant}-oxford_flowers-16shots"),
+        hub_repo_id(f"{variant}-{variant}-caltech101-1shots"),
+        hub_repo_id(f"{variant}-{variant}-caltech101-2shots"),
+    ]
+    for repo_id in ids:
+        validate_repo_id(repo_id)
+    assert ids[0] == "me/prompts-lp-oxford_flowers-16shots"
+    assert len(ids[2]) <= 96 < len(variant) * 2 and ids[2] != ids[3]  # cut, and still apart
+
+
+def test_a_variants_settings_are_typed_as_the_flags_are():
+    from coop_hf.runners.arguments import variant_settings
+
+    assert variant_settings("coop") == {}
+    assert variant_settings("coop:n_ctx=4,class_specific_context=true") == {"n_ctx": 4, "class_specific_context": True}
+    assert variant_settings("clip-lora:lora_params=q v") == {"lora_params": ["q", "v"]}  # a list: apart by spaces
+    assert variant_settings("kgcoop:template=-{}-") == {"template": "-{}-"}  # a value may start with "-"

@@ -157,6 +157,10 @@ class SplitMultiheadAttention(nn.Module):
 
     def __init__(self, attention: nn.MultiheadAttention):
         super().__init__()
+        if attention.dropout or not attention._qkv_same_embed_dim:
+            raise ValueError(
+                "SplitMultiheadAttention splits self-attention without dropout, as open_clip's blocks hold."
+            )
         width, bias = attention.embed_dim, attention.in_proj_bias is not None
         self.num_heads, self.head_dim = attention.num_heads, attention.head_dim
         self.batch_first = attention.batch_first
@@ -177,12 +181,23 @@ class SplitMultiheadAttention(nn.Module):
         key: torch.Tensor,
         value: torch.Tensor,
         attn_mask: torch.Tensor | None = None,
-        **kwargs,
+        key_padding_mask: torch.Tensor | None = None,
+        need_weights: bool = False,
     ) -> tuple[torch.Tensor, None]:
         """(attention output, None), as `nn.MultiheadAttention(..., need_weights=False)` returns."""
+        if key_padding_mask is not None or need_weights:
+            raise ValueError("SplitMultiheadAttention takes an attention mask only, as open_clip's blocks pass it.")
         if not self.batch_first:
             query, key, value = (states.transpose(0, 1) for states in (query, key, value))
         batch, length, width = query.shape
+        if (
+            attn_mask is not None and attn_mask.dtype == torch.bool
+        ):  # True masks out, as nn.MultiheadAttention reads it
+            attn_mask = torch.zeros(attn_mask.shape, dtype=query.dtype, device=query.device).masked_fill(
+                attn_mask, float("-inf")
+            )
+        if attn_mask is not None and attn_mask.dim() == 3:  # [batch * heads, length, length]
+            attn_mask = attn_mask.view(batch, self.num_heads, length, -1)
 
         def heads(states: torch.Tensor) -> torch.Tensor:
             return states.view(batch, -1, self.num_heads, self.head_dim).transpose(1, 2)

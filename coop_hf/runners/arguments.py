@@ -158,22 +158,24 @@ def variant_settings(entry: str) -> dict[str, Any]:
         return {}
     if method not in PROMPT_METHODS:
         raise ValueError(f"--method {entry!r}: only prompt methods take settings; list {method} alone.")
-    argv = []
+    argv, fields = [], {field.name: field for field in dataclasses.fields(PromptArguments)}
     for pair in variant.split(","):
         key, equals, value = (part.strip() for part in pair.partition("="))
         if not equals or not key or not value:
             raise ValueError(
                 f"--method {entry!r}: write a variant as <method>:<setting>=<value>[,<setting>=<value>...], e.g. "
-                f"{VARIANT_EXAMPLE}."
+                f"{VARIANT_EXAMPLE} (a list setting's values apart by spaces: clip-lora:lora_params=q v)."
             )
-        argv += [f"--{key}", value]
+        listed = key in fields and "list" in str(fields[key].type)
+        argv += [f"--{key}", *value.split()] if listed else [f"--{key}={value}"]  # "=": a value may start with "-"
     parser = HfArgumentParser(PromptArguments, exit_on_error=False, allow_abbrev=False)
     try:
         prompt, remaining = parser.parse_args_into_dataclasses(argv, return_remaining_strings=True)
     except argparse.ArgumentError as error:
         raise ValueError(f"--method {entry!r}: {error}.") from None
     if remaining:
-        raise ValueError(f"--method {entry!r}: {remaining[0]} is no prompt setting (see --help {method}).")
+        flag = remaining[0].partition("=")[0]
+        raise ValueError(f"--method {entry!r}: {flag} is no prompt setting (see --help {method}).")
     try:
         return prompt_settings(prompt, method)
     except ValueError as error:

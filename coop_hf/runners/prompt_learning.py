@@ -153,6 +153,12 @@ class PromptLearning(MethodSpec):
             raise ValueError(f"--method {self.name} fixes {fixed}; drop the flag or choose another method.")
         recipe = self.recipe(protocol).dataset_settings(None if realistic else experiment.dataset)
         forced = realistic_settings({}, tuple(config_class.prompt_settings())) if realistic else {}
+        overruled = [key for key, value in given.items() if key in forced and value != forced[key]]
+        if overruled:
+            fixed = ", ".join(f"--{key} {forced[key]!r}" for key in overruled)
+            raise ValueError(
+                f"--protocol realistic fixes {fixed} (no validation search); drop the flag or use --protocol papers."
+            )
         return {**defaults, **self.defaults, **recipe, **self.settings, **given, **forced}
 
     def prompt_config(

@@ -25,7 +25,7 @@ class LPPlusPlusConfig(PromptConfig):
             reference's per dataset (CoOp's hand-made template; the 7 CLIP templates on ImageNet).
         keep_epoch (`str`, defaults to "best_validation"):
             The epoch kept: the last of best accuracy on the few-shot validation split (the reference's) or the
-            last one ("last": no validation image is read).
+            last one ("last": no epoch chosen on validation).
     """
 
     model_type = "lp_plus_plus"

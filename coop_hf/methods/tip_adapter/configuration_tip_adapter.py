@@ -59,7 +59,7 @@ class TipAdapterConfig(PromptConfig):
             init_alpha (no search).
         keep_epoch (`str`, defaults to "best_validation"):
             Tip-Adapter-F: the fine-tuning epoch kept, that of the best accuracy on the validation split (the
-            reference selects on the test split) or the last one ("last": no validation image is read).
+            reference selects on the test split) or the last one ("last": no epoch chosen on validation).
     """
 
     model_type = "tip_adapter"
