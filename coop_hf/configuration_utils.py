@@ -103,6 +103,12 @@ def check_keep_epoch(keep_epoch: str) -> None:
         raise ValueError(f"keep_epoch={keep_epoch!r} (--keep_epoch) must be one of: {', '.join(KEPT_EPOCHS)}.")
 
 
+def check_augment_views(augment_views: Any) -> None:
+    """Raise a `ValueError` naming `--augment_views` unless it is a whole number of augmented views, at least 1."""
+    if isinstance(augment_views, bool) or not isinstance(augment_views, int) or augment_views < 1:
+        raise ValueError(f"augment_views (--augment_views) must be a whole number >= 1, got {augment_views!r}.")
+
+
 UNIFIED_CONTEXT_AT_END = {"class_token_position": "end", "class_specific_context": False}
 """CoOp's layout settings that CoCoOp and the deep prompts do not have: one context shared by all classes, the class
 name after it."""

@@ -22,6 +22,7 @@ SESSION_DIR = os.environ["COOP_HF_TEST_SESSION_DIR"]
 os.environ["HF_DATASETS_CACHE"] = os.path.join(SESSION_DIR, "datasets")
 
 import importlib.util  # noqa: E402
+import json  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -159,3 +160,22 @@ def random_image_dataset(folder: Path, classnames: list[str], count: int = 12):
     features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=classnames)})
     labels = [index % len(classnames) for index in range(count)]
     return datasets.Dataset.from_dict({"image": paths, "label": labels}, features=features)
+
+
+def flowers_split() -> dict[str, list]:
+    """CoOp's split file of the shared Flowers102: train, val and test lists of [image, label, class name]."""
+    return json.loads((DATA / "oxford_flowers" / "split_zhou_OxfordFlowers.json").read_text())
+
+
+def flowers_with_garbage(folder: Path, broken: set[str]) -> Path:
+    """`folder` holding the shared Flowers102 as symlinks, with the images of `broken` (split-file names) replaced by
+    bytes no image reader takes."""
+    source = DATA / "oxford_flowers"
+    (folder / "oxford_flowers" / "jpg").mkdir(parents=True)
+    for item in source.iterdir():
+        if item.name != "jpg":
+            (folder / "oxford_flowers" / item.name).symlink_to(item)
+    for image in (source / "jpg").iterdir():
+        target = folder / "oxford_flowers" / "jpg" / image.name
+        target.write_bytes(b"not a jpeg") if image.name in broken else target.symlink_to(image)
+    return folder

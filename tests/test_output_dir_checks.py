@@ -2,7 +2,6 @@
 any work, naming the flag, and an unreadable test image stops a run before its directory is claimed, so the
 corrected rerun with other flags is not refused as another configuration."""
 
-import json
 import re
 from pathlib import Path
 
@@ -11,24 +10,15 @@ import pytest
 from coop_hf import CoOpModel
 from coop_hf.data import UnreadableImageError
 from coop_hf.run_directory import check_run_directory, claim_run_directory
-from tests.conftest import DATA, load_example
+from tests.conftest import DATA, flowers_split, flowers_with_garbage, load_example
 
 FLOWERS = ["--dataset", "oxford_flowers", "--shots", "1", "--num_train_epochs", "1", "--disable_tqdm", "true"]
 
 
 def flowers_with_a_corrupt_test_image(folder: Path) -> tuple[Path, str]:
     """The shared Flowers102 as symlinks, with its first test image replaced by garbage; (data folder, that image)."""
-    source = DATA / "oxford_flowers"
-    split = json.loads((source / "split_zhou_OxfordFlowers.json").read_text())
-    broken = split["test"][0][0]
-    (folder / "oxford_flowers" / "jpg").mkdir(parents=True)
-    for item in source.iterdir():
-        if item.name != "jpg":
-            (folder / "oxford_flowers" / item.name).symlink_to(item)
-    for image in (source / "jpg").iterdir():
-        target = folder / "oxford_flowers" / "jpg" / image.name
-        target.write_bytes(b"not a jpeg") if image.name == Path(broken).name else target.symlink_to(image)
-    return folder, Path(broken).name
+    broken = flowers_split()["test"][0][0]
+    return flowers_with_garbage(folder, {broken}), broken
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from coop_hf.runners.methods import PROMPT_METHODS
 from coop_hf.runners.realistic import compare_protocols, comparison_markdown, plot_comparison
 from coop_hf.runners.settings import RunSettings
 from coop_hf.training import CoOpTrainingArguments
-from tests.conftest import DATA, load_example
+from tests.conftest import DATA, flowers_split, flowers_with_garbage, load_example
 from tests.test_train_e2e import flags, run_in_process
 
 
@@ -107,18 +107,8 @@ def without_n_ctx(arguments: list[str]) -> list[str]:
 def flowers_with_unreadable_val(tmp_path_factory):
     """The shared Flowers102 as symlinks, with every validation image replaced by garbage, and Caltech101 beside it
     (one folder for the module, so that its runs share the cached features of the test splits)."""
-    folder = tmp_path_factory.mktemp("data")
+    folder = flowers_with_garbage(tmp_path_factory.mktemp("data"), {path for path, _, _ in flowers_split()["val"]})
     (folder / "caltech-101").symlink_to(DATA / "caltech-101")
-    source = DATA / "oxford_flowers"
-    split = json.loads((source / "split_zhou_OxfordFlowers.json").read_text())
-    broken = {path for path, _, _ in split["val"]}
-    (folder / "oxford_flowers" / "jpg").mkdir(parents=True)
-    for item in source.iterdir():
-        if item.name != "jpg":
-            (folder / "oxford_flowers" / item.name).symlink_to(item)
-    for image in (source / "jpg").iterdir():
-        target = folder / "oxford_flowers" / "jpg" / image.name
-        target.write_bytes(b"not a jpeg") if image.name in broken else target.symlink_to(image)
     return folder
 
 

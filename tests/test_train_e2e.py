@@ -14,7 +14,7 @@ from coop_hf.data import UnreadableImageError, load_benchmark
 from coop_hf.run_directory import RunConfigMismatchError
 from coop_hf.runners import ExperimentArguments, LoadedBackbone, PromptArguments, run_method
 from coop_hf.training import CoOpTrainingArguments
-from tests.conftest import DATA, REPO
+from tests.conftest import DATA, REPO, flowers_split, flowers_with_garbage
 from tests.tolerances import assert_close_fp32
 
 
@@ -229,17 +229,7 @@ def test_a_shot_count_below_one_fails_before_anything_is_written(tiny_clip_dir, 
 
 def flowers_with_unreadable_class(folder):
     """The shared Flowers102 as symlinks, with every train image of the first class replaced by garbage."""
-    source = DATA / "oxford_flowers"
-    split = json.loads((source / "split_zhou_OxfordFlowers.json").read_text())
-    broken = {path for path, label, _ in split["train"] if label == 0}
-    (folder / "oxford_flowers" / "jpg").mkdir(parents=True)
-    for item in source.iterdir():
-        if item.name != "jpg":
-            (folder / "oxford_flowers" / item.name).symlink_to(item)
-    for image in (source / "jpg").iterdir():
-        target = folder / "oxford_flowers" / "jpg" / image.name
-        target.write_bytes(b"not a jpeg") if image.name in broken else target.symlink_to(image)
-    return folder
+    return flowers_with_garbage(folder, {path for path, label, _ in flowers_split()["train"] if label == 0})
 
 
 @pytest.mark.parametrize("method", ["coop", "linear-probe"])

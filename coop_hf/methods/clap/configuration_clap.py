@@ -7,7 +7,7 @@ from typing import Any
 
 from huggingface_hub.dataclasses import strict
 
-from ...configuration_utils import PromptConfig, check_templates
+from ...configuration_utils import PromptConfig, check_augment_views, check_templates
 from ...data.templates import DEFAULT_TEMPLATE, IMAGENET_TEMPLATES_SELECT, class_prompt_templates
 
 AUGMENT_VIEWS = 20
@@ -63,10 +63,7 @@ class CLAPConfig(PromptConfig):
 
     def check_prompt_settings(self) -> None:
         check_templates(self.templates)
-        if isinstance(self.augment_views, bool) or not isinstance(self.augment_views, int) or self.augment_views < 1:
-            raise ValueError(
-                f"augment_views (--augment_views) must be a whole number >= 1, got {self.augment_views!r}."
-            )
+        check_augment_views(self.augment_views)
         if self.adaptive_multipliers and not self.zero_shot_constraint:
             raise ValueError(
                 "adaptive_multipliers (--adaptive_multipliers) updates CLAP's penalty multipliers, which ZS-LP "

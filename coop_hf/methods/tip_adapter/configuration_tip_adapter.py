@@ -6,7 +6,7 @@ from typing import Any
 
 from huggingface_hub.dataclasses import strict
 
-from ...configuration_utils import PromptConfig, check_keep_epoch, check_templates
+from ...configuration_utils import PromptConfig, check_augment_views, check_keep_epoch, check_templates
 from ...data.templates import DEFAULT_TEMPLATE, class_prompt_templates
 
 # The reference's configs/<dataset>.yaml: (search_scale [beta, alpha], init_beta, init_alpha); search_step is
@@ -87,10 +87,7 @@ class TipAdapterConfig(PromptConfig):
     def check_prompt_settings(self) -> None:
         check_templates(self.templates)
         check_keep_epoch(self.keep_epoch)
-        if isinstance(self.augment_views, bool) or not isinstance(self.augment_views, int) or self.augment_views < 1:
-            raise ValueError(
-                f"augment_views (--augment_views) must be a whole number >= 1, got {self.augment_views!r}."
-            )
+        check_augment_views(self.augment_views)
         if len(self.search_scale) != 2 or min(self.search_scale) <= 0.1:
             raise ValueError(
                 f"search_scale (--search_scale BETA ALPHA) must be two numbers above 0.1, got {self.search_scale}."

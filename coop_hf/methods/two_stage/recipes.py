@@ -9,25 +9,17 @@ SOURCE = (
     "shots), datasets/__init__.py (batch size, no batch dropped)"
 )
 
+TRAINING = {"learning_rate": 2e-4, "weight_decay": 1e-2, "per_device_train_batch_size": 32, "keep_last_batch": True}
+"""AdamW lr 2e-4, weight decay 1e-2, batch 32; its loader keeps the last incomplete batch (both settings)."""
+
 RECIPES = {
     "few_shot": Recipe(
-        # AdamW lr 2e-4, weight decay 1e-2, batch 32; its loader keeps the last incomplete batch
-        training={
-            "learning_rate": 2e-4,
-            "weight_decay": 1e-2,
-            "per_device_train_batch_size": 32,
-            "keep_last_batch": True,
-        },
+        training=TRAINING,
         steps_per_shot=300,
         source=SOURCE,
     ),
     "base_to_new": Recipe(
-        training={
-            "learning_rate": 2e-4,
-            "weight_decay": 1e-2,
-            "per_device_train_batch_size": 32,
-            "keep_last_batch": True,
-        },
+        training=TRAINING,
         steps_per_shot=300,
         source=SOURCE + " (--setting base2new: the same values)",
     ),
