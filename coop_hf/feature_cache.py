@@ -75,7 +75,9 @@ class AugmentedViews(torch.utils.data.Dataset):
         view += self.first_view
         row = self.dataset[index]
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(view_seed(self.seed, view, index))
+            # The CPU generator the transform draws from: `torch.manual_seed` would also reseed (for good, as
+            # `fork_rng(devices=[])` restores only the CPU state) every accelerator's generator.
+            torch.default_generator.manual_seed(view_seed(self.seed, view, index))
             batch = self.transform({"image": [row["image"]], "label": [row["label"]]})
         return {"pixel_values": batch["pixel_values"][0], "labels": int(row["label"]), "view": view, "index": index}
 

@@ -21,6 +21,7 @@ if _OWNS_SESSION_DIR:
 SESSION_DIR = os.environ["COOP_HF_TEST_SESSION_DIR"]
 os.environ["HF_DATASETS_CACHE"] = os.path.join(SESSION_DIR, "datasets")
 
+import gc  # noqa: E402
 import importlib.util  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
@@ -42,6 +43,13 @@ VIT_B32 = CLIP_CONFIGS / "clip-vit-base-patch32"
 TINYCLIP = CLIP_CONFIGS / "tinyclip-vit-8m-16-text-3m"
 DATA = SHARED / "data"
 sys.path.insert(0, str(REPO / "examples"))  # the scripts import examples/quick_help.py, as when run from there
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Freeze what collection built (torch, transformers, every test module) out of the garbage collector's sight:
+    `Trainer.train` runs a full `gc.collect()` (accelerate's `free_memory`), which otherwise walks those millions
+    of objects at every run."""
+    gc.freeze()
 
 
 def tiny_clip_config(eos_token_id: int = 2, **text_overrides) -> CLIPConfig:

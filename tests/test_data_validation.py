@@ -37,6 +37,25 @@ def test_check_images_lists_every_unreadable_file(tmp_path):
     assert isinstance(dataset.features["image"], datasets.Image) and dataset.features["image"].decode
 
 
+def test_a_file_decoded_once_is_not_decoded_again_until_it_changes(tmp_path, monkeypatch):
+    import coop_hf.data.validation as validation
+
+    paths = [tmp_path / f"{index}.png" for index in range(3)]
+    for path in paths:
+        Image.new("RGB", (4, 4)).save(path)
+    decoded, load_rgb = [], validation.load_rgb
+    monkeypatch.setattr(validation, "load_rgb", lambda image: decoded.append(image) or load_rgb(image))
+    dataset = _dataset([str(path) for path in paths])
+    check_images(dataset)
+    assert len(decoded) == 3
+    check_images(dataset)  # a study's next method or seed on the same split
+    assert len(decoded) == 3
+    paths[1].write_bytes(b"garbage")  # the file changed since it was read
+    with pytest.raises(UnreadableImageError, match=f"1 of 3 image\\(s\\) cannot be read:\n  row 1: .*{paths[1]}"):
+        check_images(dataset)
+    assert len(decoded) == 4
+
+
 def test_check_classnames():
     check_classnames_match(["cat", "dog"], ("cat", "dog"))
     with pytest.raises(ValueError, match="differ first at label 1: the dataset has 'dog', the model 'wolf'"):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from typing import Any
 
 import datasets
 
@@ -10,17 +12,38 @@ from .images import UnreadableImageError, load_rgb
 
 _BATCH = 64
 
+_READABLE_FILES: set[tuple[str, int, int, int]] = set()
+"""Image files this process decoded, by (path, inode, size, modification time): a study checks the same few-shot
+splits for every method and seed, and a file changed since is decoded again."""
+
+
+def _file_identity(image: dict[str, Any]) -> tuple[str, int, int, int] | None:
+    if image.get("bytes") is not None or not image.get("path"):
+        return None
+    try:
+        status = os.stat(image["path"])
+    except OSError:
+        return None  # load_rgb reports it
+    return (os.path.abspath(image["path"]), status.st_ino, status.st_size, status.st_mtime_ns)
+
 
 def check_images(dataset: datasets.Dataset) -> None:
-    """Fully decode every image of ``dataset``; raise one ``UnreadableImageError`` listing every failure."""
+    """Fully decode every image of ``dataset`` (files already decoded by this process and unchanged since are not
+    decoded again); raise one ``UnreadableImageError`` listing every failure."""
     images = dataset.select_columns(["image"]).cast_column("image", datasets.Image(decode=False))
     failures = []
     for start in range(0, len(images), _BATCH):
         for row, image in enumerate(images[start : start + _BATCH]["image"], start=start):
+            identity = _file_identity(image)
+            if identity in _READABLE_FILES:
+                continue
             try:
                 load_rgb(image)
             except UnreadableImageError as err:
                 failures.append(f"row {row}: {err}")
+            else:
+                if identity is not None:
+                    _READABLE_FILES.add(identity)
     if failures:
         raise UnreadableImageError(
             f"{len(failures)} of {len(images)} image(s) cannot be read:\n  " + "\n  ".join(failures)
