@@ -3,9 +3,11 @@ the straightforward computation against coop_hf's, with the image tower in the s
 
 Modes, each a full step (forward, backward, SGD with momentum and weight decay over the context) on a batch:
   straightforward         every class prompt at CLIP's full 77 tokens through open_clip's text transformer (the
-                          computation of the CoOp reference code's TextEncoder); the image tower on the batch
+                          computation of the CoOp reference code's TextEncoder); open_clip's `encode_image` on the
+                          batch
   ours                    coop_hf's CoOpModel: prompts cut after the longest end-of-text token, the shared [SOS] +
-                          context prefix encoded once; the same image tower
+                          context prefix encoded once; the same image tower, fed channels-last (a ResNet's
+                          convolutions run faster so on a CPU)
   straightforward_cached  straightforward, from precomputed image features
   ours_cached             ours, from precomputed image features (coop_hf.feature_cache)
 Before timing, each pair's first steps (same context, same inputs) are compared: loss and context gradient.
@@ -75,7 +77,7 @@ def main() -> None:
         return pooled @ reference.text_projection
 
     def straightforward(image: torch.Tensor | None) -> torch.Tensor:
-        image = backbone.image_features(pixel_values) if image is None else image
+        image = reference.encode_image(pixel_values) if image is None else image  # open_clip's own layout
         logits = backbone.logits(F.normalize(image, dim=-1), F.normalize(straightforward_text(), dim=-1))
         return F.cross_entropy(logits, labels)
 

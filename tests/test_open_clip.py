@@ -318,6 +318,24 @@ def test_deep_vision_prompts_run_on_a_vit_tower_and_are_refused_on_a_resnet(chec
         method.from_clip(str(folder), CLASSNAMES, **DEPTHS[method])
 
 
+def test_a_resnet_tower_convolves_channels_last_and_gives_open_clips_features(checkpoint):
+    name, folder, reference = checkpoint
+    model, _ = load_backbone(str(folder))
+    layouts = []
+    model.vision_model.conv1.register_forward_pre_hook(lambda module, args: layouts.append(_channels_last(args[0])))
+    images = pixels(2)
+    with torch.no_grad():
+        features = model.get_image_features(images)
+        expected = reference.encode_image(images)
+    assert layouts == [name == "RN50"]  # a ViT's patch embedding gains nothing from it
+    assert all(weight.is_contiguous() for weight in model.vision_model.parameters())  # open_clip's layout kept
+    assert relative_error(features, expected) < 1e-5
+
+
+def _channels_last(tensor: torch.Tensor) -> bool:
+    return tensor.dim() == 4 and tensor.shape[1] > 1 and tensor.is_contiguous(memory_format=torch.channels_last)
+
+
 def test_vision_layer_hooks_on_a_vit_tower_and_none_on_a_resnet(checkpoint):
     name, folder, _ = checkpoint
     model, _ = load_backbone(str(folder))

@@ -351,6 +351,10 @@ class OpenCLIPModel(PreTrainedModel):
 
     def get_image_features(self, pixel_values: torch.Tensor, **kwargs) -> torch.Tensor:
         """[images, embed_dim] image features (open_clip's `encode_image`)."""
+        if self.config.vision_config.resnet:
+            # Channels-last input runs oneDNN's convolutions about 20 % faster on a CPU (benchmarks/README.md),
+            # the same values to float rounding; the weights keep open_clip's layout.
+            pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
         features = self.vision_model(pixel_values)
         return features[0] if isinstance(features, tuple) else features
 
