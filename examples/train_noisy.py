@@ -2,6 +2,7 @@
 with 0 / 12.5 / 25 / 50 % of each class's shots corrupted, in one command.
 
     accelerate launch examples/train_noisy.py --dataset caltech101 --data_dir /data --shots 16 --seeds 1 2 3
+    python examples/train_noisy.py --dataset caltech101 dtd eurosat --data_dir /data --output_dir noisy
     python examples/train_noisy.py --dataset dtd --data_dir /data --study_methods coop:ce coop:gce linear-probe \\
         --n_ctx_values 4 8 16 --noise_rates 0 0.5
 
@@ -17,7 +18,10 @@ Each (model, rate) run writes its own output_dir/<model>-noise<rate>/results.jso
 them all, output_dir/results.md the table (mean ± std over seeds, test accuracy in %), and output_dir/plots/ the
 accuracy against the noise rate, the injected noise of the noisiest split as a confusion matrix, each prompt
 model's test predictions at that rate and, with --gradient_flow, the gradient flow at that rate (also a table in
-results.md; each seed's steps in <run>/seed<N>/gradient_flow.json). Every run directory is checked before any
+results.md; each seed's steps in <run>/seed<N>/gradient_flow.json). With several datasets (--dataset caltech101 dtd
+...: PTNL's study in one command), each dataset's study is all that in output_dir/<dataset>/, and output_dir/ holds
+the average over the datasets: results.md (each dataset's table, then the average's), results.json and
+plots/accuracy_vs_noise.png. Every run directory is checked before any
 training: a rerun with other settings stops (use a new --output_dir or --overwrite_output_dir);
 --resume_from_checkpoint true continues.
 """
@@ -43,15 +47,16 @@ from coop_hf.atomic import atomic_write_text
 from coop_hf.cli import run_command
 from coop_hf.gradient_flow import GRADIENT_FLOW_FILE
 from coop_hf.noise import CLEAN_LABEL, NoiseSpec
-from coop_hf.runners import ExperimentArguments, NoiseStudyArguments, PromptArguments, load_experiment
-from coop_hf.runners.arguments import settings_by_method
+from coop_hf.runners import NoiseStudyArguments, PromptArguments
+from coop_hf.runners.arguments import SeveralDatasetsArguments, settings_by_method
 from coop_hf.runners.baselines import linear_probe_run_config, run_linear_probe
 from coop_hf.runners.experiment import Experiment, claim_run_directories
 from coop_hf.runners.help import parse_flags
 from coop_hf.runners.methods import PROMPT_METHODS
 from coop_hf.runners.prompt_learning import PromptRun
-from coop_hf.runners.records import announce, shots_text, write_results
+from coop_hf.runners.records import announce, check_dataset_folders, dataset_folder, shots_text, write_results
 from coop_hf.runners.reporting import method_labels, plot_confusion, plot_gradient_flow, plot_noise_curves
+from coop_hf.runners.run import load_experiments
 from coop_hf.runners.settings import RunSettings
 from coop_hf.runners.shard import Shard
 from coop_hf.training import CoOpTrainingArguments
@@ -229,44 +234,34 @@ def gradient_flow_report(runs: list[dict], noise: NoiseSpec, plots: Path, title:
     return "\n".join(lines) + "\n"
 
 
-ARGUMENTS = (ExperimentArguments, PromptArguments, NoiseStudyArguments, CoOpTrainingArguments)
+def average_runs(studies: list[list[dict]]) -> list[dict]:
+    """Each (model, rate) of the datasets' studies (planned alike) averaged over the datasets: per seed, the mean
+    of the datasets' accuracies; then the mean ± population std over seeds of those means, as each dataset's
+    table gives its seeds'."""
+    averaged = []
+    for cells in zip(*studies, strict=True):
+        per_seed = np.mean([[seed["accuracy"] for seed in cell["per_seed"]] for cell in cells], axis=0)
+        first = cells[0]
+        averaged.append({
+            "study_method": first["study_method"],
+            "noise_rate_requested": first["noise_rate_requested"],
+            "accuracy": float(per_seed.mean()),
+            "accuracy_std": float(per_seed.std()),
+            "per_seed": [{"seed": seed["seed"], "accuracy": float(value)}
+                         for seed, value in zip(first["per_seed"], per_seed, strict=True)],
+        })  # fmt: skip
+    return averaged
 
 
-def main(argv: list[str] | None = None) -> dict:
-    experiment, prompt, study, training_args = parse_flags(ARGUMENTS, argv)
-    if experiment.noise().active:
-        raise ValueError(
-            "--noise_type and --noise_rate set one run's noise; the study sweeps --study_noise_type over "
-            "--noise_rates: drop --noise_type / --noise_rate."
-        )
-    models = study_models(study, prompt)
-    runner = load_experiment(experiment, training_args)
-    models = [dataclasses.replace(model, family=runner.backbone.backbone.family) for model in models]
-    output_dir = Path(training_args.output_dir)
-    shard = Shard.parse(study.shard, overwrite=training_args.overwrite_output_dir)
-    whole = plan_study(runner, models, study, experiment, training_args)
-    plan = shard.select(whole) if shard else whole
-    # Every run directory is checked before the first run starts, so a mismatch never stops a study half-way, and
-    # claimed once the test images are read, so an unreadable one leaves nothing written.
-    claim_run_directories(
-        [runner], [(cell.args.output_dir, cell.run_config(runner)) for cell in plan],
-        overwrite=training_args.overwrite_output_dir, main_process_first=training_args.main_process_first,
-    )  # fmt: skip
-    runs = []
-    for index, cell in enumerate(plan, start=1):
-        noise = cell.run.noise
-        step = f"noise study {index}/{len(plan)}: {cell.model.label}, {100 * noise.rate:g} % {noise.noise_type}"
-        announce(cell.args, step)
-        results = cell.execute(runner) | {"study_method": cell.model.label, "run_dir": cell.args.output_dir}
-        if training_args.should_save:
-            write_results(results, cell.args.output_dir)
-        runs.append(results)
-    if shard is not None:
-        announce(training_args, shard.finished_message(len(plan), len(whole), "runs"))
-        return {}
+def write_study(
+    runner: Experiment, runs: list[dict], models: list[StudyModel], experiment, study, args: CoOpTrainingArguments
+) -> tuple[dict, str]:
+    """One dataset's results.json, results.md (the table, and the gradient flow's) and plots under
+    `args.output_dir`; returns the summary record and the table."""
+    output_dir = Path(args.output_dir)
     summary = {
         "study": "label-noise",
-        "dataset": experiment.dataset,
+        "dataset": runner.dataset,
         "shots": experiment.shots,
         "seeds": experiment.seeds,
         "noise_type": study.study_noise_type,
@@ -276,11 +271,11 @@ def main(argv: list[str] | None = None) -> dict:
         "runs": runs,
     }
     table = results_table(runs, study.noise_rates)
-    if training_args.should_save:
+    if args.should_save:
         write_results(summary, output_dir)
         atomic_write_text(output_dir / "results.md", table)  # before the plots: a failing plot never loses it
         noisiest = NoiseSpec(study.study_noise_type, max(study.noise_rates), val=experiment.noise_val)
-        title = f"{experiment.dataset}, {shots_text(experiment.shots)}: {study.study_noise_type} noise"
+        title = f"{runner.dataset}, {shots_text(experiment.shots)}: {study.study_noise_type} noise"
         plot_noise_curves(runs, output_dir / "plots" / "accuracy_vs_noise.png", title=title)
         if noisiest.rate > 0:
             plot_confusions(runner, runs, experiment, noisiest, output_dir / "plots")
@@ -289,9 +284,83 @@ def main(argv: list[str] | None = None) -> dict:
             if flow_table:
                 table += flow_table
                 atomic_write_text(output_dir / "results.md", table)
-    if training_args.should_log:
-        print(table)
-    return summary
+    return summary, table
+
+
+def write_average(summaries: list[dict], experiment, study, args: CoOpTrainingArguments) -> dict:
+    """With several datasets: output_dir/results.json (every dataset's summary and the average), results.md (each
+    dataset's table, then the average's) and plots/accuracy_vs_noise.png (the average)."""
+    output_dir = Path(args.output_dir)
+    average = average_runs([summary["runs"] for summary in summaries])
+    record = {"study": "label-noise", "datasets": summaries, "average": average}
+    sections = [
+        f"## {summary['dataset']}\n\n{results_table(summary['runs'], study.noise_rates)}" for summary in summaries
+    ]
+    average_title = f"Average over {len(summaries)} datasets"
+    sections.append(f"## {average_title}\n\n{results_table(average, study.noise_rates)}")
+    text = "\n".join(sections)
+    if args.should_save:
+        write_results(record, output_dir)
+        atomic_write_text(output_dir / "results.md", text)
+        title = f"{average_title}, {shots_text(experiment.shots)}: {study.study_noise_type} noise"
+        plot_noise_curves(average, output_dir / "plots" / "accuracy_vs_noise.png", title=title)
+    if args.should_log:
+        print(f"\n## {average_title}\n\n{results_table(average, study.noise_rates)}")
+    return record
+
+
+ARGUMENTS = (SeveralDatasetsArguments, PromptArguments, NoiseStudyArguments, CoOpTrainingArguments)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    experiment, prompt, study, training_args = parse_flags(ARGUMENTS, argv)
+    if experiment.noise().active:
+        raise ValueError(
+            "--noise_type and --noise_rate set one run's noise; the study sweeps --study_noise_type over "
+            "--noise_rates: drop --noise_type / --noise_rate."
+        )
+    check_dataset_folders(experiment.dataset)
+    models = study_models(study, prompt)
+    runners = load_experiments(experiment, experiment.dataset, training_args)
+    models = [dataclasses.replace(model, family=runners[0].backbone.backbone.family) for model in models]
+    output_dir = Path(training_args.output_dir)
+    several = len(runners) > 1
+    studies = [
+        (runner, dataclasses.replace(training_args, output_dir=str(output_dir / dataset_folder(runner.dataset))))
+        if several else (runner, training_args)
+        for runner in runners
+    ]  # fmt: skip
+    shard = Shard.parse(study.shard, overwrite=training_args.overwrite_output_dir)
+    whole = [
+        (runner, cell) for runner, args in studies for cell in plan_study(runner, models, study, experiment, args)
+    ]
+    plan = shard.select(whole) if shard else whole
+    # Every run directory is checked before the first run starts, so a mismatch never stops a study half-way, and
+    # claimed once the test images are read, so an unreadable one leaves nothing written.
+    claim_run_directories(
+        [runner for runner, _ in plan], [(cell.args.output_dir, cell.run_config(runner)) for runner, cell in plan],
+        overwrite=training_args.overwrite_output_dir, main_process_first=training_args.main_process_first,
+    )  # fmt: skip
+    runs = {}
+    for index, (runner, cell) in enumerate(plan, start=1):
+        noise = cell.run.noise
+        where = f"{runner.dataset}, " if several else ""
+        step = f"noise study {index}/{len(plan)}: {where}{cell.model.label}, {100 * noise.rate:g} % {noise.noise_type}"
+        announce(cell.args, step)
+        results = cell.execute(runner) | {"study_method": cell.model.label, "run_dir": cell.args.output_dir}
+        if training_args.should_save:
+            write_results(results, cell.args.output_dir)
+        runs.setdefault(runner.dataset, []).append(results)
+    if shard is not None:
+        announce(training_args, shard.finished_message(len(plan), len(whole), "runs"))
+        return {}
+    summaries = []
+    for runner, args in studies:
+        summary, table = write_study(runner, runs[runner.dataset], models, experiment, study, args)
+        summaries.append(summary)
+        if training_args.should_log:
+            print(f"## {runner.dataset}\n\n{table}" if several else table)
+    return write_average(summaries, experiment, study, training_args) if several else summaries[0]
 
 
 if __name__ == "__main__":

@@ -56,6 +56,52 @@ def test_noise_sweep_with_ce_gce_and_linear_probe(tiny_clip_dir, tmp_path, monke
     assert "| label noise | replace, 50 % requested, 50.0 % actual, train split (val clean) |" in card
 
 
+@pytest.mark.slow
+def test_one_command_runs_the_study_on_several_datasets_and_averages_them(tiny_clip_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(
+        baselines, "fit_linear_probe", functools.partial(fit_linear_probe, bisection_steps=0, max_iter=50)
+    )
+    study = load_example("train_noisy")
+    flags = [
+        "--model_name_or_path", str(tiny_clip_dir), "--data_dir", str(DATA), "--shots", "2", "--seeds", "1",
+        "--noise_rates", "0.5", "--study_methods", "coop:ce", "linear-probe", "--n_ctx", "4", "--max_steps", "1",
+        "--disable_tqdm", "true",
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match=r"--dataset names the same folder more than once \(caltech101\)"):
+        study.main([*flags, "--dataset", "caltech101", "caltech101", "--output_dir", str(tmp_path / "twice")])
+    assert not (tmp_path / "twice").exists()
+
+    record = study.main([*flags, "--dataset", "caltech101", "oxford_flowers", "--output_dir", str(tmp_path / "both")])
+    alone = study.main([*flags, "--dataset", "oxford_flowers", "--output_dir", str(tmp_path / "flowers")])
+    assert [summary["dataset"] for summary in record["datasets"]] == ["caltech101", "oxford_flowers"]
+    for summary in record["datasets"]:
+        folder = tmp_path / "both" / summary["dataset"]
+        assert json.loads((folder / "results.json").read_text())["runs"] == json.loads(json.dumps(summary["runs"]))
+        assert {path.name for path in (folder / "plots").iterdir()} >= {"accuracy_vs_noise.png", "noise_confusion.png"}
+    # Each dataset's study is the one its own command runs.
+    flowers = record["datasets"][1]["runs"]
+    assert [[seed["accuracy"] for seed in run["per_seed"]] for run in flowers] == [
+        [seed["accuracy"] for seed in run["per_seed"]] for run in alone["runs"]
+    ]
+    # The average: per seed, the mean of the datasets' accuracies; then mean ± std over the seeds (0 for one seed,
+    # where a spread over the datasets would not be).
+    caltech = record["datasets"][0]["runs"]
+    for mean, first, second in zip(record["average"], caltech, flowers, strict=True):
+        pairs = zip(first["per_seed"], second["per_seed"], strict=True)
+        per_seed = [(a["accuracy"] + b["accuracy"]) / 2 for a, b in pairs]
+        assert mean["study_method"] == first["study_method"] and mean["noise_rate_requested"] == 0.5
+        assert [seed["accuracy"] for seed in mean["per_seed"]] == pytest.approx(per_seed)
+        assert mean["accuracy"] == pytest.approx(np.mean(per_seed)) and mean["accuracy_std"] == pytest.approx(
+            np.std(per_seed)
+        )
+    table = (tmp_path / "both" / "results.md").read_text()
+    assert table.index("## caltech101") < table.index("## oxford_flowers") < table.index("## Average over 2 datasets")
+    linear = record["average"][1]
+    assert f"| Linear probe CLIP | {linear['accuracy']:.2f} ± {linear['accuracy_std']:.2f} |" in table
+    assert json.loads((tmp_path / "both" / "results.json").read_text())["average"] == record["average"]
+    assert Image.open(tmp_path / "both" / "plots" / "accuracy_vs_noise.png").size[0] > 300
+
+
 def test_noisy_label_runs_follow_the_ptnl_protocol(tmp_path):
     experiment = Experiment(None, "caltech101", str(DATA))  # reads the split files only; no CLIP needed here
     args = CoOpTrainingArguments(output_dir=str(tmp_path))

@@ -204,6 +204,20 @@ def settings_by_method(prompt: Any, methods: list[str]) -> dict[str, dict[str, A
 
 
 @dataclass
+class SeveralDatasetsArguments(ExperimentArguments):
+    """`examples/train.py`'s experiment flags with one or more datasets (the base-to-new and noise studies)."""
+
+    dataset: list[str] = field(
+        default_factory=lambda: [ExperimentArguments.dataset],
+        metadata={
+            "aliases": ["--datasets"],
+            "help": "One or more datasets, each a CoOp benchmark name (with --data_dir) or a Hub id / local "
+            "image-classification dataset (where each one's outputs go: the description above).",
+        },
+    )
+
+
+@dataclass
 class NoiseStudyArguments(ShardArguments):
     """The label-noise study of `examples/train_noisy.py`."""
 

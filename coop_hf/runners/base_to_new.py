@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from ..hub import CardResults
 from ..noise import NO_NOISE, NoiseReport, NoiseSpec
 from ..run_directory import splits_fingerprint
 from ..training import CoOpTrainingArguments
-from .arguments import ExperimentArguments, prompt_settings
+from .arguments import SeveralDatasetsArguments, prompt_settings
 from .evaluation import evaluate_prompt, load_seed_prompt
 from .experiment import Experiment
 from .methods import prompt_method
@@ -187,18 +187,9 @@ def run_base_to_new(
 
 
 @dataclass
-class BaseToNewArguments(ShardArguments, ExperimentArguments):
+class BaseToNewArguments(ShardArguments, SeveralDatasetsArguments):
     """The base-to-new protocol of `examples/base_to_new.py`: `examples/train.py`'s experiment flags, with several
-    datasets."""
-
-    dataset: list[str] = field(
-        default_factory=lambda: [ExperimentArguments.dataset],
-        metadata={
-            "aliases": ["--datasets"],
-            "help": "One or more datasets, each a CoOp benchmark name (with --data_dir) or a Hub id / local "
-            "image-classification dataset; each gets its own folder output_dir/<dataset>.",
-        },
-    )
+    datasets, each in its own folder output_dir/<dataset>."""
 
 
 def base_to_new_study(
