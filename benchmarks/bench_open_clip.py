@@ -24,11 +24,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import argparse  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
 
 import open_clip  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from bench_step import classnames, sgd, straightforward_against_ours  # noqa: E402
+from bench_step import classnames, sgd, straightforward_against_ours, synchronize  # noqa: E402
 
 from coop_hf import CoOpModel  # noqa: E402
 from coop_hf.backbones.openclip import OpenCLIPModel, open_clip_tokenizer  # noqa: E402
@@ -45,12 +47,34 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def time_frozen_tower(reference, clip: OpenCLIPModel, pixel_values: torch.Tensor, device, repeats: int) -> None:
+    """The frozen image tower alone on the batch, without gradients: open_clip's `encode_image` against coop_hf's
+    (a ResNet fed channels-last, its BatchNorms folded), interleaved, after a warm-up call of each."""
+    towers = {"open_clip": reference.encode_image, "coop_hf": clip.get_image_features}
+    times = {name: [] for name in towers}
+    with torch.no_grad():
+        expected, ours = (tower(pixel_values) for tower in towers.values())
+        for _ in range(repeats):
+            for name, tower in towers.items():
+                synchronize(device)
+                start = time.perf_counter()
+                tower(pixel_values)
+                synchronize(device)
+                times[name].append(time.perf_counter() - start)
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    error = ((ours - expected).abs().max() / expected.abs().max()).item()
+    print(f"\n== the frozen image tower alone ==\nopen_clip {medians['open_clip']:.3f} s, coop_hf "
+          f"{medians['coop_hf']:.3f} s ({medians['open_clip'] / medians['coop_hf']:.2f}x), features within "
+          f"{error:.1e} (relative)")  # fmt: skip
+
+
 def main() -> None:
     args = parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
     reference = open_clip.create_model(args.model, pretrained=None).eval()
     clip = OpenCLIPModel.from_open_clip_model(reference, open_clip.get_model_config(args.model)).to(device)
+    clip.requires_grad_(False)  # frozen, as every run freezes it
     names = classnames(args.classes)
     model = CoOpModel.from_clip(clip, names, tokenizer=open_clip_tokenizer(clip), n_ctx=args.n_ctx).to(device)
     model.train()
@@ -84,6 +108,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; open_clip {args.model} (random weights), "
           f"CoOp with {args.n_ctx} context vectors, {args.classes} classes, batch {args.batch_size}, fp32 {device}; "
           f"prompts {learner.input_ids.shape[1]} tokens (straightforward: 77)")  # fmt: skip
+    time_frozen_tower(reference, clip, pixel_values, device, args.repeats)
     for what, image in (("with the image tower in the step", None), ("from cached image features", image_embeds)):
         print(f"\n== {what} ==")
         losses = {

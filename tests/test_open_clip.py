@@ -23,6 +23,7 @@ from coop_hf import (
     PromptSRCModel,
 )
 from coop_hf.backbones import OpenCLIPModel, backbone_for, load_backbone
+from coop_hf.backbones.frozen_convolutions import FoldedConvolution, fold_batch_norms
 from coop_hf.backbones.openclip import SplitMultiheadAttention, open_clip_tokenizer
 from coop_hf.runners import LoadedBackbone
 from coop_hf.text_encoding import encode_plain
@@ -318,22 +319,74 @@ def test_deep_vision_prompts_run_on_a_vit_tower_and_are_refused_on_a_resnet(chec
         method.from_clip(str(folder), CLASSNAMES, **DEPTHS[method])
 
 
-def test_a_resnet_tower_convolves_channels_last_and_gives_open_clips_features(checkpoint):
-    name, folder, reference = checkpoint
+def test_a_frozen_resnet_tower_runs_channels_last_with_its_batch_norms_folded(checkpoint):
+    name, folder, _ = checkpoint
+    reference = open_clip.create_model(f"local-dir:{folder}").eval()  # changed below: not the shared one
     model, _ = load_backbone(str(folder))
-    layouts = []
-    model.vision_model.conv1.register_forward_pre_hook(lambda module, args: layouts.append(_channels_last(args[0])))
+    model.requires_grad_(False)
+    generator = torch.Generator().manual_seed(3)
+    norms = [module for module in model.vision_model.modules() if isinstance(module, torch.nn.BatchNorm2d)]
+    reference_norms = [module for module in reference.visual.modules() if isinstance(module, torch.nn.BatchNorm2d)]
+    for ours, theirs in zip(norms, reference_norms, strict=True):  # statistics far from the initial 0 and 1
+        for tensor in ("running_mean", "running_var", "weight", "bias"):
+            value = torch.rand(getattr(ours, tensor).shape, generator=generator) + 0.5
+            getattr(ours, tensor).data.copy_(value)
+            getattr(theirs, tensor).data.copy_(value)
     images = pixels(2)
-    with torch.no_grad():
-        features = model.get_image_features(images)
-        expected = reference.encode_image(images)
-    assert layouts == [name == "RN50"]  # a ViT's patch embedding gains nothing from it
+
+    def features_match() -> None:
+        with torch.no_grad():
+            assert relative_error(model.get_image_features(images), reference.encode_image(images)) < 1e-5
+
+    features_match()
+    if name != "RN50":  # a ViT's patch embedding gains nothing from either
+        assert not hasattr(model, "_folded")
+        return
+    folded = model._folded[1]
+    convolutions = [module for module in folded.modules() if isinstance(module, FoldedConvolution)]
+    assert len(convolutions) == len(norms)  # every BatchNorm of open_clip's ResNet follows a convolution
+    layouts = []
+    convolutions[0].register_forward_pre_hook(
+        lambda module, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last))
+    )
+    features_match()
+    assert layouts == [True]
     assert all(weight.is_contiguous() for weight in model.vision_model.parameters())  # open_clip's layout kept
-    assert relative_error(features, expected) < 1e-5
+    # Weights loaded in place, or a tensor replaced: the folded tower reads them.
+    for module in (model.vision_model, reference.visual):
+        module.layer1[0].bn1.running_var.mul_(3)
+        module.conv1.weight = torch.nn.Parameter(module.conv1.weight * 2, requires_grad=False)
+    features_match()
+    assert model._folded[1] is not folded
+    # Trained, or in train mode, the tower runs as open_clip's (batch statistics, gradients to the BatchNorms).
+    model.vision_model.train()
+    reference.visual.train()
+    try:
+        features_match()
+    finally:
+        reference.visual.eval()
+    model.vision_model.eval().requires_grad_(True)
+    model.get_image_features(images).sum().backward()
+    assert norms[0].weight.grad is not None
 
 
-def _channels_last(tensor: torch.Tensor) -> bool:
-    return tensor.dim() == 4 and tensor.shape[1] > 1 and tensor.is_contiguous(memory_format=torch.channels_last)
+def test_a_folded_convolution_is_the_convolution_then_the_batch_norm():
+    torch.manual_seed(0)
+    for bias, affine in ((False, True), (True, False)):
+        convolution = torch.nn.Conv2d(3, 6, 3, padding=1, bias=bias)
+        norm = torch.nn.BatchNorm2d(6, affine=affine)
+        norm.running_mean.normal_()
+        norm.running_var.uniform_(0.5, 2)
+        if affine:
+            norm.weight.data.normal_()
+            norm.bias.data.normal_()
+        tower = torch.nn.Sequential(convolution, norm, torch.nn.ReLU(), torch.nn.Conv2d(6, 2, 1)).eval()
+        folded = fold_batch_norms(tower)
+        called = [node.target for node in folded.graph.nodes if node.op == "call_module"]
+        assert called == ["0", "2", "3"] and isinstance(folded.get_submodule("0"), FoldedConvolution)
+        images = torch.randn(2, 3, 8, 8)
+        torch.testing.assert_close(folded(images), tower(images))
+        assert tower[0] is convolution and tower[1] is norm  # the tower itself is untouched
 
 
 def test_vision_layer_hooks_on_a_vit_tower_and_none_on_a_resnet(checkpoint):
