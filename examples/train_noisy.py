@@ -297,15 +297,15 @@ def write_average(summaries: list[dict], experiment, study, args: CoOpTrainingAr
         f"## {summary['dataset']}\n\n{results_table(summary['runs'], study.noise_rates)}" for summary in summaries
     ]
     average_title = f"Average over {len(summaries)} datasets"
-    sections.append(f"## {average_title}\n\n{results_table(average, study.noise_rates)}")
-    text = "\n".join(sections)
+    average_section = f"## {average_title}\n\n{results_table(average, study.noise_rates)}"
+    text = "\n".join([*sections, average_section])
     if args.should_save:
         write_results(record, output_dir)
         atomic_write_text(output_dir / "results.md", text)
         title = f"{average_title}, {shots_text(experiment.shots)}: {study.study_noise_type} noise"
         plot_noise_curves(average, output_dir / "plots" / "accuracy_vs_noise.png", title=title)
     if args.should_log:
-        print(f"\n## {average_title}\n\n{results_table(average, study.noise_rates)}")
+        print(f"\n{average_section}")
     return record
 
 

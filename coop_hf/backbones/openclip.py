@@ -192,9 +192,7 @@ class SplitMultiheadAttention(nn.Module):
         if not self.batch_first:
             query, key, value = (states.transpose(0, 1) for states in (query, key, value))
         batch, length, width = query.shape
-        if (
-            attn_mask is not None and attn_mask.dtype == torch.bool
-        ):  # True masks out, as nn.MultiheadAttention reads it
+        if attn_mask is not None and attn_mask.dtype == torch.bool:  # True masks out, as in nn.MultiheadAttention
             attn_mask = torch.zeros(attn_mask.shape, dtype=query.dtype, device=query.device).masked_fill(
                 attn_mask, float("-inf")
             )
