@@ -6,8 +6,9 @@ Modes, each a full step (forward, backward, SGD with momentum and weight decay o
                           computation of the CoOp reference code's TextEncoder); open_clip's `encode_image` on the
                           batch
   ours                    coop_hf's CoOpModel: prompts cut after the longest end-of-text token, the shared [SOS] +
-                          context prefix encoded once; the same image tower, fed channels-last (a ResNet's
-                          convolutions run faster so on a CPU)
+                          context prefix encoded once; the same image tower (weights), a
+                          frozen ResNet fed channels-last and rewritten for inference (BatchNorms folded into the
+                          convolutions, residual sums in place, only the pooled token attended)
   straightforward_cached  straightforward, from precomputed image features
   ours_cached             ours, from precomputed image features (coop_hf.feature_cache)
 Before timing, each pair's first steps (same context, same inputs) are compared: loss and context gradient.
@@ -49,7 +50,7 @@ def parse_args() -> argparse.Namespace:
 
 def time_frozen_tower(reference, clip: OpenCLIPModel, pixel_values: torch.Tensor, device, repeats: int) -> None:
     """The frozen image tower alone on the batch, without gradients: open_clip's `encode_image` against coop_hf's
-    (a ResNet fed channels-last, its BatchNorms folded), interleaved, after a warm-up call of each."""
+    (a ResNet fed channels-last, rewritten for inference), interleaved, after a warm-up call of each."""
     towers = {"open_clip": reference.encode_image, "coop_hf": clip.get_image_features}
     times = {name: [] for name in towers}
     with torch.no_grad():

@@ -4,6 +4,7 @@ random weights (seeded; widths and layers shrunk), saved in open_clip's folder f
 torchvision): skipped without them."""
 
 import json
+import operator
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ from coop_hf import (
     PromptSRCModel,
 )
 from coop_hf.backbones import OpenCLIPModel, backbone_for, load_backbone
-from coop_hf.backbones.frozen_convolutions import FoldedConvolution, fold_batch_norms
+from coop_hf.backbones.frozen_resnet import FoldedConvolution, PooledTokenAttention, trace_frozen_resnet
 from coop_hf.backbones.openclip import SplitMultiheadAttention, open_clip_tokenizer
 from coop_hf.runners import LoadedBackbone
 from coop_hf.text_encoding import encode_plain
@@ -319,7 +320,7 @@ def test_deep_vision_prompts_run_on_a_vit_tower_and_are_refused_on_a_resnet(chec
         method.from_clip(str(folder), CLASSNAMES, **DEPTHS[method])
 
 
-def test_a_frozen_resnet_tower_runs_channels_last_with_its_batch_norms_folded(checkpoint):
+def test_a_frozen_resnet_tower_runs_channels_last_rewritten_for_inference(checkpoint):
     name, folder, _ = checkpoint
     reference = open_clip.create_model(f"local-dir:{folder}").eval()  # changed below: not the shared one
     model, _ = load_backbone(str(folder))
@@ -340,11 +341,15 @@ def test_a_frozen_resnet_tower_runs_channels_last_with_its_batch_norms_folded(ch
 
     features_match()
     if name != "RN50":  # a ViT's patch embedding gains nothing from either
-        assert not hasattr(model, "_folded")
+        assert not hasattr(model, "_frozen")
         return
-    folded = model._folded[1]
-    convolutions = [module for module in folded.modules() if isinstance(module, FoldedConvolution)]
+    traced = model._frozen[1]
+    convolutions = [module for module in traced.modules() if isinstance(module, FoldedConvolution)]
     assert len(convolutions) == len(norms)  # every BatchNorm of open_clip's ResNet follows a convolution
+    in_place_sums = [node for node in traced.graph.nodes if node.target == "add_"]
+    tower = model.vision_model
+    assert len(in_place_sums) == sum(len(layer) for layer in (tower.layer1, tower.layer2, tower.layer3, tower.layer4))
+    assert isinstance(traced.attnpool, PooledTokenAttention) and traced.attnpool.pool is model.vision_model.attnpool
     layouts = []
     convolutions[0].register_forward_pre_hook(
         lambda module, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last))
@@ -352,12 +357,13 @@ def test_a_frozen_resnet_tower_runs_channels_last_with_its_batch_norms_folded(ch
     features_match()
     assert layouts == [True]
     assert all(weight.is_contiguous() for weight in model.vision_model.parameters())  # open_clip's layout kept
-    # Weights loaded in place, or a tensor replaced: the folded tower reads them.
+    # Weights loaded in place, or a tensor replaced: the traced tower reads them.
     for module in (model.vision_model, reference.visual):
         module.layer1[0].bn1.running_var.mul_(3)
+        module.attnpool.k_proj.weight.data.mul_(-2)
         module.conv1.weight = torch.nn.Parameter(module.conv1.weight * 2, requires_grad=False)
     features_match()
-    assert model._folded[1] is not folded
+    assert model._frozen[1] is not traced
     # Trained, or in train mode, the tower runs as open_clip's (batch statistics, gradients to the BatchNorms).
     model.vision_model.train()
     reference.visual.train()
@@ -370,7 +376,21 @@ def test_a_frozen_resnet_tower_runs_channels_last_with_its_batch_norms_folded(ch
     assert norms[0].weight.grad is not None
 
 
-def test_a_folded_convolution_is_the_convolution_then_the_batch_norm():
+class ResidualSums(torch.nn.Module):
+    """conv-BN + input, and input + conv-BN: only the first sum may write into the convolution's output."""
+
+    def __init__(self):
+        super().__init__()
+        self.first, self.second = torch.nn.Conv2d(3, 3, 1), torch.nn.Conv2d(3, 3, 1)
+        self.first_norm, self.second_norm = torch.nn.BatchNorm2d(3), torch.nn.BatchNorm2d(3)
+        self.identity = torch.nn.Identity()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        hidden = self.first_norm(self.first(images)) + images
+        return self.identity(hidden) + self.second_norm(self.second(hidden))
+
+
+def test_trace_frozen_resnet_folds_each_batch_norm_into_its_convolution_and_sums_in_place_only_into_its_output():
     torch.manual_seed(0)
     for bias, affine in ((False, True), (True, False)):
         convolution = torch.nn.Conv2d(3, 6, 3, padding=1, bias=bias)
@@ -381,12 +401,35 @@ def test_a_folded_convolution_is_the_convolution_then_the_batch_norm():
             norm.weight.data.normal_()
             norm.bias.data.normal_()
         tower = torch.nn.Sequential(convolution, norm, torch.nn.ReLU(), torch.nn.Conv2d(6, 2, 1)).eval()
-        folded = fold_batch_norms(tower)
-        called = [node.target for node in folded.graph.nodes if node.op == "call_module"]
-        assert called == ["0", "2", "3"] and isinstance(folded.get_submodule("0"), FoldedConvolution)
+        traced = trace_frozen_resnet(tower)
+        called = [node.target for node in traced.graph.nodes if node.op == "call_module"]
+        assert called == ["0", "2", "3"] and isinstance(traced.get_submodule("0"), FoldedConvolution)
         images = torch.randn(2, 3, 8, 8)
-        torch.testing.assert_close(folded(images), tower(images))
+        torch.testing.assert_close(traced(images), tower(images))
         assert tower[0] is convolution and tower[1] is norm  # the tower itself is untouched
+    sums = ResidualSums().eval()
+    traced = trace_frozen_resnet(sums)
+    assert [node.target for node in traced.graph.nodes if node.op in ("call_function", "call_method")] == [
+        "add_",
+        operator.add,
+    ]
+    images = torch.randn(2, 3, 4, 4)
+    kept = images.clone()
+    torch.testing.assert_close(traced(images), sums(images))
+    assert torch.equal(images, kept)
+
+
+def test_pooled_token_attention_is_open_clips_attention_pool():
+    from open_clip.modified_resnet import AttentionPool2d
+
+    torch.manual_seed(0)
+    for width, heads, output in ((64, 4, 24), (32, 1, 32)):
+        pool = AttentionPool2d(spacial_dim=3, embed_dim=width, num_heads=heads, output_dim=output).eval()
+        for linear in (pool.q_proj, pool.k_proj, pool.v_proj, pool.c_proj):
+            linear.bias.data.normal_()  # biases far from open_clip's initial zeros
+        hidden = torch.randn(5, width, 3, 3) * 3
+        with torch.no_grad():
+            assert relative_error(PooledTokenAttention(pool)(hidden), pool(hidden)) < 1e-6
 
 
 def test_vision_layer_hooks_on_a_vit_tower_and_none_on_a_resnet(checkpoint):
