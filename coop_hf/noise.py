@@ -17,7 +17,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .baselines import zero_shot_weights
 from .data.few_shot import row_keys
-from .data.records import CLEAN_LABEL
+from .data.records import CLEAN_LABEL, column_values
 
 NOISE_TYPES = ("none", "symmetric", "replace", "confusion")
 RATE_WITHOUT_TYPE = (
@@ -114,7 +114,7 @@ def inject_label_noise(
     if len(dataset) == 0:
         raise ValueError("The dataset is empty: inject noise into a few-shot split with rows.")
 
-    labels = np.asarray(dataset["label"], dtype=np.int64)
+    labels = np.asarray(column_values(dataset, "label"), dtype=np.int64)
     num_classes = label_feature.num_classes
     class_rows = [np.flatnonzero(labels == label) for label in range(num_classes)]
     counts = [_noisy_count(rate, len(rows)) for rows in class_rows]
@@ -130,8 +130,8 @@ def inject_label_noise(
             _flip_confusion(new_labels, class_similarity, num_classes, class_rows, counts, rng)
         noisy = _with_labels(dataset, new_labels, labels, label_feature)
 
-    noisy_labels = np.asarray(noisy["label"], dtype=np.int64)
-    clean_labels = np.asarray(noisy[CLEAN_LABEL], dtype=np.int64)
+    noisy_labels = np.asarray(column_values(noisy, "label"), dtype=np.int64)
+    clean_labels = np.asarray(column_values(noisy, CLEAN_LABEL), dtype=np.int64)
     report = NoiseReport(
         noise_type=noise_type,
         requested_rate=float(rate),
@@ -240,7 +240,7 @@ def _replace(
     pool_keys = row_keys(pool)
     # Candidates in key order, so the draw does not depend on the pool's row order.
     order = np.array(sorted(range(len(pool)), key=lambda row: (pool_keys[row], row)), dtype=np.int64)
-    order_labels = np.asarray(pool["label"], dtype=np.int64)[order]
+    order_labels = np.asarray(column_values(pool, "label"), dtype=np.int64)[order]
     available = np.array([pool_keys[row] not in taken for row in order], dtype=bool)
 
     source = np.arange(len(dataset))  # row i of the result: row i of `dataset`, or len(dataset) + j of pool rows j
@@ -260,12 +260,12 @@ def _replace(
         source[_pick(rng, rows, count)] = len(dataset) + len(drawn) + np.arange(count)
         drawn.extend(order[chosen].tolist())
 
-    labels = np.asarray(dataset["label"], dtype=np.int64)
+    labels = np.asarray(column_values(dataset, "label"), dtype=np.int64)
     if not drawn:
         return _with_labels(dataset, labels, labels, label_feature)
     replacements = pool.select(drawn).cast(dataset.features)
     combined = datasets.concatenate_datasets([dataset, replacements]).select(source.tolist())
-    clean = np.concatenate([labels, np.asarray(replacements["label"], dtype=np.int64)])[source]
+    clean = np.concatenate([labels, np.asarray(column_values(replacements, "label"), dtype=np.int64)])[source]
     return _with_labels(combined, labels, clean, label_feature)
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import datasets
 
 from .atomic import atomic_write_text
+from .data.records import column_values
 
 RUN_CONFIG_NAME = "run_config.json"
 # What a run writes into its directory; `--overwrite_output_dir` removes exactly these (never the user's files).
@@ -126,14 +127,15 @@ def splits_fingerprint(splits: datasets.DatasetDict) -> str:
     digest = hashlib.sha256()
     first = next(iter(splits.values()))
     digest.update(json.dumps(first.features["label"].names).encode())
-    paths = {name: list(split["image_path"]) for name, split in splits.items() if "image_path" in split.column_names}
+    with_paths = [name for name, split in splits.items() if "image_path" in split.column_names]
+    paths = {name: column_values(splits[name], "image_path") for name in with_paths}
     root = os.path.commonpath([path for split_paths in paths.values() for path in split_paths]) if paths else ""
     for name in sorted(splits):
         split = splits[name]
         digest.update(name.encode())
         if name in paths:
             relative = [os.path.relpath(path, root) for path in paths[name]]
-            digest.update(json.dumps([relative, list(split["label"])]).encode())
+            digest.update(json.dumps([relative, column_values(split, "label")]).encode())
         else:
             digest.update(split._fingerprint.encode())
     return digest.hexdigest()[:16]

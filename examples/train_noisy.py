@@ -45,6 +45,7 @@ from transformers import AutoModel
 import coop_hf  # noqa: F401  (registers the prompt models with AutoModel)
 from coop_hf.atomic import atomic_write_text
 from coop_hf.cli import run_command
+from coop_hf.data import column_values
 from coop_hf.gradient_flow import GRADIENT_FLOW_FILE
 from coop_hf.noise import CLEAN_LABEL, NoiseSpec
 from coop_hf.runners import NoiseStudyArguments, PromptArguments
@@ -184,7 +185,7 @@ def plot_confusions(runner: Experiment, runs: list[dict], experiment, noise: Noi
     classnames = runner.classnames
     rate = f"{100 * noise.rate:g} % {noise.noise_type} noise"
     plot_confusion(
-        train[CLEAN_LABEL], train["label"], classnames, plots / "noise_confusion.png",
+        column_values(train, CLEAN_LABEL), column_values(train, "label"), classnames, plots / "noise_confusion.png",
         title=f"Injected label noise ({rate}, seed {seed})", xlabel="label given", ylabel="class of the image",
     )  # fmt: skip
     for result in runs:

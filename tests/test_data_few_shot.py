@@ -11,7 +11,7 @@ import datasets
 import pytest
 from PIL import Image
 
-from coop_hf.data import build_few_shot_splits, load_benchmark, sample_few_shot
+from coop_hf.data import build_few_shot_splits, column_values, load_benchmark, sample_few_shot
 from coop_hf.data.few_shot import row_keys
 from tests.conftest import DATA
 
@@ -166,3 +166,17 @@ def test_row_keys_without_image_path_hash_the_image_bytes(tmp_path):
         lambda row: {"image": {"bytes": Path(row["image"]["path"]).read_bytes(), "path": None}}
     )
     assert row_keys(embedded) == [hashlib.sha256(f.read_bytes()).hexdigest() for f in files]
+
+
+def test_column_values_reads_a_whole_column_in_row_order_without_the_format_or_transform():
+    dataset = _synthetic({"a": 3, "b": 4}).select([6, 0, 3, 5])  # an indices mapping, rows out of order
+    expected = [row["label"] for row in dataset.select_columns(["label"])]
+
+    def unreadable(batch):
+        raise AssertionError("column_values ran the dataset's transform (it would decode every image)")
+
+    for view in (dataset, dataset.with_format("numpy"), dataset.with_transform(unreadable)):
+        assert column_values(view, "label") == expected == [1, 0, 1, 1]
+    assert column_values(dataset, "image_path") == [
+        f"/nowhere/{name}" for name in ("b/003.jpg", "a/000.jpg", "b/000.jpg", "b/002.jpg")
+    ]

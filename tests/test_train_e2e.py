@@ -31,11 +31,10 @@ def run_in_process(arguments: list[str], callbacks=None) -> dict:
     return run_method(*parser.parse_args_into_dataclasses(args=arguments), callbacks=callbacks)
 
 
-def run_script(arguments: list[str], processes: int = 1) -> subprocess.CompletedProcess:
-    # `accelerate launch --cpu` always starts one process; several CPU processes go through its torchrun
-    # launcher (--multi_gpu) with Trainer on the CPU (--use_cpu true), gloo backend.
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes)]
-    launcher += ["--multi_gpu"] if processes > 1 else ["--cpu"]
+def launch_on_two_processes(arguments: list[str]) -> subprocess.CompletedProcess:
+    # Several CPU processes go through accelerate's torchrun launcher (--multi_gpu) with Trainer on the CPU
+    # (--use_cpu true), gloo backend.
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--multi_gpu"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     completed = subprocess.run(
         [*launcher, str(REPO / "examples" / "train.py"), *arguments], env=env, capture_output=True, text=True
@@ -45,14 +44,15 @@ def run_script(arguments: list[str], processes: int = 1) -> subprocess.Completed
 
 
 @pytest.mark.slow
-def test_accelerate_launch_one_and_two_processes(tiny_clip_dir, tmp_path):
-    """`accelerate launch` runs the script; two CPU processes give the same protocol as one, and the same prompts:
-    every training view is seeded by (seed, epoch, image), so the two processes draw the views one process draws."""
+def test_accelerate_launch_of_two_processes_trains_as_one_process(tiny_clip_dir, tmp_path):
+    """`accelerate launch` runs the script on two CPU processes with the protocol of one process (run in-process
+    here) and the same prompts: every training view is seeded by (seed, epoch, image), so the two processes draw
+    the views one process draws."""
     one, two = tmp_path / "one", tmp_path / "two"
-    run_script(flags(tiny_clip_dir, one, "--seeds", "1", "2"))
+    run_in_process(flags(tiny_clip_dir, one, "--seeds", "1", "2"))
     two_flags = flags(tiny_clip_dir, two, "--seeds", "1", "--per_device_train_batch_size", "16")
     two_flags += ["--use_cpu", "true"]
-    run_script(two_flags, processes=2)
+    launch_on_two_processes(two_flags)
     results_one = json.loads((one / "results.json").read_text())
     results_two = json.loads((two / "results.json").read_text())
     assert results_one["method"] == "coop" and results_one["dataset"] == "oxford_flowers" and results_one["shots"] == 1

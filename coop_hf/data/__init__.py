@@ -5,7 +5,7 @@ from .classnames import ClassnameFixes
 from .few_shot import build_few_shot_splits, few_shot_indices, sample_few_shot
 from .hub_datasets import load_dataset_splits, load_image_classification
 from .images import UnreadableImageError, load_rgb
-from .records import CLEAN_LABEL
+from .records import CLEAN_LABEL, column_values
 from .split_zhou import read_split_zhou, split_file_classnames
 from .subsample import subsample_classes
 from .templates import (
@@ -34,6 +34,7 @@ __all__ = [
     "build_few_shot_splits",
     "check_classnames_match",
     "check_images",
+    "column_values",
     "ensemble_templates",
     "few_shot_indices",
     "get_benchmark",

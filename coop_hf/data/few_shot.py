@@ -15,6 +15,8 @@ from collections.abc import Sequence
 
 import datasets
 
+from .records import column_values
+
 VAL_SHOTS_CAP = 4
 """CoOp's validation split gets min(K, 4) images per class."""
 
@@ -27,7 +29,7 @@ _KEY_BATCH = 256
 def row_keys(dataset: datasets.Dataset) -> list[str]:
     """A stable identity per row: ``image_path``, else a hash of the image bytes, else the image path."""
     if "image_path" in dataset.column_names:
-        return [str(path) for path in dataset["image_path"]]
+        return [str(path) for path in column_values(dataset, "image_path")]
     images = dataset.select_columns(["image"]).cast_column("image", datasets.Image(decode=False))
     keys = []
     for batch in images.iter(batch_size=_KEY_BATCH):
@@ -50,7 +52,7 @@ def _labels(dataset: datasets.Dataset) -> tuple[list[int], list[str]]:
     label_feature = dataset.features["label"]
     if not isinstance(label_feature, datasets.ClassLabel):
         raise ValueError(f"the 'label' column must be a datasets.ClassLabel, got {label_feature!r}")
-    return list(dataset["label"]), label_feature.names
+    return column_values(dataset, "label"), label_feature.names
 
 
 def _draw(

@@ -15,6 +15,13 @@ MAX_LISTED = 10
 """How many offending files or entries an error message lists before summarising the rest."""
 
 
+def column_values(dataset: datasets.Dataset, name: str) -> list:
+    """Every value of the column `name`, read at once from the Arrow table, whatever the dataset's format or
+    transform. (`dataset[name]` is a lazy column in `datasets` 4 and later: `list()` or `numpy.asarray()` of it
+    formats, and through a transform decodes, one row at a time, ~6x slower on a plain column.)"""
+    return dataset.with_format(None)[name][:]
+
+
 @dataclass
 class LabeledFiles:
     """Class names plus, per split, the (absolute image path, label) pairs read from a dataset's layout."""

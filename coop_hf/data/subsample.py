@@ -15,6 +15,8 @@ from collections.abc import Iterable
 
 import datasets
 
+from .records import column_values
+
 SUBSAMPLES = ("all", "base", "new")
 
 
@@ -39,14 +41,14 @@ def subsample_classes(splits: datasets.DatasetDict, subsample: str) -> tuple[dat
     label_feature = source.features["label"]
     if not isinstance(label_feature, datasets.ClassLabel):
         raise ValueError(f"subsample_classes needs a datasets.ClassLabel 'label' column, got {label_feature!r}.")
-    selected = subsample_labels(source["label"], subsample)
+    selected = subsample_labels(column_values(source, "label"), subsample)
     if subsample == "all":
         return splits, list(label_feature.names)
     rank = {label: position for position, label in enumerate(selected)}
     classnames = [label_feature.names[label] for label in selected]
     subsampled = {}
     for name, split in splits.items():
-        rows = [row for row, label in enumerate(split["label"]) if label in rank]
+        rows = [row for row, label in enumerate(column_values(split, "label")) if label in rank]
         features = split.features.copy()
         features["label"] = datasets.ClassLabel(names=classnames)
         subsampled[name] = split.select(rows).map(

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_directory, atomic_write_text
+from ..data.records import column_values
 from ..data.subsample import subsample_classes, subsample_labels
 from ..hub import CardResults
 from ..noise import NO_NOISE, NoiseReport, NoiseSpec
@@ -63,7 +64,7 @@ class ClassSubset(Experiment):
         self.backbone, self.dataset, self.batch_size = source.backbone, source.dataset, source.batch_size
         self.template = source.template
         train = source.splits["train"] if "train" in source.splits else next(iter(source.splits.values()))
-        self.labels = subsample_labels(train["label"], subsample)
+        self.labels = subsample_labels(column_values(train, "label"), subsample)
         self.classnames = [source.classnames[label] for label in self.labels]
 
     @cached_property

@@ -21,7 +21,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from .. import gradient_flow
 from ..atomic import atomic_write_text
-from ..data import CLEAN_LABEL, CLEAN_LABELS, CoOpTransform, with_coop_transform
+from ..data import CLEAN_LABEL, CLEAN_LABELS, CoOpTransform, column_values, with_coop_transform
 from ..feature_cache import encode_images
 from ..feature_fit import FitData
 from ..hub import CardResults
@@ -436,8 +436,9 @@ class PromptRun:
         )  # fmt: skip
         train = views.select_columns(["image_embeds", "labels"])
         if args.gradient_flow:  # each view keeps its image's true class
-            rows = np.asarray(views.with_format(None)["index"])
-            train = train.add_column(CLEAN_LABELS, np.asarray(splits["train"][CLEAN_LABEL])[rows].tolist())
+            rows = np.asarray(column_values(views, "index"))
+            clean_labels = np.asarray(column_values(splits["train"], CLEAN_LABEL))
+            train = train.add_column(CLEAN_LABELS, clean_labels[rows].tolist())
         return train
 
     def pixels(self, splits: datasets.DatasetDict, args: CoOpTrainingArguments, seed: int) -> datasets.Dataset:

@@ -391,12 +391,13 @@ def plot_confusion(
     labels = list(range(len(classnames)))
     counts = confusion_matrix(true_labels, given_labels, labels=labels).astype(float)
     fractions = counts / counts.sum(axis=1, keepdims=True).clip(min=1)
-    size = min(4 + len(classnames) * 0.12, 14)
+    named = len(classnames) <= 40
+    size = 4 + min(len(classnames), 40) * 0.12  # room for the names; unnamed, 100 classes read as well at 8.8 in
     figure = Figure(figsize=(size + 1, size), layout="constrained")
     ax = figure.subplots()
     image = ax.imshow(fractions, cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
     figure.colorbar(image, ax=ax, fraction=0.046, label="fraction of the row's images")
-    if len(classnames) <= 40:
+    if named:
         ax.set_xticks(labels, classnames, rotation=90, fontsize=7)
         ax.set_yticks(labels, classnames, fontsize=7)
     ax.set_xlabel(xlabel)

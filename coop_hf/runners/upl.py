@@ -12,7 +12,7 @@ import datasets
 import torch
 
 from ..baselines import zero_shot_logits, zero_shot_weights
-from ..data import ensemble_templates
+from ..data import column_values, ensemble_templates
 from ..methods.coop import CoOpModel
 from ..methods.upl import CoOpEnsemble, pseudo_label_accuracy, pseudo_label_dataset
 from ..training import CoOpTrainingArguments
@@ -138,5 +138,5 @@ def zero_shot_probabilities(
 def pseudo_label_shortfall(pseudo: datasets.Dataset, top_k: int) -> dict[str, int]:
     """{class name: images kept} for every class that kept fewer than `top_k` pseudo-labelled images."""
     names = pseudo.features["label"].names
-    counts = Counter(pseudo["label"])
+    counts = Counter(column_values(pseudo, "label"))
     return {name: counts.get(label, 0) for label, name in enumerate(names) if counts.get(label, 0) < top_k}

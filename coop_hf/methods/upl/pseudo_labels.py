@@ -7,6 +7,8 @@ import datasets
 import numpy as np
 import torch
 
+from ...data import column_values
+
 UPL_TOP_K = 16
 """Pseudo-labelled images kept per class in UPL."""
 
@@ -93,4 +95,5 @@ def pseudo_label_accuracy(dataset: datasets.Dataset) -> float:
         )
     if len(dataset) == 0:
         raise ValueError("The pseudo-labelled dataset is empty.")
-    return float((np.asarray(dataset["label"]) == np.asarray(dataset[TRUE_LABEL])).mean())
+    labels, true_labels = (np.asarray(column_values(dataset, name)) for name in ("label", TRUE_LABEL))
+    return float((labels == true_labels).mean())
