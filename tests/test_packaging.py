@@ -58,3 +58,18 @@ def test_the_wheel_holds_every_package_and_imports_from_itself(tmp_path):
     location, method_count = result.stdout.split()
     assert Path(location).is_relative_to(target)
     assert int(method_count) > 0
+
+
+def test_ci_stops_when_the_set_up_command_fails(tmp_path):
+    """`.ci/run` exits with the set-up's status and runs nothing after it (`set -e` alone would go on: the set-up
+    is an && list)."""
+    bin_folder = tmp_path / "bin"
+    bin_folder.mkdir()
+    for tool, status in (("pip", 3), ("python", 0)):
+        (bin_folder / tool).write_text(f"#!/bin/sh\necho {tool} >> {tmp_path / 'ran'}\nexit {status}\n")
+        (bin_folder / tool).chmod(0o755)
+    env = {"PATH": f"{bin_folder}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    completed = subprocess.run(["bash", str(REPO / ".ci" / "run")], env=env, capture_output=True, text=True)
+    assert completed.returncode == 3
+    assert "the set-up command failed (exit status 3)" in completed.stderr
+    assert (tmp_path / "ran").read_text().split() == ["pip"]
