@@ -357,10 +357,14 @@ def test_a_frozen_resnet_tower_runs_channels_last_rewritten_for_inference(checkp
     features_match()
     assert layouts == [True]
     assert all(weight.is_contiguous() for weight in model.vision_model.parameters())  # open_clip's layout kept
-    # Weights loaded in place, or a tensor replaced: the traced tower reads them.
+    # Weights loaded in place: the same traced tower reads them at the next call.
     for module in (model.vision_model, reference.visual):
         module.layer1[0].bn1.running_var.mul_(3)
         module.attnpool.k_proj.weight.data.mul_(-2)
+    features_match()
+    assert model._frozen[1] is traced
+    # A tensor replaced: traced again.
+    for module in (model.vision_model, reference.visual):
         module.conv1.weight = torch.nn.Parameter(module.conv1.weight * 2, requires_grad=False)
     features_match()
     assert model._frozen[1] is not traced
@@ -417,6 +421,16 @@ def test_trace_frozen_resnet_folds_each_batch_norm_into_its_convolution_and_sums
     kept = images.clone()
     torch.testing.assert_close(traced(images), sums(images))
     assert torch.equal(images, kept)
+
+
+def test_a_resnet_without_its_attention_pool_is_traced_without_it():
+    tower = open_clip.create_model("RN50", pretrained=None).visual.eval()
+    tower.attnpool = torch.nn.Identity()  # dense features, as some users take them
+    traced = trace_frozen_resnet(tower)
+    assert isinstance(traced.attnpool, torch.nn.Identity)
+    images = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert relative_error(traced(images), tower(images)) < 1e-5
 
 
 def test_pooled_token_attention_is_open_clips_attention_pool():

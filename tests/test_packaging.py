@@ -1,5 +1,6 @@
 """The built wheel, not the editable checkout: every package folder is in it, and coop_hf imports from it alone."""
 
+import shlex
 import shutil
 import subprocess
 import sys
@@ -66,7 +67,9 @@ def test_ci_stops_when_the_set_up_command_fails(tmp_path):
     bin_folder = tmp_path / "bin"
     bin_folder.mkdir()
     for tool, status in (("pip", 3), ("python", 0)):
-        (bin_folder / tool).write_text(f"#!/bin/sh\necho {tool} >> {tmp_path / 'ran'}\nexit {status}\n")
+        (bin_folder / tool).write_text(
+            f"#!/bin/sh\necho {tool} >> {shlex.quote(str(tmp_path / 'ran'))}\nexit {status}\n"
+        )
         (bin_folder / tool).chmod(0o755)
     env = {"PATH": f"{bin_folder}:/usr/bin:/bin", "HOME": str(tmp_path)}
     completed = subprocess.run(["bash", str(REPO / ".ci" / "run")], env=env, capture_output=True, text=True)

@@ -49,7 +49,7 @@ def test_accelerate_launch_of_two_processes_trains_as_one_process(tiny_clip_dir,
     here) and the same prompts: every training view is seeded by (seed, epoch, image), so the two processes draw
     the views one process draws."""
     one, two = tmp_path / "one", tmp_path / "two"
-    run_in_process(flags(tiny_clip_dir, one, "--seeds", "1", "2"))
+    run_in_process(flags(tiny_clip_dir, one, "--seeds", "1", "2", "--use_cpu", "true"))
     two_flags = flags(tiny_clip_dir, two, "--seeds", "1", "--per_device_train_batch_size", "16")
     two_flags += ["--use_cpu", "true"]
     launch_on_two_processes(two_flags)

@@ -363,7 +363,7 @@ class OpenCLIPModel(PreTrainedModel):
     def get_image_features(self, pixel_values: torch.Tensor, **kwargs) -> torch.Tensor:
         """[images, embed_dim] image features (open_clip's `encode_image`). A ResNet tower is fed channels-last and,
         when frozen and in eval mode, runs rewritten for inference ([`trace_frozen_resnet`]: BatchNorms folded into
-        the convolutions, residual sums in place, only the pooled token attended): about 1.6x faster on a CPU
+        the convolutions, residual sums in place, only the pooled token attended): about 1.7x faster on a CPU
         together (benchmarks/README.md), the same features to float rounding, the weights untouched."""
         tower = self.vision_model
         if self.config.vision_config.resnet:
