@@ -121,7 +121,7 @@ def inject_label_noise(
     rng = np.random.default_rng(seed)
 
     if noise_type == "replace":
-        noisy = _replace(dataset, pool, label_feature, class_rows, counts, rng)
+        noisy = _replace(dataset, labels, pool, label_feature, class_rows, counts, rng)
     else:
         new_labels = labels.copy()
         if noise_type == "symmetric":
@@ -217,6 +217,7 @@ def _flip_confusion(
 
 def _replace(
     dataset: datasets.Dataset,
+    labels: np.ndarray,
     pool: datasets.Dataset | None,
     label_feature: datasets.ClassLabel,
     class_rows: list[np.ndarray],
@@ -260,7 +261,6 @@ def _replace(
         source[_pick(rng, rows, count)] = len(dataset) + len(drawn) + np.arange(count)
         drawn.extend(order[chosen].tolist())
 
-    labels = np.asarray(column_values(dataset, "label"), dtype=np.int64)
     if not drawn:
         return _with_labels(dataset, labels, labels, label_feature)
     replacements = pool.select(drawn).cast(dataset.features)
