@@ -496,7 +496,7 @@ def load_config(config_class: type[PretrainedConfig], source: str | os.PathLike,
         loader = f"{loader}.from_pretrained or " if loader else ""
         raise ValueError(
             f"{source} holds a model of type {found!r}, not {config_class.model_type!r}: load it with {loader}"
-            "AutoModel.from_pretrained (after `import coop_hf`)."
+            "AutoModel.from_pretrained (after `coop_hf.load_methods()`)."
         )
     return config_class.from_dict(config_dict)
 

@@ -42,7 +42,6 @@ from typing import Any
 import numpy as np
 from transformers import AutoModel
 
-import coop_hf  # noqa: F401  (registers the prompt models with AutoModel)
 from coop_hf.atomic import atomic_write_text
 from coop_hf.cli import run_command
 from coop_hf.data import column_values
@@ -191,6 +190,7 @@ def plot_confusions(runner: Experiment, runs: list[dict], experiment, noise: Noi
     for result in runs:
         if result["noise_rate_requested"] != noise.rate or result["method"] == "linear-probe":
             continue
+        # AutoModel knows every method's model_type: PROMPT_METHODS imported every method folder
         model = AutoModel.from_pretrained(result["per_seed"][0]["prompt_dir"], clip_model=runner.backbone.clip)
         logits, labels = runner.predict(model)
         plot_confusion(

@@ -49,8 +49,8 @@ def run(repository: Path, *command: str) -> str:
 
 def test_the_new_folder_is_in_the_package_and_the_auto_classes(repository_with_a_new_method):
     code = (
-        "import coop_hf; from transformers import AutoConfig, AutoModel; "
-        "config = AutoConfig.for_model('biased-coop', classnames=['a', 'b']); "
+        "import coop_hf; from transformers import AutoConfig; "
+        "coop_hf.load_methods(); config = AutoConfig.for_model('biased-coop', classnames=['a', 'b']); "
         "print(coop_hf.__file__, type(config).__name__, 'biased-coop' in coop_hf.METHODS, "
         "coop_hf.BiasedCoOpModel.__name__, list(coop_hf.METHODS).index('biased-coop') == len(coop_hf.METHODS) - 1)"
     )

@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from transformers import AutoModel
 
-import coop_hf  # noqa: F401 (registers the Auto classes)
 from coop_hf import ClassTokenConfig, ClassTokenTuningModel
 from coop_hf.baselines import zero_shot_logits, zero_shot_weights
 from coop_hf.text_encoding import encode_plain

@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from transformers import AutoModel
 
-import coop_hf  # noqa: F401 (registers the Auto classes)
 from coop_hf import KgCoOpConfig, KgCoOpModel
 from coop_hf.methods.kgcoop import KGCOOP_TEMPLATES
 from coop_hf.text_encoding import encode_plain

@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from transformers import AutoModel, TrainerCallback
 
-import coop_hf  # noqa: F401 (registers the Auto classes)
 from coop_hf import CoOpModel, ProGradConfig, ProGradModel
 from coop_hf.gradient_flow import step_records
 from coop_hf.methods.prograd import PROGRAD_TEMPLATES

@@ -9,7 +9,6 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoModelForImageClassification
 
-import coop_hf  # noqa: F401 (registers the Auto classes)
 from coop_hf import ClassifierConfig, LinearClassifierModel, TextEncoderFineTuningModel
 from coop_hf.baselines import zero_shot_logits, zero_shot_weights
 from coop_hf.losses import loss_from_name

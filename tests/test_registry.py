@@ -1,5 +1,9 @@
 """Methods register themselves from their folders: models for the Auto classes and loaders, names for `--method`."""
 
+import json
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -55,8 +59,10 @@ def tiny_clip():
 
 @pytest.fixture
 def clean_registry(monkeypatch):
-    monkeypatch.setattr(registry, "METHODS", dict(registry.METHODS))
-    monkeypatch.setattr(registry, "PROMPT_MODELS", dict(registry.PROMPT_MODELS))
+    """The registry, whose registrations are undone after the test."""
+    registry.load_methods()
+    monkeypatch.setattr(registry.METHODS, "registered", dict(registry.METHODS.registered))
+    monkeypatch.setattr(registry.PROMPT_MODELS, "registered", dict(registry.PROMPT_MODELS.registered))
     return registry
 
 
@@ -114,3 +120,51 @@ def test_fitted_is_declared_as_the_trainer_fits():
         "clap",
         "zs-lp",
     }
+
+
+LAZY_IMPORTS = """
+import importlib, json, sys
+
+def folders_imported():
+    from coop_hf.methods.registry import method_folders
+
+    imported = {name.split(".")[2] for name in sys.modules if name.startswith("coop_hf.methods.")}
+    return sorted(set(method_folders()) & imported)
+
+def known(model_type):
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.for_model(model_type)
+        return True
+    except ValueError:
+        return False
+
+import coop_hf
+seen = {"bare": [sorted(name for name in sys.modules if name.startswith("coop_hf.")), "torch" in sys.modules]}
+from coop_hf import CoOpModel
+seen["coop"] = [folders_imported(), known("coop"), known("kgcoop")]
+methods = list(coop_hf.METHODS)
+seen["all"] = [folders_imported(), known("kgcoop"), methods[:2], coop_hf.load_methods()]
+exported = {}
+for folder in coop_hf.load_methods():
+    module = importlib.import_module(f"coop_hf.methods.{folder}")
+    exported[folder] = all(getattr(coop_hf, name) is getattr(module, name) for name in module.__all__) and set(
+        module.__all__) <= set(coop_hf.__all__)
+seen["exported"] = exported
+print(json.dumps(seen))
+"""
+
+
+def test_import_coop_hf_is_lazy_and_a_class_loads_its_folder_alone():
+    """`import coop_hf` imports no method folder and not torch; `from coop_hf import CoOpModel` imports CoOp's folder
+    alone and registers it with the Auto classes; reading `METHODS` imports every folder, whose `__all__` (read as
+    text by the lazy module) is exported whole."""
+    result = subprocess.run([sys.executable, "-c", LAZY_IMPORTS], capture_output=True, text=True, check=True)
+    seen = json.loads(result.stdout)
+    assert seen["bare"] == [[], False]
+    assert seen["coop"] == [["coop"], True, False]
+    folders = registry.method_folders()
+    assert len(folders) == 17
+    assert seen["all"] == [folders, True, ["coop", "cocoop"], list(registry.load_methods())]
+    assert seen["exported"] == dict.fromkeys(folders, True)

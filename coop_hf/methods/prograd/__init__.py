@@ -1,6 +1,6 @@
 """ProGrad (Zhu et al., ICCV 2023): CoOp whose cross-entropy gradient is projected off the direction that conflicts
 with zero-shot CLIP's. Its update rule is `coop_hf.methods.prograd.trainer.ProGradTrainer` (imported from there, so
-that `import coop_hf` does not load `transformers.Trainer`)."""
+that importing the method does not load `transformers.Trainer`)."""
 
 from ..registry import register_method
 from .configuration_prograd import PROGRAD_TEMPLATES, ProGradConfig
