@@ -1,40 +1,59 @@
 """coop-hf: prompt learning for contrastive vision-language models (CoOp and its successors on CLIP, MetaCLIP 2,
 SigLIP, SigLIP 2 and open_clip checkpoints), native to transformers, datasets and the Hub.
 
-`import coop_hf` imports nothing heavy, as `import transformers`: each name is imported where it is first used
-(transformers' `_LazyModule`), so `from coop_hf import CoOpModel` imports CoOp's folder and none of the others. Every
-method folder's public names (the `__all__` of its `__init__.py`: `CoOpModel`, `CoOpConfig`, ...) are exported here
-by themselves: adding a method folder adds them.
+`import coop_hf` imports nothing heavy, as `import transformers`: each name is imported where it is first used, so
+`from coop_hf import CoOpModel` imports CoOp's folder and none of the others. Every method folder's public names (the
+`__all__` of its `__init__.py`: `CoOpModel`, `CoOpConfig`, ...) are exported here by themselves: adding a method
+folder adds them.
 """
 
 import ast
-import sys
-from pathlib import Path
-
-from transformers.utils.import_utils import _LazyModule
+import importlib
+from importlib.resources import files
+from typing import Any
 
 __version__ = "0.1.0"
 
 
-def _exports(module_file: Path) -> list[str]:
-    """The `__all__` of a module, read without importing it (parsed: transformers' `fetch__all__` misreads a list
-    followed by a comment)."""
-    for node in ast.parse(module_file.read_text(encoding="utf-8")).body:
+def _exports(source: str) -> list[str]:
+    """The `__all__` of a module, read from its source without importing it."""
+    for node in ast.parse(source).body:
         if isinstance(node, ast.Assign) and any(getattr(target, "id", None) == "__all__" for target in node.targets):
             return ast.literal_eval(node.value)
     return []
 
 
-_methods = Path(__file__).parent / "methods"
-_import_structure = {
-    "backbones": ["BACKBONES", "Backbone", "backbone_for", "load_backbone"],
-    "configuration_utils": ["PromptConfig"],
-    "methods": _exports(_methods / "__init__.py"),  # the registry: METHODS, load_methods, register_method, ...
-    "modeling_utils": ["PromptModelOutput", "PromptPreTrainedModel", "TextFeatureClassifier"],
-}
-for _init in sorted(_methods.glob("*/__init__.py")):
-    _import_structure[f"methods.{_init.parent.name}"] = _exports(_init)
+def _export_table() -> dict[str, str]:
+    """Each exported name -> the submodule that defines it: the core names, then every method folder's."""
+    methods = files(__name__) / "methods"
+    table = {
+        **dict.fromkeys(["BACKBONES", "Backbone", "backbone_for", "load_backbone"], "backbones"),
+        **dict.fromkeys(["PromptConfig"], "configuration_utils"),
+        **dict.fromkeys(
+            _exports((methods / "__init__.py").read_text(encoding="utf-8")), "methods"
+        ),  # the registry: METHODS, load_methods, ...
+        **dict.fromkeys(["PromptModelOutput", "PromptPreTrainedModel", "TextFeatureClassifier"], "modeling_utils"),
+    }
+    folders = sorted((entry for entry in methods.iterdir() if (entry / "__init__.py").is_file()), key=lambda e: e.name)
+    for folder in folders:
+        source = (folder / "__init__.py").read_text(encoding="utf-8")
+        table.update(dict.fromkeys(_exports(source), f"methods.{folder.name}"))
+    return table
 
-sys.modules[__name__] = _LazyModule(
-    __name__, __file__, _import_structure, module_spec=__spec__, extra_objects={"__version__": __version__}
-)
+
+_SUBMODULE_OF = _export_table()
+__all__ = list(_SUBMODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    # PEP 562, as transformers' _LazyModule (private to transformers, where it also answers for transformers'
+    # tokenizer names and hides import errors behind a generic message)
+    if name not in _SUBMODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_SUBMODULE_OF[name]}", __name__), name)
+    globals()[name] = value  # later lookups find it without this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -88,7 +88,7 @@ def _given(argv: list[str], flag: str) -> str | None:
 
 def _pages_are_stale() -> bool:
     """Whether `coop_hf/methods` holds other method folders than the generated pages were made from (found without
-    importing coop_hf, whose import loads torch)."""
+    importing the method folders, which load torch)."""
     spec = importlib.util.find_spec("coop_hf")
     if spec is None or not spec.submodule_search_locations:
         return True

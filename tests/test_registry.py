@@ -123,7 +123,7 @@ def test_fitted_is_declared_as_the_trainer_fits():
 
 
 LAZY_IMPORTS = """
-import importlib, json, sys
+import importlib, json, sys, threading, time
 
 def folders_imported():
     from coop_hf.methods.registry import method_folders
@@ -141,11 +141,40 @@ def known(model_type):
         return False
 
 import coop_hf
-seen = {"bare": [sorted(name for name in sys.modules if name.startswith("coop_hf.")), "torch" in sys.modules]}
+seen = {"bare": [sorted(name for name in sys.modules if name.startswith("coop_hf.")), "torch" in sys.modules,
+                 all(name.isidentifier() for name in coop_hf.__all__), hasattr(coop_hf, "CLIPTokenizer")]}
+
 from coop_hf import CoOpModel
 seen["coop"] = [folders_imported(), known("coop"), known("kgcoop")]
-methods = list(coop_hf.METHODS)
-seen["all"] = [folders_imported(), known("kgcoop"), methods[:2], coop_hf.load_methods()]
+
+from coop_hf import TipAdapterModel  # a folder listed late, imported before the others
+
+sys.modules["coop_hf.methods.maple"] = None  # a folder that fails to import
+failures = 0
+for attempt in range(2):
+    try:
+        len(coop_hf.METHODS)
+    except ImportError:
+        failures += 1
+del sys.modules["coop_hf.methods.maple"]
+seen["failed"] = failures
+
+import_module = importlib.import_module
+
+def slow_import(name, package=None):
+    time.sleep(0.05)
+    return import_module(name, package)
+
+importlib.import_module = slow_import
+loader = threading.Thread(target=coop_hf.load_methods)
+loader.start()
+time.sleep(0.2)
+seen["read_while_another_thread_loads"] = len(coop_hf.METHODS)
+loader.join()
+importlib.import_module = import_module
+
+seen["all"] = [folders_imported(), known("maple"), list(coop_hf.METHODS), list(coop_hf.PROMPT_MODELS),
+               list(coop_hf.load_methods())]
 exported = {}
 for folder in coop_hf.load_methods():
     module = importlib.import_module(f"coop_hf.methods.{folder}")
@@ -157,14 +186,19 @@ print(json.dumps(seen))
 
 
 def test_import_coop_hf_is_lazy_and_a_class_loads_its_folder_alone():
-    """`import coop_hf` imports no method folder and not torch; `from coop_hf import CoOpModel` imports CoOp's folder
-    alone and registers it with the Auto classes; reading `METHODS` imports every folder, whose `__all__` (read as
-    text by the lazy module) is exported whole."""
+    """`import coop_hf` imports no method folder and not torch, and exports names only; `from coop_hf import
+    CoOpModel` imports CoOp's folder alone and registers it with the Auto classes; reading `METHODS` imports every
+    folder (a failed import fails every read until mended; another thread's read waits for the whole list), in the
+    same order whichever folders came first, and every folder's `__all__` (parsed, not imported) is exported whole."""
     result = subprocess.run([sys.executable, "-c", LAZY_IMPORTS], capture_output=True, text=True, check=True)
     seen = json.loads(result.stdout)
-    assert seen["bare"] == [[], False]
+    assert seen["bare"] == [[], False, True, False]
     assert seen["coop"] == [["coop"], True, False]
+    assert seen["failed"] == 2
+    assert seen["read_while_another_thread_loads"] == len(registry.METHODS)
     folders = registry.method_folders()
     assert len(folders) == 17
-    assert seen["all"] == [folders, True, ["coop", "cocoop"], list(registry.load_methods())]
+    in_this_process = [list(registry.METHODS), list(registry.PROMPT_MODELS), list(registry.load_methods())]
+    assert seen["all"] == [folders, True, *in_this_process]
+    assert in_this_process[0][:2] == ["coop", "cocoop"] and in_this_process[2][-1] == "upl"
     assert seen["exported"] == dict.fromkeys(folders, True)

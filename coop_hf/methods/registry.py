@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Iterator, Mapping
+import sys
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
@@ -73,14 +74,30 @@ class MethodSpec:
 
 
 Entry = TypeVar("Entry")
+DEFAULT_ORDER = 1000
+
+
+def folder_order(model_class: type) -> int:
+    """The `ORDER` of the method folder that defines `model_class` (set in its `__init__.py` before it registers;
+    `DEFAULT_ORDER` where it sets none or the class lives elsewhere)."""
+    package = __name__.rpartition(".")[0]
+    folder = model_class.__module__.removeprefix(f"{package}.").split(".")[0]
+    return getattr(sys.modules.get(f"{package}.{folder}"), "ORDER", DEFAULT_ORDER)
 
 
 class Registry(Mapping[str, Entry]):
-    """What the method folders registered, by name. Reading it imports every method folder first (`load_methods`);
-    `register_method` and `register_model` add to it without doing so."""
+    """What the method folders registered, by name, in the folders' `ORDER` then in registration order, whichever
+    folder was imported first. Reading it imports every method folder first (`load_methods`); `add`, which
+    `register_method` and `register_model` call, does not."""
 
-    def __init__(self) -> None:
+    def __init__(self, model_class_of: Callable[[Entry], type]) -> None:
         self.registered: dict[str, Entry] = {}
+        self.model_class_of = model_class_of
+
+    def add(self, name: str, entry: Entry) -> None:
+        """Register `entry` as `name`, in its place in the order."""
+        entries = [*self.registered.items(), (name, entry)]
+        self.registered = dict(sorted(entries, key=lambda item: folder_order(self.model_class_of(item[1]))))
 
     def __getitem__(self, name: str) -> Entry:
         load_methods()
@@ -98,40 +115,39 @@ class Registry(Mapping[str, Entry]):
         return f"Registry({list(self)})"
 
 
-PROMPT_MODELS: Registry[type[PromptPreTrainedModel]] = Registry()
+PROMPT_MODELS: Registry[type[PromptPreTrainedModel]] = Registry(lambda model_class: model_class)
 """Every prompt model, keyed by its config's `model_type`."""
-METHODS: Registry[MethodSpec] = Registry()
-"""Every `--method` name of a trained method, in its folder's `ORDER`, then in registration order."""
+METHODS: Registry[MethodSpec] = Registry(lambda spec: spec.model_class)
+"""Every `--method` name of a trained method."""
 
-DEFAULT_ORDER = 1000
+_loading = threading.RLock()
 _loaded_folders: tuple[str, ...] | None = None
 
 
 def method_folders() -> list[str]:
     """The method folders' names, found without importing them."""
-    return sorted(name for _, name, is_package in pkgutil.iter_modules([str(Path(__file__).parent)]) if is_package)
+    package = sys.modules[__name__.rpartition(".")[0]]
+    return sorted(name for _, name, is_package in pkgutil.iter_modules(package.__path__) if is_package)
 
 
 def load_methods() -> tuple[str, ...]:
     """Import every method folder, once: each registers its `--method` names and its models, which the Auto classes
     (`AutoConfig`, `AutoModel`, `AutoModelForImageClassification`, hence `pipeline`) then load by `model_type`.
-    `METHODS` is put in the folders' `ORDER` (a folder's `__init__` may set it, where `--method` and the tables list
-    its methods; default last). Returns the folders in that order."""
+    Returns the folders in their `ORDER` (a folder's `__init__.py` may set it, where `--method` and the tables list
+    its methods; default last); while they import, the registries list what is registered so far, and after a
+    folder failed to import, the next read tries again."""
     global _loaded_folders
-    if _loaded_folders is None:
-        _loaded_folders = ()  # the registries read while the folders import list what is registered so far
-        package = __name__.rpartition(".")[0]
-        order = {
-            folder: getattr(importlib.import_module(f"{package}.{folder}"), "ORDER", DEFAULT_ORDER)
-            for folder in method_folders()
-        }
-
-        def rank(spec: MethodSpec) -> int:
-            return order.get(spec.model_class.__module__.removeprefix(f"{package}.").split(".")[0], DEFAULT_ORDER)
-
-        listed = sorted(METHODS.registered.values(), key=rank)  # stable: a folder's methods keep their order
-        METHODS.registered = {spec.name: spec for spec in listed}
-        _loaded_folders = tuple(sorted(order, key=order.__getitem__))
+    with _loading:  # another thread waits for the whole list; this thread's nested reads see it as it grows
+        if _loaded_folders is None:
+            _loaded_folders = ()
+            try:
+                package = __name__.rpartition(".")[0]
+                modules = [importlib.import_module(f"{package}.{folder}") for folder in method_folders()]
+            except BaseException:
+                _loaded_folders = None
+                raise
+            ranked = sorted(modules, key=lambda module: getattr(module, "ORDER", DEFAULT_ORDER))
+            _loaded_folders = tuple(module.__name__.rpartition(".")[2] for module in ranked)
     return _loaded_folders
 
 
@@ -144,7 +160,7 @@ def register_model(model_class: type[PromptPreTrainedModel]) -> type[PromptPreTr
         raise ValueError(
             f"model_type {model_type!r} is registered twice: {known.__name__} and {model_class.__name__}."
         )
-    PROMPT_MODELS.registered[model_type] = model_class
+    PROMPT_MODELS.add(model_type, model_class)
     AutoConfig.register(model_type, model_class.config_class, exist_ok=True)
     AutoModel.register(model_class.config_class, model_class, exist_ok=True)
     AutoModelForImageClassification.register(model_class.config_class, model_class, exist_ok=True)
@@ -156,5 +172,5 @@ def register_method(name: str, model_class: type[PromptPreTrainedModel], **spec:
     if name in METHODS.registered:
         raise ValueError(f"--method {name!r} is registered twice.")
     register_model(model_class)
-    METHODS.registered[name] = MethodSpec(name, model_class, **spec)
+    METHODS.add(name, MethodSpec(name, model_class, **spec))
     return METHODS.registered[name]
