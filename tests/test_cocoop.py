@@ -290,7 +290,7 @@ def test_save_load_round_trip_gives_identical_logits(saved):
         CoOpModel.from_pretrained(folder)
 
 
-def test_auto_classes_load_it_after_import_coop_hf(saved):
+def test_auto_classes_load_it_once_its_class_is_imported(saved):
     model, folder = saved
     assert coop_hf.PROMPT_MODELS["cocoop"] is CoCoOpModel
     for auto_class in (AutoModel, AutoModelForImageClassification):

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import threading
 
 import pytest
 import torch
@@ -149,6 +150,23 @@ seen["coop"] = [folders_imported(), known("coop"), known("kgcoop")]
 
 from coop_hf import TipAdapterModel  # a folder listed late, imported before the others
 
+seen["submodule"] = coop_hf.data.__name__
+
+from coop_hf import METHODS, load_methods
+
+import_module = importlib.import_module
+
+def import_reading_the_registry(name, package=None):
+    len(METHODS)  # as a folder would that reads the registry when imported
+    return import_module(name, package)
+
+importlib.import_module = import_reading_the_registry
+try:
+    load_methods()
+except RuntimeError as error:
+    seen["read_while_importing"] = str(error)
+importlib.import_module = import_module
+
 sys.modules["coop_hf.methods.maple"] = None  # a folder that fails to import
 failures = 0
 for attempt in range(2):
@@ -158,8 +176,6 @@ for attempt in range(2):
         failures += 1
 del sys.modules["coop_hf.methods.maple"]
 seen["failed"] = failures
-
-import_module = importlib.import_module
 
 def slow_import(name, package=None):
     time.sleep(0.05)
@@ -188,12 +204,15 @@ print(json.dumps(seen))
 def test_import_coop_hf_is_lazy_and_a_class_loads_its_folder_alone():
     """`import coop_hf` imports no method folder and not torch, and exports names only; `from coop_hf import
     CoOpModel` imports CoOp's folder alone and registers it with the Auto classes; reading `METHODS` imports every
-    folder (a failed import fails every read until mended; another thread's read waits for the whole list), in the
+    folder (a failed import fails every read until mended; a read while they import is refused; another thread's read
+    waits for the whole list), in the
     same order whichever folders came first, and every folder's `__all__` (parsed, not imported) is exported whole."""
     result = subprocess.run([sys.executable, "-c", LAZY_IMPORTS], capture_output=True, text=True, check=True)
     seen = json.loads(result.stdout)
     assert seen["bare"] == [[], False, True, False]
     assert seen["coop"] == [["coop"], True, False]
+    assert seen["submodule"] == "coop_hf.data"
+    assert seen["read_while_importing"].startswith("a method folder read METHODS or PROMPT_MODELS while")
     assert seen["failed"] == 2
     assert seen["read_while_another_thread_loads"] == len(registry.METHODS)
     folders = registry.method_folders()
@@ -202,3 +221,66 @@ def test_import_coop_hf_is_lazy_and_a_class_loads_its_folder_alone():
     assert seen["all"] == [folders, True, *in_this_process]
     assert in_this_process[0][:2] == ["coop", "cocoop"] and in_this_process[2][-1] == "upl"
     assert seen["exported"] == dict.fromkeys(folders, True)
+
+
+def test_methods_are_listed_by_their_folders_rank_whatever_was_registered_first(clean_registry):
+    """Folders of equal `ORDER` list by name; a class defined outside the method folders lists last."""
+
+    def model_in(module: str) -> type:
+        config_class = type("Config", (BiasedCoOpConfig,), {"model_type": f"test-{module}", "__module__": module})
+        return type("Model", (BiasedCoOpModel,), {"config_class": config_class, "__module__": module})
+
+    for name, module in [
+        ("outside", __name__),
+        ("zzz", "coop_hf.methods.zzz.modeling_zzz"),
+        ("aaa", "coop_hf.methods.aaa"),
+    ]:
+        clean_registry.register_method(name, model_in(module))
+    assert list(clean_registry.METHODS)[-3:] == ["aaa", "zzz", "outside"]
+    assert list(clean_registry.METHODS)[:2] == ["coop", "cocoop"]
+
+
+def test_a_folder_imported_again_registers_its_classes_again(clean_registry):
+    """A folder whose first import failed after it registered defines its classes anew when imported again: they
+    replace the old ones (the same class registered twice is still an error)."""
+
+    def define() -> type:
+        class Reloaded(BiasedCoOpModel):
+            pass
+
+        return Reloaded
+
+    first, again = define(), define()
+    clean_registry.register_method("reloaded", first)
+    clean_registry.register_method("reloaded", again)
+    assert clean_registry.METHODS["reloaded"].model_class is again
+    assert clean_registry.PROMPT_MODELS[BiasedCoOpConfig.model_type] is again
+    with pytest.raises(ValueError, match="--method 'reloaded' is registered twice"):
+        clean_registry.register_method("reloaded", again)
+
+
+def test_two_threads_registering_at_once_lose_nothing():
+    """Two threads importing two folders register at once."""
+    names = registry.Registry(lambda entry: object)
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [
+            threading.Thread(target=lambda prefix=prefix: [names.add(f"{prefix}{i}", i) for i in range(300)])
+            for prefix in "ab"
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(switch_interval)
+    assert len(names.registered) == 600
+
+
+def test_exports_are_read_from_the_source():
+    from coop_hf import _exports
+
+    assert _exports("x = 1\n__all__ = ['A', 'b']  # exported\n") == ["A", "b"]
+    assert _exports("__all__: list[str] = [\n    'A',  # a comment\n]\n") == ["A"]
+    assert _exports("import os\n") == []

@@ -18,6 +18,7 @@ Each protocol's recipe (`coop_hf.methods.recipes`) lives in the method's folder 
 from __future__ import annotations
 
 import importlib
+import math
 import pkgutil
 import sys
 import threading
@@ -77,27 +78,32 @@ Entry = TypeVar("Entry")
 DEFAULT_ORDER = 1000
 
 
-def folder_order(model_class: type) -> int:
-    """The `ORDER` of the method folder that defines `model_class` (set in its `__init__.py` before it registers;
-    `DEFAULT_ORDER` where it sets none or the class lives elsewhere)."""
+def folder_rank(model_class: type) -> tuple[float, str]:
+    """Where the methods of the folder that defines `model_class` are listed: by the folder's `ORDER` (set in its
+    `__init__.py` before it registers; `DEFAULT_ORDER` where it sets none), then by its name; a class defined outside
+    the method folders is listed last."""
     package = __name__.rpartition(".")[0]
+    if not model_class.__module__.startswith(f"{package}."):
+        return math.inf, ""
     folder = model_class.__module__.removeprefix(f"{package}.").split(".")[0]
-    return getattr(sys.modules.get(f"{package}.{folder}"), "ORDER", DEFAULT_ORDER)
+    return getattr(sys.modules.get(f"{package}.{folder}"), "ORDER", DEFAULT_ORDER), folder
 
 
 class Registry(Mapping[str, Entry]):
-    """What the method folders registered, by name, in the folders' `ORDER` then in registration order, whichever
-    folder was imported first. Reading it imports every method folder first (`load_methods`); `add`, which
-    `register_method` and `register_model` call, does not."""
+    """What the method folders registered, by name, in the folders' rank (`folder_rank`) then in registration
+    order, whichever folder was imported first. Reading it imports every method folder first (`load_methods`);
+    `add`, which `register_method` and `register_model` call, does not."""
 
     def __init__(self, model_class_of: Callable[[Entry], type]) -> None:
         self.registered: dict[str, Entry] = {}
         self.model_class_of = model_class_of
+        self._adding = threading.Lock()  # two threads importing two folders add at once
 
     def add(self, name: str, entry: Entry) -> None:
         """Register `entry` as `name`, in its place in the order."""
-        entries = [*self.registered.items(), (name, entry)]
-        self.registered = dict(sorted(entries, key=lambda item: folder_order(self.model_class_of(item[1]))))
+        with self._adding:
+            entries = {**self.registered, name: entry}.items()
+            self.registered = dict(sorted(entries, key=lambda item: folder_rank(self.model_class_of(item[1]))))
 
     def __getitem__(self, name: str) -> Entry:
         load_methods()
@@ -133,22 +139,34 @@ def method_folders() -> list[str]:
 def load_methods() -> tuple[str, ...]:
     """Import every method folder, once: each registers its `--method` names and its models, which the Auto classes
     (`AutoConfig`, `AutoModel`, `AutoModelForImageClassification`, hence `pipeline`) then load by `model_type`.
-    Returns the folders in their `ORDER` (a folder's `__init__.py` may set it, where `--method` and the tables list
-    its methods; default last); while they import, the registries list what is registered so far, and after a
-    folder failed to import, the next read tries again."""
+    Returns the folders in their rank (`ORDER`, which a folder's `__init__.py` may set, where `--method` and the
+    tables list its methods; default last). A folder that fails to import fails this call and the next, until it is
+    mended; one that reads the registries while the folders import is refused (they are not complete yet, and a
+    thread importing that folder alone would wait on this one)."""
     global _loaded_folders
-    with _loading:  # another thread waits for the whole list; this thread's nested reads see it as it grows
+    with _loading:  # another thread waits for the whole list
+        if _loaded_folders == ():
+            raise RuntimeError(
+                "a method folder read METHODS or PROMPT_MODELS while the method folders were importing: a folder "
+                "must not read the registries (or import what does, as coop_hf.runners) when it is imported."
+            )
         if _loaded_folders is None:
             _loaded_folders = ()
             try:
                 package = __name__.rpartition(".")[0]
-                modules = [importlib.import_module(f"{package}.{folder}") for folder in method_folders()]
+                modules = {folder: importlib.import_module(f"{package}.{folder}") for folder in method_folders()}
             except BaseException:
                 _loaded_folders = None
                 raise
-            ranked = sorted(modules, key=lambda module: getattr(module, "ORDER", DEFAULT_ORDER))
-            _loaded_folders = tuple(module.__name__.rpartition(".")[2] for module in ranked)
+            ranks = {folder: (getattr(module, "ORDER", DEFAULT_ORDER), folder) for folder, module in modules.items()}
+            _loaded_folders = tuple(sorted(ranks, key=ranks.__getitem__))
     return _loaded_folders
+
+
+def _redefines(known: type, model_class: type) -> bool:
+    """Whether `model_class` is `known` defined anew: its module imported again after its first import failed."""
+    same_name = (known.__module__, known.__qualname__) == (model_class.__module__, model_class.__qualname__)
+    return same_name and known is not model_class
 
 
 def register_model(model_class: type[PromptPreTrainedModel]) -> type[PromptPreTrainedModel]:
@@ -156,7 +174,7 @@ def register_model(model_class: type[PromptPreTrainedModel]) -> type[PromptPreTr
     `AutoModelForImageClassification` and the runners' saved-prompt loader."""
     model_type = model_class.config_class.model_type
     known = PROMPT_MODELS.registered.get(model_type)
-    if known is not None and known is not model_class:
+    if known is not None and known is not model_class and not _redefines(known, model_class):
         raise ValueError(
             f"model_type {model_type!r} is registered twice: {known.__name__} and {model_class.__name__}."
         )
@@ -169,7 +187,8 @@ def register_model(model_class: type[PromptPreTrainedModel]) -> type[PromptPreTr
 
 def register_method(name: str, model_class: type[PromptPreTrainedModel], **spec: Any) -> MethodSpec:
     """Add `--method name` (and its model, `register_model`); `spec` holds the other `MethodSpec` fields."""
-    if name in METHODS.registered:
+    known = METHODS.registered.get(name)
+    if known is not None and not _redefines(known.model_class, model_class):
         raise ValueError(f"--method {name!r} is registered twice.")
     register_model(model_class)
     METHODS.add(name, MethodSpec(name, model_class, **spec))
