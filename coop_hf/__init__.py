@@ -24,6 +24,14 @@ def _exports(source: str) -> list[str]:
     return []
 
 
+def _method_folders() -> list:
+    """The method folders (`methods/<name>/` holding an `__init__.py`), by name, found without importing them (as
+    importlib.resources entries, so also inside a zip)."""
+    entries = (_files(__name__) / "methods").iterdir()
+    folders = [entry for entry in entries if entry.name.isidentifier() and (entry / "__init__.py").is_file()]
+    return sorted(folders, key=lambda entry: entry.name)
+
+
 def _export_table() -> dict[str, str]:
     """Each exported name -> the submodule that defines it: the core names, then every method folder's."""
     methods = _files(__name__) / "methods"
@@ -34,8 +42,7 @@ def _export_table() -> dict[str, str]:
         **dict.fromkeys(_exports((methods / "__init__.py").read_text(encoding="utf-8")), "methods"),
         **dict.fromkeys(["PromptModelOutput", "PromptPreTrainedModel", "TextFeatureClassifier"], "modeling_utils"),
     }
-    folders = [entry for entry in methods.iterdir() if entry.name.isidentifier() and (entry / "__init__.py").is_file()]
-    for folder in sorted(folders, key=lambda entry: entry.name):
+    for folder in _method_folders():
         source = (folder / "__init__.py").read_text(encoding="utf-8")
         table.update(dict.fromkeys(_exports(source), f"methods.{folder.name}"))
     return table

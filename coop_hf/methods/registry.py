@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import importlib
 import math
-import pkgutil
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -28,6 +27,7 @@ from typing import Any, TypeVar
 
 from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
 
+from .. import _method_folders
 from ..modeling_utils import PromptPreTrainedModel
 from .recipes import Recipe, resolve_recipes
 
@@ -76,17 +76,21 @@ class MethodSpec:
 
 Entry = TypeVar("Entry")
 DEFAULT_ORDER = 1000
+_PACKAGE = __name__.rpartition(".")[0]  # coop_hf.methods
+
+
+def _rank_of_folder(folder: str) -> tuple[int, str]:
+    """A method folder's place in the listings: its `ORDER` (set in its `__init__.py` before it registers;
+    `DEFAULT_ORDER` where it sets none), then its name."""
+    return getattr(sys.modules.get(f"{_PACKAGE}.{folder}"), "ORDER", DEFAULT_ORDER), folder
 
 
 def folder_rank(model_class: type) -> tuple[float, str]:
-    """Where the methods of the folder that defines `model_class` are listed: by the folder's `ORDER` (set in its
-    `__init__.py` before it registers; `DEFAULT_ORDER` where it sets none), then by its name; a class defined outside
-    the method folders is listed last."""
-    package = __name__.rpartition(".")[0]
-    if not model_class.__module__.startswith(f"{package}."):
+    """Where the methods of the folder that defines `model_class` are listed (`_rank_of_folder`); a class defined
+    outside the method folders is listed last."""
+    if not model_class.__module__.startswith(f"{_PACKAGE}."):
         return math.inf, ""
-    folder = model_class.__module__.removeprefix(f"{package}.").split(".")[0]
-    return getattr(sys.modules.get(f"{package}.{folder}"), "ORDER", DEFAULT_ORDER), folder
+    return _rank_of_folder(model_class.__module__.removeprefix(f"{_PACKAGE}.").split(".")[0])
 
 
 class Registry(Mapping[str, Entry]):
@@ -132,8 +136,7 @@ _loaded_folders: tuple[str, ...] | None = None
 
 def method_folders() -> list[str]:
     """The method folders' names, found without importing them."""
-    package = sys.modules[__name__.rpartition(".")[0]]
-    return sorted(name for _, name, is_package in pkgutil.iter_modules(package.__path__) if is_package)
+    return [folder.name for folder in _method_folders()]
 
 
 def load_methods() -> tuple[str, ...]:
@@ -153,20 +156,20 @@ def load_methods() -> tuple[str, ...]:
         if _loaded_folders is None:
             _loaded_folders = ()
             try:
-                package = __name__.rpartition(".")[0]
-                modules = {folder: importlib.import_module(f"{package}.{folder}") for folder in method_folders()}
+                folders = method_folders()
+                for folder in folders:
+                    importlib.import_module(f"{_PACKAGE}.{folder}")
             except BaseException:
                 _loaded_folders = None
                 raise
-            ranks = {folder: (getattr(module, "ORDER", DEFAULT_ORDER), folder) for folder, module in modules.items()}
-            _loaded_folders = tuple(sorted(ranks, key=ranks.__getitem__))
+            _loaded_folders = tuple(sorted(folders, key=_rank_of_folder))
     return _loaded_folders
 
 
-def _redefines(known: type, model_class: type) -> bool:
-    """Whether `model_class` is `known` defined anew: its module imported again after its first import failed."""
-    same_name = (known.__module__, known.__qualname__) == (model_class.__module__, model_class.__qualname__)
-    return same_name and known is not model_class
+def _same_definition(known: type, model_class: type) -> bool:
+    """Whether `model_class` is `known`, or `known` defined anew (its module imported again after its first import
+    failed): the same module and qualified name."""
+    return (known.__module__, known.__qualname__) == (model_class.__module__, model_class.__qualname__)
 
 
 def register_model(model_class: type[PromptPreTrainedModel]) -> type[PromptPreTrainedModel]:
@@ -174,7 +177,7 @@ def register_model(model_class: type[PromptPreTrainedModel]) -> type[PromptPreTr
     `AutoModelForImageClassification` and the runners' saved-prompt loader."""
     model_type = model_class.config_class.model_type
     known = PROMPT_MODELS.registered.get(model_type)
-    if known is not None and known is not model_class and not _redefines(known, model_class):
+    if known is not None and not _same_definition(known, model_class):
         raise ValueError(
             f"model_type {model_type!r} is registered twice: {known.__name__} and {model_class.__name__}."
         )
@@ -188,8 +191,11 @@ def register_model(model_class: type[PromptPreTrainedModel]) -> type[PromptPreTr
 def register_method(name: str, model_class: type[PromptPreTrainedModel], **spec: Any) -> MethodSpec:
     """Add `--method name` (and its model, `register_model`); `spec` holds the other `MethodSpec` fields."""
     known = METHODS.registered.get(name)
-    if known is not None and not _redefines(known.model_class, model_class):
+    if known is not None and (
+        known.model_class is model_class or not _same_definition(known.model_class, model_class)
+    ):
         raise ValueError(f"--method {name!r} is registered twice.")
     register_model(model_class)
-    METHODS.add(name, MethodSpec(name, model_class, **spec))
-    return METHODS.registered[name]
+    method = MethodSpec(name, model_class, **spec)
+    METHODS.add(name, method)
+    return method
